@@ -1,0 +1,46 @@
+"""The one place that decides how many threads a kernel runs on.
+
+Order: kconv.set_num_threads(n) if set, else OMP_NUM_THREADS / OpenMP's default, capped at the number of
+CPUs this process may use; always 1 when kconv was built without OpenMP.
+"""
+import os
+import threading
+
+from . import _runtime
+
+_requested = None
+_lock = threading.Lock()
+
+
+def _available_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n):
+    """Sets the threads every kconv kernel uses; None restores the default (OMP_NUM_THREADS or all cores)."""
+    global _requested
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"set_num_threads: n must be a positive int or None, got {n!r}")
+    with _lock:
+        _requested = n
+
+
+def get_num_threads():
+    """The threads a kconv kernel called now would use."""
+    if not _runtime.openmp_enabled():
+        return 1
+    n = _requested if _requested is not None else _runtime.omp_max_threads()
+    return max(1, min(n, _available_cpus()) if _requested is None else n)
+
+
+def resolve(threads=None):
+    """Thread count for one call: an explicit per-call value wins over the global setting."""
+    if threads is None:
+        return get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    return threads if _runtime.openmp_enabled() else 1

@@ -1,0 +1,228 @@
+"""kconv's numpy API: convolutions and their gradients with the signatures of tf.nn, no TensorFlow needed.
+
+    y  = conv2d(x, w, strides, padding, data_format, dilations)
+    dx = conv2d_backprop_input(x.shape, w, dy, strides, padding, data_format, dilations)
+    dw = conv2d_backprop_filter(x, w.shape, dy, strides, padding, data_format, dilations)
+
+and the 1-D twins. Filters are laid out as in TensorFlow, (k..., C/groups, K); groups = C / filters.shape[-2].
+float32 and float64. Inputs are never modified; any strides are accepted (a contiguous copy is made when
+needed). Every function takes `threads=None` (see kconv.set_num_threads).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _args, _geometry, _threads
+from ._backend import core
+
+__all__ = ["conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d", "conv2d_backprop_filter",
+           "conv2d_backprop_input", "matmul"]
+
+# Pixels per chunk of the filter gradient's reduction, and how many tasks its split aims at. Both depend on
+# the shape only, never on the thread count, so results are the same for any number of threads.
+_FILTER_GRAD_TARGET_TASKS = 64
+_FILTER_GRAD_PARTIAL_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class _Conv:
+    """One convolution in kconv's native form: 2-D, NHWC (1-D runs with H = 1)."""
+    nd: int
+    layout: str
+    batch: int
+    in_hw: tuple
+    channels: int
+    k_hw: tuple
+    filters_out: int
+    groups: int
+    strides: tuple
+    dilations: tuple
+    pads: tuple
+    out_hw: tuple
+
+    @property
+    def cg(self):
+        return self.channels // self.groups
+
+    @property
+    def kg(self):
+        return self.filters_out // self.groups
+
+    def user_shape(self, hw, channels):
+        """A native (N, H, W, C) shape in the caller's layout and rank."""
+        spatial = hw[1:] if self.nd == 1 else hw
+        if self.layout.startswith("NC"):
+            return (self.batch, channels) + tuple(spatial)
+        return (self.batch,) + tuple(spatial) + (channels,)
+
+    def to_native(self, array):
+        """Caller's layout -> contiguous NHWC (a view when nothing needs to move)."""
+        if self.layout.startswith("NC"):
+            array = np.moveaxis(array, 1, -1)
+        if self.nd == 1:
+            array = array[:, None]
+        return np.ascontiguousarray(array)
+
+    def from_native(self, array):
+        if self.nd == 1:
+            array = array[:, 0]
+        if self.layout.startswith("NC"):
+            array = np.ascontiguousarray(np.moveaxis(array, -1, 1))
+        return array
+
+    def filters_native(self, filters):
+        """(taps, C/groups, K), contiguous."""
+        return np.ascontiguousarray(filters).reshape(-1, self.cg, self.filters_out)
+
+
+def _describe(nd, input_shape, filters_shape, strides, padding, data_format, dilations,
+              input_name="input", filters_name="filters"):
+    """Checks a convolution's geometry and returns it in native form."""
+    layout = _args.data_format(data_format, nd)
+    what = {1: "batch, width, channels", 2: "batch, height, width, channels"}[nd]
+    if len(input_shape) != nd + 2:
+        raise ValueError(f"{input_name} must be rank {nd + 2} ({layout}: {what}), got shape {tuple(input_shape)}")
+    if len(filters_shape) != nd + 2:
+        raise ValueError(f"{filters_name} must be rank {nd + 2} (kernel size..., in channels / groups, filters), "
+                         f"got shape {tuple(filters_shape)}")
+    stride_name = "stride" if nd == 1 else "strides"
+    strides = _args.spatial_ints(strides, stride_name, nd, layout)
+    dilations = _args.spatial_ints(dilations, "dilations", nd, layout)
+    pad = _args.padding(padding, nd, layout)
+    batch = input_shape[0]
+    channels = input_shape[1] if layout.startswith("NC") else input_shape[-1]
+    spatial = tuple(input_shape[2:]) if layout.startswith("NC") else tuple(input_shape[1:-1])
+    k_sizes, cg, k_out = tuple(filters_shape[:nd]), filters_shape[nd], filters_shape[nd + 1]
+    if any(k < 1 for k in k_sizes):
+        raise ValueError(f"{filters_name} kernel size must be >= 1, got shape {tuple(filters_shape)}")
+    if cg < 1 or channels % cg:
+        raise ValueError(f"{input_name} channels ({channels}, shape {tuple(input_shape)}) must be a positive "
+                         f"multiple of {filters_name}' in-channels ({cg}, shape {tuple(filters_shape)})")
+    groups = channels // cg
+    if k_out % groups:
+        raise ValueError(f"{filters_name} count ({k_out}, shape {tuple(filters_shape)}) must be divisible by "
+                         f"groups = {groups} (= {input_name} channels {channels} / {cg})")
+    pads = _geometry.resolve_padding(pad, spatial, k_sizes, strides, dilations)
+    out = _geometry.output_sizes(spatial, k_sizes, strides, dilations, pads, input_name)
+    if nd == 1:   # run as 2-D with H = 1
+        spatial, k_sizes, out = (1,) + spatial, (1,) + k_sizes, (1,) + out
+        strides, dilations, pads = (1,) + strides, (1,) + dilations, ((0, 0),) + pads
+    return _Conv(nd, layout, batch, spatial, channels, k_sizes, k_out, groups, strides, dilations, pads, out)
+
+
+def _forward(nd, input, filters, strides, padding, data_format, dilations, threads):
+    x = _args.float_array(input, "input")
+    w = _args.float_array(filters, "filters")
+    dtype = _args.same_dtype(input=x, filters=w)
+    conv = _describe(nd, x.shape, w.shape, strides, padding, data_format, dilations)
+    y = np.empty((conv.batch,) + conv.out_hw + (conv.filters_out,), dtype)
+    tap_h, tap_w, tap_index = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
+    if y.size:
+        core.conv_igemm(conv.to_native(x), conv.filters_native(w), y, tap_h, tap_w, tap_index,
+                        conv.out_hw[0], conv.out_hw[1], conv.strides[0], conv.strides[1], 0, 0, 1, 1,
+                        conv.groups, False, _threads.resolve(threads))
+    return conv.from_native(y)
+
+
+def _backprop_input(nd, input_sizes, filters, out_backprop, strides, padding, data_format, dilations, threads):
+    w = _args.float_array(filters, "filters")
+    dy = _args.float_array(out_backprop, "out_backprop")
+    dtype = _args.same_dtype(filters=w, out_backprop=dy)
+    shape = _args.sizes(input_sizes, "input_sizes", nd + 2)
+    conv = _describe(nd, shape, w.shape, strides, padding, data_format, dilations, input_name="input_sizes")
+    _check_out_backprop(conv, dy)
+    dx = np.empty((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
+    if dx.size:
+        dy_native, w_native, n_threads = conv.to_native(dy), conv.filters_native(w), _threads.resolve(threads)
+        for rh, rw, qh, qw, tap_h, tap_w, tap_index in _geometry.input_gradient_phases(
+                conv.in_hw, conv.k_hw, conv.strides, conv.dilations, conv.pads):
+            core.conv_igemm(dy_native, w_native, dx, tap_h, tap_w, tap_index, qh, qw, 1, 1,
+                            rh, rw, conv.strides[0], conv.strides[1], conv.groups, True, n_threads)
+    return conv.from_native(dx)
+
+
+def _backprop_filter(nd, input, filter_sizes, out_backprop, strides, padding, data_format, dilations, threads):
+    x = _args.float_array(input, "input")
+    dy = _args.float_array(out_backprop, "out_backprop")
+    dtype = _args.same_dtype(input=x, out_backprop=dy)
+    shape = _args.sizes(filter_sizes, "filter_sizes", nd + 2)
+    conv = _describe(nd, x.shape, shape, strides, padding, data_format, dilations, filters_name="filter_sizes")
+    _check_out_backprop(conv, dy)
+    taps = int(np.prod(conv.k_hw))
+    pixels = conv.batch * conv.out_hw[0] * conv.out_hw[1]
+    if pixels == 0 or conv.cg * conv.kg == 0:
+        return np.zeros(shape, dtype)
+    tap_h, tap_w, _ = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
+    chunk, splits = _filter_grad_split(conv, taps, pixels, dtype)
+    partial = np.empty((splits, conv.groups, conv.kg, taps * conv.cg), dtype)
+    core.filter_grad_partial(conv.to_native(x), conv.to_native(dy), partial, tap_h, tap_w,
+                             conv.strides[0], conv.strides[1], conv.groups, chunk, _threads.resolve(threads))
+    total = partial[0] if splits == 1 else partial.sum(axis=0)     # fixed order: split 0, 1, 2, ...
+    # (groups, K/groups, taps, C/groups) -> (taps, C/groups, groups, K/groups) = TensorFlow's filter layout
+    dw = total.reshape(conv.groups, conv.kg, taps, conv.cg).transpose(2, 3, 0, 1)
+    return np.ascontiguousarray(dw).reshape(shape)
+
+
+def _filter_grad_split(conv, taps, pixels, dtype):
+    """(pixels per chunk, number of pixel splits) for the filter gradient: from the shape alone."""
+    _, nr = core.tile_shape(dtype)
+    chunk = int(np.clip(65536 // max(conv.kg, 1), 64, 512))
+    column_panels = -(-taps * conv.cg // nr)
+    column_tasks = conv.groups * -(-column_panels // 8)      # 8 = COL_PANELS_PER_TASK in filter_grad.pxi
+    splits = max(1, min(-(-_FILTER_GRAD_TARGET_TASKS // column_tasks), -(-pixels // chunk)))
+    plane_bytes = conv.groups * conv.kg * taps * conv.cg * np.dtype(dtype).itemsize
+    return chunk, max(1, min(splits, _FILTER_GRAD_PARTIAL_BYTES // max(plane_bytes, 1)))
+
+
+def _check_out_backprop(conv, dy):
+    expected = conv.user_shape(conv.out_hw, conv.filters_out)
+    if dy.shape != expected:
+        raise ValueError(f"out_backprop must have shape {expected} (the convolution's output), got {dy.shape}")
+
+
+def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *, threads=None):
+    """2-D convolution (cross-correlation, as tf.nn.conv2d) of input (N, H, W, C) with filters (kh, kw, C/g, K)."""
+    return _forward(2, input, filters, strides, padding, data_format, dilations, threads)
+
+
+def conv2d_backprop_input(input_sizes, filters, out_backprop, strides=1, padding="VALID", data_format="NHWC",
+                          dilations=1, *, threads=None):
+    """Gradient of conv2d with respect to its input, of shape input_sizes."""
+    return _backprop_input(2, input_sizes, filters, out_backprop, strides, padding, data_format, dilations, threads)
+
+
+def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides=1, padding="VALID", data_format="NHWC",
+                           dilations=1, *, threads=None):
+    """Gradient of conv2d with respect to its filters, of shape filter_sizes."""
+    return _backprop_filter(2, input, filter_sizes, out_backprop, strides, padding, data_format, dilations, threads)
+
+
+def conv1d(input, filters, stride=1, padding="VALID", data_format="NWC", dilations=1, *, threads=None):
+    """1-D convolution of input (N, W, C) with filters (k, C/g, K); padding may also be 'CAUSAL'."""
+    return _forward(1, input, filters, stride, padding, data_format, dilations, threads)
+
+
+def conv1d_backprop_input(input_sizes, filters, out_backprop, stride=1, padding="VALID", data_format="NWC",
+                          dilations=1, *, threads=None):
+    """Gradient of conv1d with respect to its input, of shape input_sizes."""
+    return _backprop_input(1, input_sizes, filters, out_backprop, stride, padding, data_format, dilations, threads)
+
+
+def conv1d_backprop_filter(input, filter_sizes, out_backprop, stride=1, padding="VALID", data_format="NWC",
+                           dilations=1, *, threads=None):
+    """Gradient of conv1d with respect to its filters, of shape filter_sizes."""
+    return _backprop_filter(1, input, filter_sizes, out_backprop, stride, padding, data_format, dilations, threads)
+
+
+def matmul(a, b, *, threads=None):
+    """a @ b on kconv's micro-kernel (a 1x1 convolution of M pixels), for tests and the micro-kernel benchmark."""
+    a = _args.float_array(a, "a")
+    b = _args.float_array(b, "b")
+    _args.same_dtype(a=a, b=b)
+    _args.rank(a, 2, "a", "M x K")
+    _args.rank(b, 2, "b", "K x N")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"inner dimensions differ: a has shape {a.shape}, b has shape {b.shape}")
+    if a.shape[1] == 0:
+        return np.zeros((a.shape[0], b.shape[1]), a.dtype)
+    return conv2d(a[None, None], b[None, None], threads=threads)[0, 0]

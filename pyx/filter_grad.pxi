@@ -1,0 +1,121 @@
+# Gradient with respect to the filter, as a GEMM over pixels.
+#
+#     dW^T[k, (t, c)] = sum over output pixels p of dY[p, k] * X[p at tap t, c]
+#
+# Rows are the output channels k of a group (A = dY^T: a chunk of dY transposed once per task, a cost
+# of 1 / (2 * columns per task) of the work), columns are (tap, input channel) pairs (B = panels of
+# im2col: for each pixel, NR consecutive channels of one source pixel, a contiguous copy), and the
+# reduction runs over pixels. The pixel range is cut into `nsplit` parts whose partial sums land in
+# separate planes of `partial` (nsplit, groups, cout, ntaps * cin); the caller adds them in order.
+# nsplit and the chunk length depend on the shape only, so results do not depend on the thread count.
+
+cdef enum:
+    COL_PANELS_PER_TASK = 8
+
+
+cdef void pack_dy_transposed(const real* dy, const ConvGrid* grid, Py_ssize_t g,
+                             Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t kcp, real* a) noexcept nogil:
+    """a[k * kcp + pl] = dY[p0 + pl, g*cout + k]: rows of A for the micro-kernel."""
+    cdef Py_ssize_t pl, k
+    cdef const real* drow
+    for pl in range(kc):
+        drow = dy + (p0 + pl) * grid.Cd + g * grid.cout
+        for k in range(grid.cout):
+            a[k * kcp + pl] = drow[k]
+
+
+cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize_t* tap_h,
+                             const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t g, Py_ssize_t p0,
+                             Py_ssize_t kc, Py_ssize_t jp0, Py_ssize_t jp1, const real* zeros,
+                             real* b) noexcept nogil:
+    """b[((j - jp0) * kc + pl) * NR + v] = X[pixel p0 + pl at tap t, channel c], column j*NR + v = t*cin + c."""
+    cdef int NR = tile_cols(b)
+    cdef Py_ssize_t plane = grid.Qh * grid.Qw
+    cdef Py_ssize_t pl, p, n, rem, qh, qw, j, v, t, c, ih, iw
+    cdef const real* pix
+    cdef real* dst
+    for pl in range(kc):
+        p = p0 + pl
+        n = p // plane
+        rem = p - n * plane
+        qh = rem // grid.Qw
+        qw = rem - qh * grid.Qw
+        for j in range(jp0, jp1):
+            dst = b + ((j - jp0) * kc + pl) * NR
+            t = (j * NR) // grid.cin
+            c = j * NR - t * grid.cin
+            pix = zeros
+            for v in range(NR):
+                if v == 0 or c == grid.cin:    # first column, or the panel crosses into the next tap
+                    if c == grid.cin:
+                        t = t + 1
+                        c = 0
+                    pix = zeros
+                    if t < ntaps:
+                        ih = qh * grid.step_h + tap_h[t]
+                        iw = qw * grid.step_w + tap_w[t]
+                        if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
+                            pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin
+                dst[v] = pix[c] if t < ntaps else 0
+                c = c + 1
+
+
+cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid,
+                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                     Py_ssize_t nsplit, Py_ssize_t kcp, const real* zeros, int n_threads) noexcept nogil:
+    """Fills partial (nsplit, groups, cout, ntaps*cin). Returns 0, or -1 when scratch cannot be allocated."""
+    cdef int MR = tile_rows(partial)
+    cdef int NR = tile_cols(partial)
+    cdef Py_ssize_t P = grid.N * grid.Qh * grid.Qw
+    cdef Py_ssize_t NC = ntaps * grid.cin
+    cdef Py_ssize_t ncolp = (NC + NR - 1) // NR
+    cdef Py_ssize_t nblocks = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
+    cdef Py_ssize_t krows = ((grid.cout + MR - 1) // MR) * MR
+    cdef Py_ssize_t a_len = grid.cout * kcp, b_len = COL_PANELS_PER_TASK * NR * kcp
+    cdef Py_ssize_t per_thread = a_len + b_len
+    cdef Py_ssize_t task, s, g, cb, pb0, pb1, jp0, jp1, p0, kc, j, kp, r, mr, nr, tid
+    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * krows * sizeof(real*))
+    cdef real* a
+    cdef real* b
+    cdef const real** aptr
+    cdef real** crow
+    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
+        free(scratch)
+        free(aptr_all)
+        free(crow_all)
+        return -1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        a = scratch + tid * per_thread
+        b = a + a_len
+        aptr = aptr_all + tid * krows
+        crow = crow_all + tid * krows
+        for task in prange(nsplit * grid.groups * nblocks, schedule='dynamic'):
+            s = task // (grid.groups * nblocks)
+            g = (task // nblocks) % grid.groups
+            cb = task % nblocks
+            pb0 = P * s // nsplit
+            pb1 = P * (s + 1) // nsplit
+            jp0 = cb * COL_PANELS_PER_TASK
+            jp1 = jp0 + COL_PANELS_PER_TASK if jp0 + COL_PANELS_PER_TASK < ncolp else ncolp
+            for r in range(krows):      # rows past cout repeat row 0; they are never stored
+                aptr[r] = a + (r if r < grid.cout else 0) * kcp
+                crow[r] = partial + ((s * grid.groups + g) * grid.cout + (r if r < grid.cout else 0)) * NC
+            p0 = pb0
+            while p0 < pb1:
+                kc = pb1 - p0 if pb1 - p0 < kcp else kcp
+                pack_dy_transposed(dy, &grid, g, p0, kc, kcp, a)
+                pack_im2col_panels(x, &grid, tap_h, tap_w, ntaps, g, p0, kc, jp0, jp1, zeros, b)
+                for j in range(jp0, jp1):
+                    nr = NC - j * NR if NC - j * NR < NR else NR
+                    for kp in range(krows // MR):
+                        mr = grid.cout - kp * MR if grid.cout - kp * MR < MR else MR
+                        igemm_tile(1, <int> kc, &aptr[kp * MR], 0, b + (j - jp0) * kc * NR,
+                                   &crow[kp * MR], j * NR, mr, nr, p0 > pb0)
+                p0 = p0 + kc
+    free(scratch)
+    free(aptr_all)
+    free(crow_all)
+    return 0

@@ -1,0 +1,97 @@
+# Convolution as an indirect GEMM (no im2col buffer).
+#
+# Rows of the GEMM are the pixels of a destination grid (N x Qh x Qw), columns are output channels of a
+# group, and the reduction runs over taps x input channels. For row (n, qh, qw) and tap t, the micro-kernel
+# reads the channels of source pixel (n, qh*step_h + tap_h[t], qw*step_w + tap_w[t]) straight from the
+# NHWC image, or a row of zeros where that pixel falls in the padding. The result goes to destination
+# pixel (n, dst_h0 + qh*dstep_h, dst_w0 + qw*dstep_w).
+#
+# The forward pass is the plain case (rows = output pixels, step = stride). The input gradient is the same
+# machine run once per stride phase: input pixels whose coordinates share a residue mod the stride see
+# the same subset of taps, so no zero-stuffed work is done for strided layers.
+#
+# Every output element is owned by one task and reduced in a fixed order (chunk by chunk, tap by tap),
+# so results do not depend on the thread count.
+
+cdef struct ConvGrid:
+    Py_ssize_t N, Hs, Ws, Cs       # source image (NHWC)
+    Py_ssize_t Hd, Wd, Cd          # destination image (NHWC, same N)
+    Py_ssize_t Qh, Qw              # rows: an N x Qh x Qw grid of destination pixels
+    Py_ssize_t step_h, step_w      # source pixel = q * step + tap offset
+    Py_ssize_t dst_h0, dst_w0      # destination pixel = dst_0 + q * dstep
+    Py_ssize_t dstep_h, dstep_w
+    Py_ssize_t groups, cin, cout   # per group: reduction channels and output channels
+
+
+cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
+                          const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                          Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t rows_padded,
+                          const real* zeros, const real** aptr, real** crow) noexcept nogil:
+    """Pointer tables for rows m0..m0+mc: aptr[(panel*ntaps + t)*MR + i] and crow[row]."""
+    cdef int MR = tile_rows(dst)
+    cdef Py_ssize_t r, m, n, rem, qh, qw, t, sh, sw, p, i
+    cdef Py_ssize_t plane = grid.Qh * grid.Qw
+    for r in range(rows_padded):
+        m = m0 + (r if r < mc else 0)       # rows past the edge repeat row 0; they are never stored
+        n = m // plane
+        rem = m - n * plane
+        qh = rem // grid.Qw
+        qw = rem - qh * grid.Qw
+        crow[r] = dst + ((n * grid.Hd + grid.dst_h0 + qh * grid.dstep_h) * grid.Wd
+                         + grid.dst_w0 + qw * grid.dstep_w) * grid.Cd + g * grid.cout
+        p = r // MR
+        i = r - p * MR
+        for t in range(ntaps):
+            sh = qh * grid.step_h + tap_h[t]
+            sw = qw * grid.step_w + tap_w[t]
+            if 0 <= sh < grid.Hs and 0 <= sw < grid.Ws:
+                aptr[(p * ntaps + t) * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs + g * grid.cin
+            else:
+                aptr[(p * ntaps + t) * MR + i] = zeros
+
+
+cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
+                    const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                    const real* panels, const real* zeros, int n_threads) noexcept nogil:
+    """Returns 0, or -1 when the per-thread pointer tables cannot be allocated."""
+    cdef int MR = tile_rows(dst)
+    cdef int NR = tile_cols(dst)
+    cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
+    cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
+    cdef Py_ssize_t nblocks = (M + MC - 1) // MC
+    cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
+    cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin)
+    cdef Py_ssize_t a_len = MC * (ntaps if ntaps > 0 else 1)
+    cdef Py_ssize_t task, g, m0, mc, npan, q, c0, kc, j, p, mr, nr, tid
+    cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
+    cdef const real** aptr
+    cdef real** crow
+    cdef const real* bq
+    if aptr_all == NULL or crow_all == NULL:
+        free(aptr_all)
+        free(crow_all)
+        return -1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        aptr = aptr_all + tid * a_len
+        crow = crow_all + tid * MC
+        for task in prange(grid.groups * nblocks, schedule='dynamic'):
+            g = task // nblocks
+            m0 = (task - g * nblocks) * MC
+            mc = M - m0 if M - m0 < MC else MC
+            npan = (mc + MR - 1) // MR
+            index_tile_rows(src, dst, &grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+            for q in range(nchunks):
+                c0 = chunk_start(q, nchunks, grid.cin)
+                kc = chunk_start(q + 1, nchunks, grid.cin) - c0
+                for j in range(ncolp):
+                    nr = grid.cout - j * NR if grid.cout - j * NR < NR else NR
+                    bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
+                    for p in range(npan):
+                        mr = mc - p * MR if mc - p * MR < MR else MR
+                        igemm_tile(ntaps, kc, &aptr[p * ntaps * MR], c0, bq,
+                                   &crow[p * MR], j * NR, mr, nr, q > 0)
+    free(aptr_all)
+    free(crow_all)
+    return 0

@@ -1,0 +1,139 @@
+/* kconv's one hot loop: a register-blocked "indirect GEMM" tile, C[MR x NR] (+)= A[MR x kc*ntaps] B.
+ *
+ * This header is the only C in kconv. Plain Cython loops cannot keep an accumulator tile in registers
+ * (measured: 6 GFLOP/s); GCC/clang vector extensions can (~90 % of the FMA roof). Everything around the
+ * tile (packing, tiling, transforms, threads) is Cython.
+ *
+ * Indirection: row i of A, for tap t, is read from a[t*MR + i] + a_off (kc contiguous values). A packed
+ * panel, a row of an NHWC image (a convolution tap), or a Winograd-domain tile row all fit that shape,
+ * so direct convolution runs without an im2col buffer. B is a packed panel: ntaps*kc rows of NR values.
+ * Row i of C is c[i] + c_off (NR contiguous values); only the first mr rows and nr columns are stored.
+ *
+ * The tile shape follows the instruction set the file is compiled for (the register count differs):
+ *   AVX-512 (32 zmm): float 8 x 32, double 8 x 16  (16 accumulators)
+ *   AVX2    (16 ymm): float 6 x 16, double 6 x 8   (12 accumulators)
+ *   other   (SSE/NEON, 16 x 128-bit): float 6 x 8, double 6 x 4
+ */
+#ifndef KCONV_MICROKERNEL_H
+#define KCONV_MICROKERNEL_H
+
+
+#if defined(__AVX512F__)
+#define KC_VEC_BYTES 64
+#define KC_MR 8
+#define KC_ISA "avx512"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define KC_VEC_BYTES 32
+#define KC_MR 6
+#define KC_ISA "avx2"
+#else
+#define KC_VEC_BYTES 16
+#define KC_MR 6
+#define KC_ISA "generic"
+#endif
+
+/* Two vectors of columns per row: NR = 2 * lanes. */
+#define KC_NV 2
+#define KC_MR_F32 KC_MR
+#define KC_NR_F32 (KC_NV * KC_VEC_BYTES / 4)
+#define KC_MR_F64 KC_MR
+#define KC_NR_F64 (KC_NV * KC_VEC_BYTES / 8)
+
+/* aligned(4/8): loads and stores of C rows and B panels need not be vector-aligned. */
+typedef float kc_vf32 __attribute__((vector_size(KC_VEC_BYTES), aligned(4)));
+typedef double kc_vf64 __attribute__((vector_size(KC_VEC_BYTES), aligned(8)));
+
+/* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
+#define KC_DEFINE_IGEMM(NAME, T, V, NR)                                                           \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, const T *b,             \
+                        T *const *c, long c_off, int mr, int nr, int accumulate)                  \
+{                                                                                                 \
+    enum { LANES = NR / KC_NV };                                                                  \
+    V acc[KC_MR][KC_NV];                                                                          \
+    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] = (V){0};               \
+    for (int t = 0; t < ntaps; t++) {                                                             \
+        const T *ar[KC_MR];                                                                       \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) ar[i] = a[t * KC_MR + i] + a_off; \
+        for (int k = 0; k < kc; k++) {                                                            \
+            V bv[KC_NV];                                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+                bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
+            b += NR;                                                                              \
+            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                             \
+                V ai = ar[i][k] - (V){0}; /* broadcast (x - 0 == x, also for -0) */                \
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];  \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    if (mr == KC_MR && nr == NR) {                                                                \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                                 \
+            T *ci = c[i] + c_off;                                                                 \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) {                             \
+                V *cv = (V *)(ci + v * LANES);                                                    \
+                *cv = accumulate ? *cv + acc[i][v] : acc[i][v];                                   \
+            }                                                                                     \
+        }                                                                                         \
+    } else { /* edge tile: spill to a scratch tile, store the valid part */                       \
+        T tile[KC_MR][NR];                                                                        \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+                *(V *)&tile[i][v * LANES] = acc[i][v];                                            \
+        for (int i = 0; i < mr; i++) {                                                            \
+            T *ci = c[i] + c_off;                                                                 \
+            for (int j = 0; j < nr; j++) ci[j] = accumulate ? ci[j] + tile[i][j] : tile[i][j];    \
+        }                                                                                         \
+    }                                                                                             \
+}
+
+KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, KC_NR_F32)
+KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, KC_NR_F64)
+
+/* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
+ * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller
+ * sums so the work is not optimised away. */
+static inline float kc_fma_chains(long iters)
+{
+    enum { CHAINS = 10 };
+    kc_vf32 acc[CHAINS], m = (kc_vf32){0} + 1.0000001f, s = (kc_vf32){0} + 1e-7f;
+    _Pragma("GCC unroll 10") for (int i = 0; i < CHAINS; i++) acc[i] = m * (float)i;
+    for (long it = 0; it < iters; it++)
+        _Pragma("GCC unroll 10") for (int i = 0; i < CHAINS; i++) acc[i] = acc[i] * m + s;
+    float sink = 0;
+    for (int i = 0; i < CHAINS; i++) sink += acc[i][0];
+    return sink;
+}
+#define KC_FMA_CHAIN_FLOPS (10 * 2 * (KC_VEC_BYTES / 4))
+
+/* CPU features, for choosing the build at import (never run an instruction the CPU lacks). */
+static inline int kc_cpu_supports_avx2(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+static inline int kc_cpu_supports_avx512(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
+#else
+    return 0;
+#endif
+}
+
+/* OpenMP as built: kconv still builds and runs (on one thread) without it. */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int kc_openmp_enabled(void) { return 1; }
+static inline int kc_omp_max_threads(void) { return omp_get_max_threads(); }
+#else
+static inline int kc_openmp_enabled(void) { return 0; }
+static inline int kc_omp_max_threads(void) { return 1; }
+#endif
+
+#endif

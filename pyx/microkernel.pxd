@@ -1,0 +1,11 @@
+# Cython's view of the one C header: the register-blocked tile and the machine probes beside it.
+cdef extern from "microkernel.h" nogil:
+    const char* KC_ISA
+    int KC_MR_F32, KC_NR_F32, KC_MR_F64, KC_NR_F64, KC_FMA_CHAIN_FLOPS
+    void kc_igemm_f32(int ntaps, int kc, const float* const* a, long a_off, const float* b,
+                      float* const* c, long c_off, int mr, int nr, int accumulate)
+    void kc_igemm_f64(int ntaps, int kc, const double* const* a, long a_off, const double* b,
+                      double* const* c, long c_off, int mr, int nr, int accumulate)
+    float kc_fma_chains(long iters)
+    int kc_cpu_supports_avx2()
+    int kc_cpu_supports_avx512()

@@ -1,0 +1,53 @@
+# The micro-kernel's tile for each precision, and one call that dispatches on it.
+from libc.stdlib cimport malloc, free
+from microkernel cimport *
+from cython.parallel cimport prange, parallel, threadid
+
+ctypedef fused real:
+    float
+    double
+
+# Largest reduction (taps x channels) one micro-kernel call runs before its tile is stored: keeps the
+# B panel (KC x NR) near L1 and bounds the pointer tables.
+cdef enum:
+    KC_MAX = 512
+# Rows of output pixels one task owns, in micro-kernel panels.
+cdef enum:
+    PANELS_PER_BLOCK = 16
+
+
+cdef inline int tile_rows(real* dummy) noexcept nogil:
+    if real is float:
+        return KC_MR_F32
+    else:
+        return KC_MR_F64
+
+
+cdef inline int tile_cols(real* dummy) noexcept nogil:
+    if real is float:
+        return KC_NR_F32
+    else:
+        return KC_NR_F64
+
+
+cdef inline void igemm_tile(int ntaps, int kc, const real* const* a, long a_off, const real* b,
+                            real* const* c, long c_off, int mr, int nr, int accumulate) noexcept nogil:
+    if real is float:
+        kc_igemm_f32(ntaps, kc, a, a_off, b, c, c_off, mr, nr, accumulate)
+    else:
+        kc_igemm_f64(ntaps, kc, a, a_off, b, c, c_off, mr, nr, accumulate)
+
+
+cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
+    """How many channel chunks split a reduction of ntaps x cin so each stays within KC_MAX."""
+    cdef Py_ssize_t n = (ntaps * cin + KC_MAX - 1) // KC_MAX
+    if n < 1:
+        n = 1
+    if n > cin and cin > 0:
+        n = cin
+    return n
+
+
+cdef inline Py_ssize_t chunk_start(Py_ssize_t q, Py_ssize_t nchunks, Py_ssize_t cin) noexcept nogil:
+    """Channel where chunk q starts: chunks differ in size by at most one channel."""
+    return q * cin // nchunks

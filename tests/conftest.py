@@ -1,0 +1,118 @@
+"""Shared fixtures and helpers for the kconv test suite.
+
+Helpers (import them with ``from conftest import ...``):
+  randn(rng, shape, dtype)     random normal array (never zeros) of a dtype
+  assert_close(got, ref, dtype) the accuracy contract of API.md against a float64 reference
+  strided_view(a, kind, rng)   the values of `a` as a sliced / transposed / reversed / Fortran /
+                               misaligned array (one of VIEW_KINDS)
+  shape_re(shape)              regex matching a shape as it may appear in an error message
+"""
+
+import os
+import re
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+# Make `import reference` / `from conftest import ...` work whatever pytest's import mode.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Accuracy contract (API.md): max |got - ref| <= RTOL[dtype] * max |ref|, ref computed in float64.
+RTOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
+DTYPES = [np.float32, np.float64]
+
+
+def randn(rng, shape, dtype=np.float64):
+    """Standard normal values of `dtype` (random normal, so exact zeros do not occur)."""
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def assert_close(got, ref, dtype, what="result"):
+    """Check shape, dtype and the accuracy contract; the message prints the max error."""
+    dtype = np.dtype(dtype)
+    got = np.asarray(got)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, expected {ref.shape}"
+    assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
+    if ref.size == 0:
+        return
+    scale = float(np.max(np.abs(ref)))
+    err = np.abs(got.astype(np.float64) - ref)
+    max_err = float(np.max(err)) if np.all(np.isfinite(err)) else float("inf")
+    tol = RTOL[dtype] * scale
+    if not max_err <= tol:
+        where = np.unravel_index(np.argmax(np.where(np.isfinite(err), err, np.inf)), err.shape)
+        n_bad = int(np.count_nonzero(~(err <= tol)))
+        raise AssertionError(
+            f"{what} ({dtype}): max error {max_err:.3e} > {tol:.3e} = {RTOL[dtype]:g} * max|ref| "
+            f"({scale:.3e}); worst at {tuple(int(i) for i in where)}: got {got[where]!r}, "
+            f"ref {ref[where]!r}; {n_bad} of {err.size} elements out of tolerance"
+        )
+
+
+VIEW_KINDS = ["sliced", "transposed", "reversed", "fortran", "misaligned"]
+
+
+def strided_view(a, kind, rng):
+    """The same values as `a`, laid out as a non-contiguous / Fortran / misaligned array."""
+    if kind == "sliced":  # every other element of a bigger array along every axis
+        big = rng.standard_normal(tuple(2 * s + 1 for s in a.shape)).astype(a.dtype)
+        view = big[tuple(slice(1, 1 + 2 * s, 2) for s in a.shape)]
+    elif kind == "transposed":  # a reversed-axes contiguous buffer, transposed back
+        view = np.ascontiguousarray(a.transpose(tuple(reversed(range(a.ndim))))).transpose(
+            tuple(reversed(range(a.ndim)))
+        )
+        assert not view.flags.c_contiguous or a.size <= 1
+    elif kind == "reversed":  # negative strides on every axis
+        view = np.ascontiguousarray(a[(slice(None, None, -1),) * a.ndim])[(slice(None, None, -1),) * a.ndim]
+    elif kind == "fortran":
+        view = np.asfortranarray(a)
+    elif kind == "misaligned":  # C-contiguous, but starting one element into a buffer (not vector aligned)
+        buf = np.empty(a.size + 1, a.dtype)
+        view = buf[1:].reshape(a.shape)
+    else:
+        raise ValueError(kind)
+    view[...] = a
+    return view
+
+
+def shape_re(shape):
+    """Regex for a shape in a message: (2, 3, 4), [2, 3, 4] or 2x3x4."""
+    dims = [str(int(d)) for d in shape]
+    comma = r",\s*".join(dims)
+    return rf"(\({comma},?\)|\[{comma}\]|{'x'.join(dims)})"
+
+
+def assert_message(excinfo, *needles):
+    """Every needle (plain string, or a compiled regex) occurs in the exception's message."""
+    msg = str(excinfo.value)
+    for needle in needles:
+        if isinstance(needle, re.Pattern):
+            assert needle.search(msg), f"message {msg!r} does not match {needle.pattern!r}"
+        else:
+            assert needle in msg, f"message {msg!r} does not mention {needle!r}"
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: reproducible, and different for every case."""
+    test_id = os.path.basename(request.node.nodeid)  # independent of the directory pytest runs from
+    return np.random.default_rng(zlib.crc32(test_id.encode()))
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, imported once (slow), with its log noise turned down."""
+    return pytest.importorskip("tensorflow")
+
+
+@pytest.fixture
+def restore_threads():
+    """Put kconv's thread count back to its default after the test."""
+    import kconv
+
+    yield kconv
+    kconv.set_num_threads(None)

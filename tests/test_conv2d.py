@@ -1,0 +1,320 @@
+"""kconv.ops.conv2d and its two gradients against the float64 reference.
+
+A seeded grid covers every argument (kernel 1..7 incl. non-square, strides and dilations 1..3,
+groups 1/2/4, VALID/SAME/explicit, NHWC/NCHW, float32/float64, batch 0/1/3, channel counts around
+the micro-kernel tile); targeted cases cover output pixel counts around the row tile and row block,
+reductions longer than one chunk (taps*channels > 512), Winograd-shaped layers, argument forms,
+non-contiguous / Fortran-ordered inputs, and that inputs are never written to.
+"""
+
+import dataclasses
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from cases import CHANNELS, KERNELS_2D, Conv2dCase, random_conv2d_cases
+from conftest import DTYPES, VIEW_KINDS, assert_close, strided_view
+from kconv import ops
+
+OPS = ["forward", "backprop_input", "backprop_filter"]
+
+
+def check_op(case, op, rng):
+    """Run one op of a case on random inputs and compare with the reference."""
+    x, f, dy = case.inputs(rng)
+    if op == "forward":
+        got, want = case.forward(x, f), case.ref_forward(x, f)
+    elif op == "backprop_input":
+        got, want = case.backprop_input(f, dy), case.ref_backprop_input(f, dy)
+    else:
+        got, want = case.backprop_filter(x, dy), case.ref_backprop_filter(x, dy)
+    assert_close(got, want, case.dtype, what=f"conv2d {op} {case.id}")
+
+
+def parametrize_cases(cases):
+    return pytest.mark.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+# ---------------------------------------------------------------------------------------
+# The seeded grid
+# ---------------------------------------------------------------------------------------
+
+GRID = random_conv2d_cases(130, seed=2024)
+
+
+def test_grid_covers_every_argument_value():
+    """The random grid really contains every value the brief asks for (guards against reseeding)."""
+    seen = lambda attr: {getattr(c, attr) for c in GRID}  # noqa: E731
+    assert set(KERNELS_2D) <= {(c.kh, c.kw) for c in GRID}
+    assert {s for c in GRID for s in c.strides} == {1, 2, 3}
+    assert {d for c in GRID for d in c.dilations} == {1, 2, 3}
+    assert any(min(c.strides) > 1 and min(c.dilations) > 1 for c in GRID)
+    assert seen("groups") == {1, 2, 4}
+    assert {c.padding if isinstance(c.padding, str) else "explicit" for c in GRID} == {"VALID", "SAME", "explicit"}
+    assert seen("data_format") == {"NHWC", "NCHW"}
+    assert seen("dtype") == {np.float32, np.float64}
+    assert seen("n") == {0, 1, 3}
+    assert {c.c for c in GRID} | {c.k for c in GRID} == set(CHANNELS)
+
+
+@parametrize_cases(GRID)
+@pytest.mark.parametrize("op", OPS)
+def test_grid_matches_reference(case, op, rng):
+    check_op(case, op, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# Row tile / row block edges: output pixel counts around multiples of 6 and 8, and above 144
+# ---------------------------------------------------------------------------------------
+
+# output pixel count -> (Ho, Wo)
+PIXELS = {
+    1: (1, 1), 5: (1, 5), 6: (2, 3), 7: (1, 7), 8: (2, 4), 9: (3, 3), 12: (3, 4), 13: (1, 13),
+    16: (4, 4), 17: (1, 17), 47: (1, 47), 48: (6, 8), 49: (7, 7), 95: (5, 19), 96: (8, 12),
+    97: (1, 97), 143: (11, 13), 144: (12, 12), 145: (5, 29), 150: (10, 15), 289: (17, 17),
+}  # fmt: skip
+
+
+def _pixel_cases():
+    cases = []
+    chans = itertools.cycle([(16, 16), (7, 33), (33, 17), (64, 8), (3, 6)])
+    for (p, (ho, wo)), (kernel, padding), n in itertools.product(
+        PIXELS.items(), [(1, "VALID"), (3, "SAME"), (3, "VALID")], [1, 3]
+    ):
+        c, k = next(chans)
+        grow = 0 if padding == "SAME" else kernel - 1
+        for dtype in DTYPES:
+            cases.append(Conv2dCase(n, ho + grow, wo + grow, c, k, kernel, kernel, padding=padding, dtype=dtype))
+    return cases
+
+
+@parametrize_cases(_pixel_cases())
+@pytest.mark.parametrize("op", OPS)
+def test_output_pixel_counts_around_tile_multiples(case, op, rng):
+    """M = N*Ho*Wo below/at/above multiples of MR (6 or 8) and above one row block (~144)."""
+    check_op(case, op, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# Reductions longer than one KC chunk (taps * channels per group > 512)
+# ---------------------------------------------------------------------------------------
+
+LONG_REDUCTIONS = [
+    Conv2dCase(2, 8, 8, 100, 20, 3, 3, padding="SAME"),  # 900
+    Conv2dCase(1, 9, 9, 33, 16, 5, 5),  # 825
+    Conv2dCase(1, 7, 7, 16, 8, 7, 7, padding="SAME"),  # 784
+    Conv2dCase(2, 6, 6, 64, 64, 3, 3, padding="SAME"),  # 576, Winograd-shaped
+    Conv2dCase(1, 5, 6, 511, 9, 1, 1),
+    Conv2dCase(1, 5, 6, 512, 9, 1, 1),
+    Conv2dCase(1, 5, 6, 513, 9, 1, 1),
+    Conv2dCase(1, 4, 4, 128, 5, 2, 2),  # exactly 512
+    Conv2dCase(1, 4, 4, 129, 5, 2, 2),  # 516
+    Conv2dCase(1, 7, 7, 600, 7, 1, 1, padding="SAME"),
+    Conv2dCase(2, 8, 8, 200, 8, 3, 3, groups=2, padding="SAME"),  # 900 per group
+    Conv2dCase(1, 11, 10, 100, 7, 3, 3, strides=(2, 2), dilations=(2, 2), padding=((1, 2), (0, 1))),
+    Conv2dCase(2, 8, 8, 100, 12, 3, 3, strides=(2, 1), padding="SAME", data_format="NCHW"),
+]
+LONG_REDUCTIONS += [dataclasses.replace(c, dtype=np.float64) for c in LONG_REDUCTIONS]
+
+
+@parametrize_cases(LONG_REDUCTIONS)
+@pytest.mark.parametrize("op", OPS)
+def test_reductions_longer_than_one_chunk(case, op, rng):
+    check_op(case, op, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# Winograd-shaped layers: 3x3, stride 1, no dilation, many channels; output sizes around tiles
+# ---------------------------------------------------------------------------------------
+
+
+def _winograd_cases(count=32, seed=7):
+    r = random.Random(seed)
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13, 16, 25]
+    cases = []
+    for i in range(count):
+        padding = ["SAME", "VALID"][i % 2]
+        ho, wo = r.choice(sizes), r.choice(sizes)
+        grow = 0 if padding == "SAME" else 2
+        cases.append(
+            Conv2dCase(
+                n=r.choice([1, 4, 5]),
+                h=ho + grow,
+                w=wo + grow,
+                c=r.choice([16, 17, 32, 64]),
+                k=r.choice([16, 17, 32, 64]),
+                kh=3,
+                kw=3,
+                padding=padding,
+                data_format=r.choice(["NHWC", "NHWC", "NCHW"]),
+                dtype=DTYPES[(i // 2) % 2],
+            )
+        )
+    return cases
+
+
+@parametrize_cases(_winograd_cases())
+@pytest.mark.parametrize("op", OPS)
+def test_winograd_shaped_layers(case, op, rng):
+    """3x3 stride-1 layers with C, K >= 16, any batch: the accuracy contract holds whatever algorithm runs."""
+    check_op(case, op, rng)
+
+
+# ---------------------------------------------------------------------------------------
+# Argument forms
+# ---------------------------------------------------------------------------------------
+
+FORM_CASE = Conv2dCase(2, 11, 10, 6, 8, 3, 2, strides=(2, 3), dilations=(1, 1), padding="SAME", dtype=np.float64)
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+def test_strides_and_dilations_forms_are_equivalent(data_format, rng):
+    """int, [s], [sh, sw] and tf's 4-long form ([1,sh,sw,1] NHWC, [1,1,sh,sw] NCHW) mean the same."""
+    base = Conv2dCase(2, 11, 10, 6, 8, 3, 2, data_format=data_format, padding="SAME", dtype=np.float64)
+    x, f, _ = base.inputs(rng)
+
+    def run(strides, dilations):
+        return ops.conv2d(x, f, strides=strides, padding="SAME", data_format=data_format, dilations=dilations)
+
+    long_form = (lambda a, b: [1, a, b, 1]) if data_format == "NHWC" else (lambda a, b: [1, 1, a, b])
+    for strides, dilations, expect in [
+        (2, 1, ((2, 2), (1, 1))),
+        ([2], [1], ((2, 2), (1, 1))),
+        ((2, 3), (1, 1), ((2, 3), (1, 1))),
+        (long_form(2, 3), long_form(1, 1), ((2, 3), (1, 1))),
+        (1, 2, ((1, 1), (2, 2))),
+        ([1, 1], [2, 3], ((1, 1), (2, 3))),
+        (long_form(1, 1), long_form(2, 3), ((1, 1), (2, 3))),
+        (long_form(3, 2), long_form(2, 2), ((3, 2), (2, 2))),
+    ]:
+        canon = dataclasses.replace(base, strides=expect[0], dilations=expect[1])
+        assert_close(run(strides, dilations), canon.ref_forward(x, f), np.float64, what=f"{strides}, {dilations}")
+
+
+@pytest.mark.parametrize("padding", ["same", "Same", "SAME"])
+def test_padding_strings_are_case_insensitive(padding, rng):
+    x, f, _ = FORM_CASE.inputs(rng)
+    got = ops.conv2d(x, f, strides=(2, 3), padding=padding)
+    assert_close(got, FORM_CASE.ref_forward(x, f), np.float64)
+
+
+@pytest.mark.parametrize(
+    "padding",
+    [
+        [(1, 2), (0, 3)],
+        ((1, 2), (0, 3)),
+        [[1, 2], [0, 3]],
+        np.array([[1, 2], [0, 3]]),
+        [[0, 0], [1, 2], [0, 3], [0, 0]],  # tf's 4-pair NHWC form
+    ],
+    ids=["list-of-tuples", "tuple-of-tuples", "list-of-lists", "ndarray", "tf-4-pairs"],
+)
+def test_explicit_padding_forms(padding, rng):
+    case = Conv2dCase(2, 7, 6, 3, 5, 3, 2, strides=(2, 1), padding=((1, 2), (0, 3)), dtype=np.float64)
+    x, f, dy = case.inputs(rng)
+    kw = dict(strides=(2, 1), padding=padding)
+    assert_close(ops.conv2d(x, f, **kw), case.ref_forward(x, f), np.float64)
+    assert_close(ops.conv2d_backprop_input(x.shape, f, dy, **kw), case.ref_backprop_input(f, dy), np.float64)
+    assert_close(ops.conv2d_backprop_filter(x, f.shape, dy, **kw), case.ref_backprop_filter(x, dy), np.float64)
+
+
+def test_four_pair_padding_follows_data_format_like_tf(rng):
+    """tf.nn.conv2d with NCHW takes explicit padding as [[0,0],[0,0],[t,b],[l,r]]."""
+    case = Conv2dCase(2, 7, 6, 3, 5, 3, 2, padding=((1, 2), (0, 3)), data_format="NCHW", dtype=np.float64)
+    x, f, _ = case.inputs(rng)
+    got = ops.conv2d(x, f, padding=[[0, 0], [0, 0], [1, 2], [0, 3]], data_format="NCHW")
+    assert_close(got, case.ref_forward(x, f), np.float64)
+
+
+@pytest.mark.parametrize("as_type", [tuple, list, np.array], ids=["tuple", "list", "ndarray"])
+def test_sizes_accept_tuple_list_and_array(as_type, rng):
+    """input_sizes / filter_sizes may be any sequence of ints."""
+    case = Conv2dCase(2, 7, 6, 4, 5, 3, 2, strides=(1, 2), padding="SAME", dtype=np.float64)
+    x, f, dy = case.inputs(rng)
+    dx = ops.conv2d_backprop_input(as_type(x.shape), f, dy, strides=(1, 2), padding="SAME")
+    df = ops.conv2d_backprop_filter(x, as_type(f.shape), dy, strides=(1, 2), padding="SAME")
+    assert_close(dx, case.ref_backprop_input(f, dy), np.float64)
+    assert_close(df, case.ref_backprop_filter(x, dy), np.float64)
+
+
+def test_positional_arguments_follow_tf_order(rng):
+    """conv2d(input, filters, strides, padding, data_format, dilations), as tf.nn.conv2d."""
+    case = Conv2dCase(1, 9, 9, 4, 4, 3, 3, strides=(2, 2), dilations=(1, 1), padding="SAME", data_format="NCHW",
+                      dtype=np.float64)  # fmt: skip
+    x, f, dy = case.inputs(rng)
+    assert_close(ops.conv2d(x, f, 2, "SAME", "NCHW", 1), case.ref_forward(x, f), np.float64)
+    assert_close(ops.conv2d_backprop_input(x.shape, f, dy, 2, "SAME", "NCHW", 1), case.ref_backprop_input(f, dy),
+                 np.float64)  # fmt: skip
+    assert_close(ops.conv2d_backprop_filter(x, f.shape, dy, 2, "SAME", "NCHW", 1), case.ref_backprop_filter(x, dy),
+                 np.float64)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------
+# Empty batch, inputs untouched, non-contiguous inputs
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_empty_batch_gives_empty_output_of_the_right_shape(data_format, dtype, rng):
+    """N = 0: empty forward / input gradient of the right shape, an all-zero filter gradient."""
+    case = Conv2dCase(0, 9, 8, 6, 16, 3, 3, strides=(2, 1), padding="SAME", data_format=data_format, dtype=dtype)
+    x, f, dy = case.inputs(rng)
+    y = case.forward(x, f)
+    assert y.shape == case.output_shape == ((0, 16, 5, 8) if data_format == "NCHW" else (0, 5, 8, 16))
+    assert y.dtype == dtype
+    dx = case.backprop_input(f, dy)
+    assert dx.shape == x.shape and dx.dtype == dtype
+    df = case.backprop_filter(x, dy)
+    assert df.shape == f.shape and df.dtype == dtype
+    np.testing.assert_array_equal(df, 0)
+
+
+NOT_MODIFIED_CASES = [
+    Conv2dCase(3, 9, 8, 6, 16, 3, 3, padding="SAME", dtype=dtype, data_format=fmt)
+    for dtype in DTYPES
+    for fmt in ["NHWC", "NCHW"]
+] + [Conv2dCase(2, 10, 9, 8, 4, 3, 2, strides=(2, 3), dilations=(1, 1), groups=2, padding=((1, 0), (2, 1)))]
+
+
+@parametrize_cases(NOT_MODIFIED_CASES)
+def test_inputs_are_not_modified(case, rng):
+    """No op writes to x, filters or out_backprop, and no result aliases an input."""
+    x, f, dy = case.inputs(rng)
+    saved = [a.copy() for a in (x, f, dy)]
+    results = [case.forward(x, f), case.backprop_input(f, dy), case.backprop_filter(x, dy)]
+    for a, b, name in zip((x, f, dy), saved, ("input", "filters", "out_backprop")):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name} was modified")
+    for r in results:
+        for a in (x, f, dy):
+            assert not np.shares_memory(r, a)
+
+
+VIEW_CASES = [
+    Conv2dCase(2, 9, 10, 17, 20, 3, 3, padding="SAME", dtype=np.float32),
+    Conv2dCase(3, 8, 7, 16, 16, 3, 3, padding="SAME", dtype=np.float64, data_format="NCHW"),
+    Conv2dCase(2, 11, 9, 8, 12, 2, 3, strides=(2, 2), dilations=(1, 1), groups=4, padding="VALID"),
+]
+
+
+@parametrize_cases(VIEW_CASES)
+@pytest.mark.parametrize("kind", VIEW_KINDS)
+def test_noncontiguous_inputs_are_accepted(case, kind, rng):
+    """Sliced, transposed, negatively strided, Fortran-ordered and misaligned x / filters / out_backprop."""
+    x, f, dy = case.inputs(rng)
+    xv, fv, dyv = (strided_view(a, kind, rng) for a in (x, f, dy))
+    assert_close(case.forward(xv, fv), case.ref_forward(x, f), case.dtype, what=f"forward, {kind}")
+    assert_close(case.backprop_input(fv, dyv), case.ref_backprop_input(f, dy), case.dtype, what=f"bp input, {kind}")
+    assert_close(case.backprop_filter(xv, dyv), case.ref_backprop_filter(x, dy), case.dtype, what=f"bp filter, {kind}")
+
+
+def test_channels_first_view_of_channels_last_data(rng):
+    """An NCHW call on a transposed view of NHWC memory (and the reverse) gives the same values."""
+    case = Conv2dCase(2, 7, 9, 5, 6, 3, 3, padding="SAME", dtype=np.float64)
+    x, f, _ = case.inputs(rng)
+    y_nhwc = ops.conv2d(x, f, padding="SAME")
+    y_nchw = ops.conv2d(x.transpose(0, 3, 1, 2), f, padding="SAME", data_format="NCHW")
+    assert_close(y_nchw, case.ref_forward(x, f).transpose(0, 3, 1, 2), np.float64)
+    assert_close(y_nhwc, case.ref_forward(x, f), np.float64)
