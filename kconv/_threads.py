@@ -8,6 +8,10 @@ import threading
 
 from . import _runtime
 
+# Below this many flops per thread, another thread costs more to wake than it saves (~20 us of work at
+# 100 GFLOP/s a core). Splitting never changes results: every kernel reduces in a fixed order.
+FLOPS_PER_THREAD = 2e6
+
 _requested = None
 _lock = threading.Lock()
 
@@ -44,3 +48,9 @@ def resolve(threads=None):
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     return threads if _runtime.openmp_enabled() else 1
+
+
+def for_work(flops, threads=None):
+    """Thread count for one call doing `flops` of work: resolve(threads), fewer for small work."""
+    n = resolve(threads)
+    return int(max(1, min(n, flops // FLOPS_PER_THREAD)))

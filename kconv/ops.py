@@ -41,6 +41,11 @@ class _Conv:
     out_hw: tuple
 
     @property
+    def flops(self):
+        """Multiply-adds x 2 of the convolution (the same for each of its three passes)."""
+        return 2.0 * self.batch * self.out_hw[0] * self.out_hw[1] * int(np.prod(self.k_hw)) * self.cg * self.filters_out
+
+    @property
     def cg(self):
         return self.channels // self.groups
 
@@ -120,7 +125,7 @@ def _forward(nd, input, filters, strides, padding, data_format, dilations, threa
     if y.size:
         core.conv_igemm(conv.to_native(x), conv.filters_native(w), y, tap_h, tap_w, tap_index,
                         conv.out_hw[0], conv.out_hw[1], conv.strides[0], conv.strides[1], 0, 0, 1, 1,
-                        conv.groups, False, _threads.resolve(threads))
+                        conv.groups, False, _threads.for_work(conv.flops, threads))
     return conv.from_native(y)
 
 
@@ -133,7 +138,7 @@ def _backprop_input(nd, input_sizes, filters, out_backprop, strides, padding, da
     _check_out_backprop(conv, dy)
     dx = np.empty((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
     if dx.size:
-        dy_native, w_native, n_threads = conv.to_native(dy), conv.filters_native(w), _threads.resolve(threads)
+        dy_native, w_native, n_threads = conv.to_native(dy), conv.filters_native(w), _threads.for_work(conv.flops, threads)
         for rh, rw, qh, qw, tap_h, tap_w, tap_index in _geometry.input_gradient_phases(
                 conv.in_hw, conv.k_hw, conv.strides, conv.dilations, conv.pads):
             core.conv_igemm(dy_native, w_native, dx, tap_h, tap_w, tap_index, qh, qw, 1, 1,
@@ -156,7 +161,7 @@ def _backprop_filter(nd, input, filter_sizes, out_backprop, strides, padding, da
     chunk, splits = _filter_grad_split(conv, taps, pixels, dtype)
     partial = np.empty((splits, conv.groups, conv.kg, taps * conv.cg), dtype)
     core.filter_grad_partial(conv.to_native(x), conv.to_native(dy), partial, tap_h, tap_w,
-                             conv.strides[0], conv.strides[1], conv.groups, chunk, _threads.resolve(threads))
+                             conv.strides[0], conv.strides[1], conv.groups, chunk, _threads.for_work(conv.flops, threads))
     total = partial[0] if splits == 1 else partial.sum(axis=0)     # fixed order: split 0, 1, 2, ...
     # (groups, K/groups, taps, C/groups) -> (taps, C/groups, groups, K/groups) = TensorFlow's filter layout
     dw = total.reshape(conv.groups, conv.kg, taps, conv.cg).transpose(2, 3, 0, 1)

@@ -30,8 +30,12 @@ def randn(rng, shape, dtype=np.float64):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def assert_close(got, ref, dtype, what="result"):
-    """Check shape, dtype and the accuracy contract; the message prints the max error."""
+def assert_close(got, ref, dtype, what="result", scale=None):
+    """Check shape, dtype and the accuracy contract; the message prints the max error.
+
+    The tolerance is RTOL[dtype] * max|ref|, or RTOL[dtype] * `scale` when the caller gives the
+    magnitude of a larger problem that `ref` is a block of.
+    """
     dtype = np.dtype(dtype)
     got = np.asarray(got)
     ref = np.asarray(ref, dtype=np.float64)
@@ -39,7 +43,7 @@ def assert_close(got, ref, dtype, what="result"):
     assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
     if ref.size == 0:
         return
-    scale = float(np.max(np.abs(ref)))
+    scale = float(np.max(np.abs(ref))) if scale is None else float(scale)
     err = np.abs(got.astype(np.float64) - ref)
     max_err = float(np.max(err)) if np.all(np.isfinite(err)) else float("inf")
     tol = RTOL[dtype] * scale
@@ -47,7 +51,7 @@ def assert_close(got, ref, dtype, what="result"):
         where = np.unravel_index(np.argmax(np.where(np.isfinite(err), err, np.inf)), err.shape)
         n_bad = int(np.count_nonzero(~(err <= tol)))
         raise AssertionError(
-            f"{what} ({dtype}): max error {max_err:.3e} > {tol:.3e} = {RTOL[dtype]:g} * max|ref| "
+            f"{what} ({dtype}): max error {max_err:.3e} > {tol:.3e} = {RTOL[dtype]:g} * scale "
             f"({scale:.3e}); worst at {tuple(int(i) for i in where)}: got {got[where]!r}, "
             f"ref {ref[where]!r}; {n_bad} of {err.size} elements out of tolerance"
         )

@@ -1,0 +1,36 @@
+"""Timing that survives a noisy, shared machine: contenders run interleaved in one process, each timed
+many times; the figure is the median, and a speedup is the ratio of medians measured side by side."""
+import time
+
+import numpy as np
+
+
+def interleaved(contenders, repeats=9, warmup=2, min_seconds=0.0):
+    """Runs each callable `repeats` times, round-robin, after `warmup` untimed calls.
+
+    contenders: dict name -> callable. Returns dict name -> array of seconds. With min_seconds, keeps
+    going round-robin until every contender has been timed for at least that long in total.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in contenders}
+    rounds = 0
+    while rounds < repeats or (min_seconds and min(sum(t) for t in times.values()) < min_seconds):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: np.array(t) for name, t in times.items()}
+
+
+def rotating(arrays_factory, count=3):
+    """`count` independent copies of the inputs, handed out in turn so caches do not flatter a figure."""
+    sets = [arrays_factory() for _ in range(count)]
+    state = {"i": 0}
+
+    def next_set():
+        state["i"] = (state["i"] + 1) % count
+        return sets[state["i"]]
+    return next_set
