@@ -15,13 +15,19 @@ cdef enum:
 
 cdef void pack_dy_transposed(const real* dy, const ConvGrid* grid, Py_ssize_t g,
                              Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t kcp, real* a) noexcept nogil:
-    """a[k * kcp + pl] = dY[p0 + pl, g*cout + k]: rows of A for the micro-kernel."""
-    cdef Py_ssize_t pl, k
+    """a[k * kcp + pl] = dY[p0 + pl, g*cout + k]: rows of A for the micro-kernel.
+
+    Transposed in 8 x 8 blocks so both the reads and the writes stay within a few cache lines."""
+    cdef Py_ssize_t pb, kb, pl, k, pe, ke
     cdef const real* drow
-    for pl in range(kc):
-        drow = dy + (p0 + pl) * grid.Cd + g * grid.cout
-        for k in range(grid.cout):
-            a[k * kcp + pl] = drow[k]
+    for pb in range(0, kc, 8):
+        pe = pb + 8 if pb + 8 < kc else kc
+        for kb in range(0, grid.cout, 8):
+            ke = kb + 8 if kb + 8 < grid.cout else grid.cout
+            for pl in range(pb, pe):
+                drow = dy + (p0 + pl) * grid.Cd + g * grid.cout
+                for k in range(kb, ke):
+                    a[k * kcp + pl] = drow[k]
 
 
 cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize_t* tap_h,
@@ -44,6 +50,17 @@ cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize
             dst = b + ((j - jp0) * kc + pl) * NR
             t = (j * NR) // grid.cin
             c = j * NR - t * grid.cin
+            if c + NR <= grid.cin:       # the common case: NR channels of one tap, a contiguous copy
+                ih = qh * grid.step_h + tap_h[t]
+                iw = qw * grid.step_w + tap_w[t]
+                if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
+                    pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin + c
+                    for v in range(NR):
+                        dst[v] = pix[v]
+                else:
+                    for v in range(NR):
+                        dst[v] = 0
+                continue
             pix = zeros
             for v in range(NR):
                 if v == 0 or c == grid.cin:    # first column, or the panel crosses into the next tap
