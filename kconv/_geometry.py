@@ -24,15 +24,20 @@ def resolve_padding(padding, in_sizes, k_sizes, strides, dilations):
     return padding
 
 
-def output_sizes(in_sizes, k_sizes, strides, dilations, pads, input_name="input"):
-    """Output size per dimension; ValueError when the dilated kernel does not fit the padded input."""
+def output_sizes(in_sizes, k_sizes, strides, dilations, pads):
+    """Output size per dimension; ValueError when the dilated kernel does not fit the padded input.
+
+    A zero-length input gives a zero-length output (an empty sequence is not an error)."""
     out = []
     for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(in_sizes, k_sizes, strides, dilations, pads)):
         span = (k - 1) * d + 1
         if n + lo + hi < span:
+            if n == 0:
+                out.append(0)
+                continue
             raise ValueError(
-                f"the filter (size {k}, dilation {d}, spanning {span}) is larger than the padded {input_name} "
-                f"along spatial axis {axis} (size {n} + padding {lo}+{hi} = {n + lo + hi})")
+                f"the filter (size {k}, dilation {d}, spanning {span}) is larger than the padded input along "
+                f"spatial axis {axis} (size {n} + padding {lo}+{hi} = {n + lo + hi})")
         out.append((n + lo + hi - span) // s + 1)
     return tuple(out)
 

@@ -108,7 +108,11 @@ def _describe(nd, input_shape, filters_shape, strides, padding, data_format, dil
         raise ValueError(f"{filters_name} count ({k_out}, shape {tuple(filters_shape)}) must be divisible by "
                          f"groups = {groups} (= {input_name} channels {channels} / {cg})")
     pads = _geometry.resolve_padding(pad, spatial, k_sizes, strides, dilations)
-    out = _geometry.output_sizes(spatial, k_sizes, strides, dilations, pads, input_name)
+    try:
+        out = _geometry.output_sizes(spatial, k_sizes, strides, dilations, pads)
+    except ValueError as e:
+        raise ValueError(f"{input_name} {tuple(input_shape)} and {filters_name} {tuple(filters_shape)} "
+                         f"({layout}, padding {padding!r}): {e}") from None
     if nd == 1:   # run as 2-D with H = 1
         spatial, k_sizes, out = (1,) + spatial, (1,) + k_sizes, (1,) + out
         strides, dilations, pads = (1,) + strides, (1,) + dilations, ((0, 0),) + pads

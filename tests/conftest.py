@@ -4,7 +4,7 @@ Helpers (import them with ``from conftest import ...``):
   randn(rng, shape, dtype)     random normal array (never zeros) of a dtype
   assert_close(got, ref, dtype) the accuracy contract of API.md against a float64 reference
   strided_view(a, kind, rng)   the values of `a` as a sliced / transposed / reversed / Fortran /
-                               misaligned array (one of VIEW_KINDS)
+                               misaligned / read-only array (one of VIEW_KINDS)
   shape_re(shape)              regex matching a shape as it may appear in an error message
 """
 
@@ -30,11 +30,11 @@ def randn(rng, shape, dtype=np.float64):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def assert_close(got, ref, dtype, what="result", scale=None):
+def assert_close(got, ref, dtype, what="result", floor=0.0):
     """Check shape, dtype and the accuracy contract; the message prints the max error.
 
-    The tolerance is RTOL[dtype] * max|ref|, or RTOL[dtype] * `scale` when the caller gives the
-    magnitude of a larger problem that `ref` is a block of.
+    The tolerance is RTOL[dtype] * max(max|ref|, floor); see cases.check_against_reference for
+    when a floor is needed (outputs of a few elements that cancel).
     """
     dtype = np.dtype(dtype)
     got = np.asarray(got)
@@ -43,7 +43,8 @@ def assert_close(got, ref, dtype, what="result", scale=None):
     assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
     if ref.size == 0:
         return
-    scale = float(np.max(np.abs(ref))) if scale is None else float(scale)
+    max_ref = float(np.max(np.abs(ref)))
+    scale = max(max_ref, float(floor))
     err = np.abs(got.astype(np.float64) - ref)
     max_err = float(np.max(err)) if np.all(np.isfinite(err)) else float("inf")
     tol = RTOL[dtype] * scale
@@ -51,13 +52,14 @@ def assert_close(got, ref, dtype, what="result", scale=None):
         where = np.unravel_index(np.argmax(np.where(np.isfinite(err), err, np.inf)), err.shape)
         n_bad = int(np.count_nonzero(~(err <= tol)))
         raise AssertionError(
-            f"{what} ({dtype}): max error {max_err:.3e} > {tol:.3e} = {RTOL[dtype]:g} * scale "
-            f"({scale:.3e}); worst at {tuple(int(i) for i in where)}: got {got[where]!r}, "
+            f"{what} ({dtype}): max error {max_err:.3e} > {tol:.3e} = {RTOL[dtype]:g} * "
+            f"max(max|ref| {max_ref:.3e}, floor {float(floor):.3e}); "
+            f"worst at {tuple(int(i) for i in where)}: got {got[where]!r}, "
             f"ref {ref[where]!r}; {n_bad} of {err.size} elements out of tolerance"
         )
 
 
-VIEW_KINDS = ["sliced", "transposed", "reversed", "fortran", "misaligned"]
+VIEW_KINDS = ["sliced", "transposed", "reversed", "fortran", "misaligned", "readonly"]
 
 
 def strided_view(a, kind, rng):
@@ -77,9 +79,13 @@ def strided_view(a, kind, rng):
     elif kind == "misaligned":  # C-contiguous, but starting one element into a buffer (not vector aligned)
         buf = np.empty(a.size + 1, a.dtype)
         view = buf[1:].reshape(a.shape)
+    elif kind == "readonly":  # e.g. what TensorFlow's .numpy() or np.broadcast_to hand out
+        view = np.empty_like(a)
     else:
         raise ValueError(kind)
     view[...] = a
+    if kind == "readonly":
+        view.flags.writeable = False
     return view
 
 

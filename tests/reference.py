@@ -175,17 +175,13 @@ def conv1d(x, filters, stride=1, pad=(0, 0), dilation=1):
 
 def conv1d_backprop_input(input_sizes, filters, dy, stride=1, pad=(0, 0), dilation=1):
     n, w, c = input_sizes
-    dx = conv2d_backprop_input(
-        (n, 1, w, c), np.asarray(filters)[None], np.asarray(dy)[:, None], (1, stride), ((0, 0), tuple(pad)), (1, dilation)
-    )
-    return dx[:, 0]
+    f2, dy2 = np.asarray(filters)[None], np.asarray(dy)[:, None]
+    return conv2d_backprop_input((n, 1, w, c), f2, dy2, (1, stride), ((0, 0), tuple(pad)), (1, dilation))[:, 0]
 
 
 def conv1d_backprop_filter(x, filter_sizes, dy, stride=1, pad=(0, 0), dilation=1):
-    dw = conv2d_backprop_filter(
-        np.asarray(x)[:, None], (1, *filter_sizes), np.asarray(dy)[:, None], (1, stride), ((0, 0), tuple(pad)), (1, dilation)
-    )
-    return dw[0]
+    x2, dy2 = np.asarray(x)[:, None], np.asarray(dy)[:, None]
+    return conv2d_backprop_filter(x2, (1, *filter_sizes), dy2, (1, stride), ((0, 0), tuple(pad)), (1, dilation))[0]
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,22 +12,9 @@ import itertools
 import numpy as np
 import pytest
 
-from cases import CHANNELS, Conv1dCase, random_conv1d_cases
+from cases import CHANNELS, OPS, Conv1dCase, check_against_reference, random_conv1d_cases
 from conftest import DTYPES, VIEW_KINDS, assert_close, strided_view
 from kconv import ops
-
-OPS = ["forward", "backprop_input", "backprop_filter"]
-
-
-def check_op(case, op, rng):
-    x, f, dy = case.inputs(rng)
-    if op == "forward":
-        got, want = case.forward(x, f), case.ref_forward(x, f)
-    elif op == "backprop_input":
-        got, want = case.backprop_input(f, dy), case.ref_backprop_input(f, dy)
-    else:
-        got, want = case.backprop_filter(x, dy), case.ref_backprop_filter(x, dy)
-    assert_close(got, want, case.dtype, what=f"conv1d {op} {case.id}")
 
 
 def parametrize_cases(cases):
@@ -55,7 +42,7 @@ def test_grid_covers_every_argument_value():
 @parametrize_cases(GRID)
 @pytest.mark.parametrize("op", OPS)
 def test_grid_matches_reference(case, op, rng):
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 def _width_cases():
@@ -73,7 +60,7 @@ def _width_cases():
 @parametrize_cases(_width_cases())
 @pytest.mark.parametrize("op", OPS)
 def test_output_widths_around_tile_multiples(case, op, rng):
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 LONG_REDUCTIONS = [
@@ -92,7 +79,7 @@ LONG_REDUCTIONS += [dataclasses.replace(c, dtype=np.float64) for c in LONG_REDUC
 @parametrize_cases(LONG_REDUCTIONS)
 @pytest.mark.parametrize("op", OPS)
 def test_reductions_longer_than_one_chunk(case, op, rng):
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 TEXT_CNN = [Conv1dCase(4, 60, 64, 100, k, padding="VALID", dtype=np.float32) for k in (3, 4, 5)]
@@ -102,7 +89,7 @@ TEXT_CNN = [Conv1dCase(4, 60, 64, 100, k, padding="VALID", dtype=np.float32) for
 @pytest.mark.parametrize("op", OPS)
 def test_text_cnn_layers(case, op, rng):
     """Kim-2014-style layers: 64-d embeddings, 100 filters of width 3, 4, 5."""
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 # ---------------------------------------------------------------------------------------

@@ -14,23 +14,9 @@ import random
 import numpy as np
 import pytest
 
-from cases import CHANNELS, KERNELS_2D, Conv2dCase, random_conv2d_cases
+from cases import CHANNELS, KERNELS_2D, OPS, Conv2dCase, check_against_reference, random_conv2d_cases
 from conftest import DTYPES, VIEW_KINDS, assert_close, strided_view
 from kconv import ops
-
-OPS = ["forward", "backprop_input", "backprop_filter"]
-
-
-def check_op(case, op, rng):
-    """Run one op of a case on random inputs and compare with the reference."""
-    x, f, dy = case.inputs(rng)
-    if op == "forward":
-        got, want = case.forward(x, f), case.ref_forward(x, f)
-    elif op == "backprop_input":
-        got, want = case.backprop_input(f, dy), case.ref_backprop_input(f, dy)
-    else:
-        got, want = case.backprop_filter(x, dy), case.ref_backprop_filter(x, dy)
-    assert_close(got, want, case.dtype, what=f"conv2d {op} {case.id}")
 
 
 def parametrize_cases(cases):
@@ -45,7 +31,7 @@ GRID = random_conv2d_cases(130, seed=2024)
 
 
 def test_grid_covers_every_argument_value():
-    """The random grid really contains every value the brief asks for (guards against reseeding)."""
+    """The random grid really contains every argument value listed in the module docstring (guards reseeding)."""
     seen = lambda attr: {getattr(c, attr) for c in GRID}  # noqa: E731
     assert set(KERNELS_2D) <= {(c.kh, c.kw) for c in GRID}
     assert {s for c in GRID for s in c.strides} == {1, 2, 3}
@@ -62,7 +48,7 @@ def test_grid_covers_every_argument_value():
 @parametrize_cases(GRID)
 @pytest.mark.parametrize("op", OPS)
 def test_grid_matches_reference(case, op, rng):
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -94,7 +80,7 @@ def _pixel_cases():
 @pytest.mark.parametrize("op", OPS)
 def test_output_pixel_counts_around_tile_multiples(case, op, rng):
     """M = N*Ho*Wo below/at/above multiples of MR (6 or 8) and above one row block (~144)."""
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -115,6 +101,9 @@ LONG_REDUCTIONS = [
     Conv2dCase(2, 8, 8, 200, 8, 3, 3, groups=2, padding="SAME"),  # 900 per group
     Conv2dCase(1, 11, 10, 100, 7, 3, 3, strides=(2, 2), dilations=(2, 2), padding=((1, 2), (0, 1))),
     Conv2dCase(2, 8, 8, 100, 12, 3, 3, strides=(2, 1), padding="SAME", data_format="NCHW"),
+    # the filter gradient reduces over N*Ho*Wo pixels: 8192 and 1600 here, many chunks and splits
+    Conv2dCase(32, 16, 16, 16, 16, 3, 3, padding="SAME"),
+    Conv2dCase(16, 20, 20, 8, 40, 3, 3, strides=(2, 2), groups=2, padding="SAME", data_format="NCHW"),
 ]
 LONG_REDUCTIONS += [dataclasses.replace(c, dtype=np.float64) for c in LONG_REDUCTIONS]
 
@@ -122,7 +111,7 @@ LONG_REDUCTIONS += [dataclasses.replace(c, dtype=np.float64) for c in LONG_REDUC
 @parametrize_cases(LONG_REDUCTIONS)
 @pytest.mark.parametrize("op", OPS)
 def test_reductions_longer_than_one_chunk(case, op, rng):
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,7 +148,7 @@ def _winograd_cases(count=32, seed=7):
 @pytest.mark.parametrize("op", OPS)
 def test_winograd_shaped_layers(case, op, rng):
     """3x3 stride-1 layers with C, K >= 16, any batch: the accuracy contract holds whatever algorithm runs."""
-    check_op(case, op, rng)
+    check_against_reference(case, op, rng)
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +291,8 @@ VIEW_CASES = [
 @parametrize_cases(VIEW_CASES)
 @pytest.mark.parametrize("kind", VIEW_KINDS)
 def test_noncontiguous_inputs_are_accepted(case, kind, rng):
-    """Sliced, transposed, negatively strided, Fortran-ordered and misaligned x / filters / out_backprop."""
+    """Sliced, transposed, negatively strided, Fortran-ordered, misaligned and read-only
+    x / filters / out_backprop."""
     x, f, dy = case.inputs(rng)
     xv, fv, dyv = (strided_view(a, kind, rng) for a in (x, f, dy))
     assert_close(case.forward(xv, fv), case.ref_forward(x, f), case.dtype, what=f"forward, {kind}")

@@ -151,7 +151,10 @@ def test_conv2d_matches_composed_tf_with_gradients(tf, rng, case):
     close64(df_tf.numpy(), ref.conv2d_backprop_filter(x, f.shape, dy, strides, pads, dil))
 
 
-@pytest.mark.parametrize("case", [c for c in CASES_2D if c[8] == (1, 1) and c[9] == 1], ids=_ids([c for c in CASES_2D if c[8] == (1, 1) and c[9] == 1]))
+TF_GRAD_CASES = [c for c in CASES_2D if c[8] == (1, 1) and c[9] == 1]  # no dilation, no groups
+
+
+@pytest.mark.parametrize("case", TF_GRAD_CASES, ids=_ids(TF_GRAD_CASES))
 def test_conv2d_gradients_match_tf_gradient_tape(tf, rng, case):
     """Both gradients equal GradientTape through tf.nn.conv2d itself (groups 1, no dilation)."""
     x, f, strides, dil, groups, padding, pads = _case_arrays(rng, case)
