@@ -6,6 +6,7 @@ include "tile.pxi"
 include "pack.pxi"
 include "igemm_conv.pxi"
 include "filter_grad.pxi"
+include "winograd.pxi"
 
 ISA = KC_ISA.decode()
 
@@ -100,3 +101,68 @@ def fma_chains(long iters, int n_threads):
         for t in prange(n_threads, num_threads=n_threads, schedule='static'):
             sink += kc_fma_chains(iters)
     return float(iters) * KC_FMA_CHAIN_FLOPS * n_threads, sink
+
+
+def winograd_filter_panels(const real[:, :, :, ::1] filters, const double[:, ::1] Gh, const double[:, ::1] Gw,
+                           int n_threads):
+    """The (kh, kw, C, K) filters transformed (U = G g G^T, alpha^2 x C x K) and packed into NR-wide panels,
+    one set per xi: the B operands of the Winograd products. Compute once per weight update."""
+    cdef Py_ssize_t kh = filters.shape[0], kw = filters.shape[1], C = filters.shape[2], K = filters.shape[3]
+    cdef int ah = Gh.shape[0], aw = Gw.shape[0]
+    cdef real* typed_null = NULL
+    cdef int NR = tile_cols(typed_null)
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, xi, A2 = ah * aw
+    dtype = np.float32 if real is float else np.float64
+    cdef real[::1] tmp = np.empty(max(ah * kw * C * K, 1), dtype)
+    cdef real[::1] u = np.empty(max(A2 * C * K, 1), dtype)
+    panels = np.empty(max(A2 * ncolp * C * NR, 1), dtype)
+    cdef real[::1] out = panels
+    cdef Py_ssize_t off
+    if C * K == 0:
+        return panels
+    with nogil:
+        filter_transform(&filters[0, 0, 0, 0], kh, kw, C * K, &Gh[0, 0], &Gw[0, 0], ah, aw, &tmp[0], &u[0])
+        for xi in range(A2):
+            off = xi * C * K
+            pack_filter_panels(&u[0], &off, 1, 1, 0, C, K, K, 1, &out[xi * ncolp * C * NR], n_threads)
+    return panels
+
+
+def winograd_forward(const real[:, :, :, ::1] x, const real[::1] panels, real[:, :, :, ::1] y,
+                     Py_ssize_t pad_top, Py_ssize_t pad_left, int mh, int mw,
+                     const double[:, ::1] BTh, const double[:, ::1] ATh,
+                     const double[:, ::1] BTw, const double[:, ::1] ATw, Py_ssize_t block, int n_threads):
+    """y = x * filters, stride 1, from winograd_filter_panels' output; tiles of mh x mw outputs.
+
+    Returns False when y holds a NaN or infinity (Winograd spreads one over its tile: recompute directly)."""
+    cdef WinoGrid grid
+    grid.N, grid.H, grid.W, grid.C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    grid.Ho, grid.Wo, grid.K = y.shape[1], y.shape[2], y.shape[3]
+    grid.pad_top, grid.pad_left = pad_top, pad_left
+    grid.mh, grid.mw, grid.ah, grid.aw = mh, mw, BTh.shape[0], BTw.shape[0]
+    grid.th, grid.tw = (grid.Ho + mh - 1) // mh, (grid.Wo + mw - 1) // mw
+    cdef int status
+    if y.size == 0:
+        return True
+    if x.size == 0 or grid.C == 0:
+        y[...] = 0
+        return True
+    with nogil:
+        status = winograd_conv(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0], &ATh[0, 0],
+                               &ATw[0, 0], &panels[0], block, n_threads)
+    if status < 0:
+        raise MemoryError("kconv: cannot allocate the Winograd scratch")
+    return status == 0
+
+
+def transform_rows(const double[:, ::1] matrix, const real[:, ::1] src):
+    """matrix @ src by the routine every Winograd transform runs on (for tests: it must equal numpy's)."""
+    dtype = np.float32 if real is float else np.float64
+    out = np.empty((matrix.shape[0], src.shape[1]), dtype)
+    cdef real[:, ::1] dst = out
+    if matrix.shape[1] != src.shape[0]:
+        raise ValueError(f"matrix {matrix.shape} and src {src.shape} do not chain")
+    if out.size and src.shape[0]:
+        apply_rows(&matrix[0, 0], matrix.shape[0], matrix.shape[1], &src[0, 0], src.shape[1],
+                   &dst[0, 0], dst.shape[1], src.shape[1])
+    return out

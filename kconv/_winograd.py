@@ -1,0 +1,107 @@
+"""Winograd minimal filtering F(m, 3): the transform matrices, exact, and the convolutions built on them.
+
+The matrices come from the Toom-Cook construction on interpolation points (plus the point at infinity),
+computed in exact fractions and only then rounded to float64:
+
+    y = A^T [ (G g) (.) (B^T d) ]      y_i = sum_k d[i + k] g[k]   (cross-correlation, as tf.nn)
+
+F(2,3) uses points 0, 1, -1; F(4,3) adds 2, -2; F(6,3) adds 1/2, -1/2 (NNPACK's choice). Larger tiles do
+fewer multiplications (2.25x, 4x, 5.06x fewer in 2-D) and lose accuracy: see the README's table.
+"""
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2), 6: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
+
+
+def _poly_times_root(poly, root):
+    """Coefficients (lowest first) of poly(x) * (x - root)."""
+    out = [Fraction(0)] * (len(poly) + 1)
+    for i, c in enumerate(poly):
+        out[i] -= c * root
+        out[i + 1] += c
+    return out
+
+
+@lru_cache(maxsize=None)
+def matrices(m, r=3):
+    """(A^T, G, B^T) of F(m, r) as float64 arrays: shapes (m, alpha), (alpha, r), (alpha, alpha)."""
+    if (m, r) == (1, 1):   # the identity transform of an axis the kernel does not span (1-D as 2-D)
+        one = np.ones((1, 1))
+        return one, one, one
+    points = [Fraction(p) for p in POINTS[m]]
+    alpha = m + r - 1
+    at = [[p ** i for p in points] + [Fraction(int(i == m - 1))] for i in range(m)]
+    g = [[p ** k / _prod(p - q for q in points if q != p) for k in range(r)] for p in points]
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt = []
+    for p in points:
+        poly = [Fraction(1)]
+        for q in points:
+            if q != p:
+                poly = _poly_times_root(poly, q)
+        bt.append(poly + [Fraction(0)] * (alpha - len(poly)))
+    poly = [Fraction(1)]
+    for q in points:
+        poly = _poly_times_root(poly, q)
+    bt.append(poly)
+    as_array = lambda rows: np.array([[float(v) for v in row] for row in rows])
+    return as_array(at), as_array(g), as_array(bt)
+
+
+def _prod(values):
+    out = Fraction(1)
+    for v in values:
+        out *= v
+    return out
+
+
+# Tiles per thread block: the block's transformed inputs and products (alpha^2 x block x (C + K)) stay in
+# L2/L3 while the alpha^2 products run over them. Measured on the core benchmark: 4 panels of rows.
+BLOCK_PANELS = 4
+TILES = (2, 4, 6)
+
+
+def unsupported_reason(conv):
+    """None when Winograd F(m, 3) can run this convolution, else why not (for the error message)."""
+    if conv.k_hw[1] != 3 or conv.k_hw[0] not in ((1,) if conv.nd == 1 else (3,)):
+        return f"the kernel is {'x'.join(map(str, conv.k_hw[2 - conv.nd:]))}, Winograd needs 3" + ("" if conv.nd == 1 else "x3")
+    if conv.strides != (1, 1):
+        return f"strides are {conv.strides[2 - conv.nd:]}, Winograd needs 1"
+    if conv.dilations != (1, 1):
+        return f"dilations are {conv.dilations[2 - conv.nd:]}, Winograd needs 1"
+    if conv.groups != 1:
+        return f"groups = {conv.groups}, Winograd needs 1"
+    return None
+
+
+def _axis_matrices(conv, m):
+    """(m, A^T, G, B^T) for the H axis and the W axis; a 1-D convolution has the identity along H."""
+    mh = m if conv.k_hw[0] == 3 else 1
+    return (mh,) + matrices(mh, conv.k_hw[0]), (m,) + matrices(m, conv.k_hw[1])
+
+
+def forward(core, x, filters, y, conv, pads, m, block, n_threads):
+    """y = conv(x, filters) by F(m x m, 3 x 3) (F(m, 3) in 1-D); x, filters, y in native layout.
+
+    `pads` are the (top, left) paddings; y's size sets the bottom/right ones. Returns False when y holds a
+    NaN or infinity: Winograd spreads one over its whole tile, so the caller recomputes by direct convolution."""
+    (mh, ath, gh, bth), (mw, atw, gw, btw) = _axis_matrices(conv, m)
+    panels = core.winograd_filter_panels(filters, gh, gw, n_threads)
+    return core.winograd_forward(x, panels, y, pads[0], pads[1], mh, mw, bth, ath, btw, atw, block, n_threads)
+
+
+def input_gradient_pads(conv):
+    """(top, left) padding of dy for dx = dy * rot180(filters): k - 1 - pad. None if negative."""
+    top = conv.k_hw[0] - 1 - conv.pads[0][0]
+    left = conv.k_hw[1] - 1 - conv.pads[1][0]
+    bottom = conv.k_hw[0] - 1 - conv.pads[0][1]
+    right = conv.k_hw[1] - 1 - conv.pads[1][1]
+    return None if min(top, left, bottom, right) < 0 else (top, left)
+
+
+def rotated_transposed(filters):
+    """(kh, kw, C, K) -> (kh, kw, K, C) turned by 180 degrees: the filters of the input gradient."""
+    return np.ascontiguousarray(filters[::-1, ::-1].transpose(0, 1, 3, 2))
