@@ -68,6 +68,7 @@ class Conv2dCase(_Ops):
     padding: object = "VALID"  # "VALID" / "SAME" / ((t, b), (l, r))
     data_format: str = "NHWC"
     dtype: type = np.float32
+    algorithm: str = "auto"
 
     # --- shapes -------------------------------------------------------------------------
     @property
@@ -131,6 +132,7 @@ class Conv2dCase(_Ops):
             padding=self.padding,
             data_format=self.data_format,
             dilations=self.dilations,
+            algorithm=self.algorithm,
         )
 
     def forward(self, x, f):
@@ -180,6 +182,7 @@ class Conv1dCase(_Ops):
     padding: object = "VALID"  # "VALID" / "SAME" / "CAUSAL" / ((l, r),)
     data_format: str = "NWC"
     dtype: type = np.float32
+    algorithm: str = "auto"
 
     @property
     def channels_first(self):
@@ -230,7 +233,8 @@ class Conv1dCase(_Ops):
         return x, f, dy
 
     def kwargs(self):
-        return dict(stride=self.stride, padding=self.padding, data_format=self.data_format, dilations=self.dilation)
+        return dict(stride=self.stride, padding=self.padding, data_format=self.data_format, dilations=self.dilation,
+                    algorithm=self.algorithm)
 
     def forward(self, x, f):
         from kconv import ops
