@@ -2,6 +2,7 @@
 
 All in NHWC with H and W handled alike, one spatial dimension at a time; 1-D runs as H = 1.
 """
+import functools
 import itertools
 
 import numpy as np
@@ -42,6 +43,7 @@ def output_sizes(in_sizes, k_sizes, strides, dilations, pads):
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=256)
 def forward_taps(k_sizes, dilations, pads):
     """For every tap (kh, kw): the source offset from output pixel q * stride, and the tap's index."""
     (kh, kw), (dh, dw), ((ph, _), (pw, _)) = k_sizes, dilations, pads
@@ -65,4 +67,7 @@ def input_gradient_phases(in_sizes, k_sizes, strides, dilations, pads):
 
 def _tap_arrays(taps):
     arr = np.array(taps, dtype=np.intp).reshape(-1, 3)
-    return tuple(np.ascontiguousarray(arr[:, i]) for i in range(3))
+    columns = tuple(np.ascontiguousarray(arr[:, i]) for i in range(3))
+    for column in columns:   # shared through the cache: nobody may change them
+        column.flags.writeable = False
+    return columns

@@ -3,6 +3,7 @@
 Order: kconv.set_num_threads(n) if set, else OMP_NUM_THREADS / OpenMP's default, capped at the number of
 CPUs this process may use; always 1 when kconv was built without OpenMP.
 """
+import functools
 import os
 import threading
 
@@ -16,7 +17,9 @@ _requested = None
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def _available_cpus():
+    """CPUs this process may run on (read once: a system call is dear next to a small convolution)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

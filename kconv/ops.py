@@ -10,6 +10,8 @@ needed). Every function takes `threads=None` (see kconv.set_num_threads) and `al
 where it is faster and accurate, else direct), "direct", "winograd" (F(m,3) with m chosen), "winograd2",
 "winograd4", "winograd6".
 """
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +47,7 @@ class _Conv:
     @property
     def flops(self):
         """Multiply-adds x 2 of the convolution (the same for each of its three passes)."""
-        return 2.0 * self.batch * self.out_hw[0] * self.out_hw[1] * int(np.prod(self.k_hw)) * self.cg * self.filters_out
+        return 2.0 * self.batch * self.out_hw[0] * self.out_hw[1] * math.prod(self.k_hw) * self.cg * self.filters_out
 
     @property
     def cg(self):
@@ -84,7 +86,37 @@ class _Conv:
 
 def _describe(nd, input_shape, filters_shape, strides, padding, data_format, dilations,
               input_name="input", filters_name="filters"):
-    """Checks a convolution's geometry and returns it in native form."""
+    """Checks a convolution's geometry and returns it in native form (cached: the checks cost more than a
+    small convolution, and a model calls the same geometry every step)."""
+    try:
+        return _describe_cached(nd, tuple(input_shape), tuple(filters_shape), _hashable(strides), _hashable(padding),
+                                data_format, _hashable(dilations), input_name, filters_name)
+    except TypeError:   # something unhashable (an array of strides...): check without the cache
+        return _describe_uncached(nd, input_shape, filters_shape, strides, padding, data_format, dilations,
+                                  input_name, filters_name)
+
+
+def _hashable(value):
+    """strides / padding / dilations as a cache key: lists -> tuples, numpy ints -> ints. Anything else
+    (bools, floats, arrays) raises TypeError and is checked, uncached, by the code that rejects it."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("bools are checked uncached")
+    if isinstance(value, np.integer):
+        return int(value)
+    if value is None or isinstance(value, (int, str)):
+        return value
+    raise TypeError("not cacheable")
+
+
+@functools.lru_cache(maxsize=256)
+def _describe_cached(*args):
+    return _describe_uncached(*args)
+
+
+def _describe_uncached(nd, input_shape, filters_shape, strides, padding, data_format, dilations,
+                       input_name="input", filters_name="filters"):
     layout = _args.data_format(data_format, nd)
     what = {1: "batch, width, channels", 2: "batch, height, width, channels"}[nd]
     if len(input_shape) != nd + 2:
@@ -126,7 +158,7 @@ def _forward(nd, input, filters, strides, padding, data_format, dilations, algor
     w = _args.float_array(filters, "filters")
     dtype = _args.same_dtype(input=x, filters=w)
     conv = _describe(nd, x.shape, w.shape, strides, padding, data_format, dilations)
-    y = np.empty((conv.batch,) + conv.out_hw + (conv.filters_out,), dtype)
+    y = _empty_aligned((conv.batch,) + conv.out_hw + (conv.filters_out,), dtype)
     tile = _choose_algorithm(conv, algorithm, (conv.pads[0][0], conv.pads[1][0]))
     finite = tile and y.size and _winograd.forward(
         core, conv.to_native(x), _filters_4d(conv, w), y, conv, (conv.pads[0][0], conv.pads[1][0]), tile,
@@ -147,7 +179,7 @@ def _backprop_input(nd, input_sizes, filters, out_backprop, strides, padding, da
     shape = _args.sizes(input_sizes, "input_sizes", nd + 2)
     conv = _describe(nd, shape, w.shape, strides, padding, data_format, dilations, input_name="input_sizes")
     _check_out_backprop(conv, dy)
-    dx = np.empty((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
+    dx = _empty_aligned((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
     pads = _winograd.input_gradient_pads(conv)
     tile = _choose_algorithm(conv, algorithm, pads)
     # Winograd: dx = dy * rot180(filters) with in/out channels swapped, a forward convolution
@@ -239,6 +271,15 @@ def _winograd_block():
 def _filters_4d(conv, w):
     """The filters as a contiguous (kh, kw, C/groups, K) array (1-D: kh = 1)."""
     return np.ascontiguousarray(w).reshape(conv.k_hw + (conv.cg, conv.filters_out))
+
+
+def _empty_aligned(shape, dtype, align=64):
+    """np.empty whose data starts on a 64-byte boundary: whole vectors for the kernels, and a buffer
+    TensorFlow can adopt without copying."""
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _check_out_backprop(conv, dy):

@@ -111,20 +111,15 @@ def winograd_filter_panels(const real[:, :, :, ::1] filters, const double[:, ::1
     cdef int ah = Gh.shape[0], aw = Gw.shape[0]
     cdef real* typed_null = NULL
     cdef int NR = tile_cols(typed_null)
-    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, xi, A2 = ah * aw
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     dtype = np.float32 if real is float else np.float64
-    cdef real[::1] tmp = np.empty(max(ah * kw * C * K, 1), dtype)
-    cdef real[::1] u = np.empty(max(A2 * C * K, 1), dtype)
-    panels = np.empty(max(A2 * ncolp * C * NR, 1), dtype)
+    panels = np.empty(max(ah * aw * ncolp * C * NR, 1), dtype)
     cdef real[::1] out = panels
-    cdef Py_ssize_t off
     if C * K == 0:
         return panels
     with nogil:
-        filter_transform(&filters[0, 0, 0, 0], kh, kw, C * K, &Gh[0, 0], &Gw[0, 0], ah, aw, &tmp[0], &u[0])
-        for xi in range(A2):
-            off = xi * C * K
-            pack_filter_panels(&u[0], &off, 1, 1, 0, C, K, K, 1, &out[xi * ncolp * C * NR], n_threads)
+        filter_transform_panels(&filters[0, 0, 0, 0], kh, kw, C, K, &Gh[0, 0], &Gw[0, 0], ah, aw, &out[0],
+                                n_threads)
     return panels
 
 

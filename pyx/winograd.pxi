@@ -62,14 +62,41 @@ cdef inline void apply_rows(const double* M, int rows, int cols, const real* src
                 used = 0
 
 
-cdef void filter_transform(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t ck,
-                           const double* Gh, const double* Gw, int ah, int aw, real* tmp,
-                           real* u) noexcept nogil:
-    """u[a, b, (c, k)] = (G g G^T)[a, b] for the (kh, kw, C, K) filter g; ck = C*K."""
-    cdef int a
-    apply_rows(Gh, ah, <int> kh, g, kw * ck, tmp, kw * ck, kw * ck)
-    for a in range(ah):
-        apply_rows(Gw, aw, <int> kw, tmp + a * kw * ck, ck, u + a * aw * ck, ck, ck)
+cdef void filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
+                                  const double* Gh, const double* Gw, int ah, int aw, real* panels,
+                                  int n_threads) noexcept nogil:
+    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g: the transform and
+    the micro-kernel's packing in one pass. One input channel at a time, in parallel: its K filters at every
+    tap form long rows, so the transform's vector loops run over all K at once."""
+    cdef int NR = tile_cols(panels)
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw
+    cdef Py_ssize_t per_thread = (kh * kw + ah * kw + A2) * K
+    cdef Py_ssize_t j, c, t, v, xi, col
+    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* taps
+    cdef real* half
+    cdef real* u
+    cdef real* dst
+    if scratch == NULL:
+        return
+    with parallel(num_threads=n_threads):
+        taps = scratch + threadid() * per_thread
+        half = taps + kh * kw * K
+        u = half + ah * kw * K
+        for c in prange(C, schedule='static'):
+            for t in range(kh * kw):
+                for v in range(K):
+                    taps[t * K + v] = g[(t * C + c) * K + v]
+            apply_rows(Gh, ah, <int> kh, taps, kw * K, half, kw * K, kw * K)
+            for t in range(ah):
+                apply_rows(Gw, aw, <int> kw, half + t * kw * K, K, u + t * aw * K, K, K)
+            for xi in range(A2):
+                for j in range(ncolp):
+                    dst = panels + (xi * ncolp * C + j * C + c) * NR
+                    for v in range(NR):
+                        col = j * NR + v
+                        dst[v] = u[xi * K + col] if col < K else 0
+    free(scratch)
 
 
 cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t tile,
