@@ -104,16 +104,20 @@ def fma_chains(long iters, int n_threads):
 
 
 def winograd_filter_panels(const real[:, :, :, ::1] filters, const double[:, ::1] Gh, const double[:, ::1] Gw,
-                           int n_threads):
+                           int n_threads, out_buffer=None):
     """The (kh, kw, C, K) filters transformed (U = G g G^T, alpha^2 x C x K) and packed into NR-wide panels,
-    one set per xi: the B operands of the Winograd products. Compute once per weight update."""
+    one set per xi: the B operands of the Winograd products. Written into out_buffer when it is large enough
+    (reusing memory saves the page faults of a fresh buffer on every call)."""
     cdef Py_ssize_t kh = filters.shape[0], kw = filters.shape[1], C = filters.shape[2], K = filters.shape[3]
     cdef int ah = Gh.shape[0], aw = Gw.shape[0]
     cdef real* typed_null = NULL
     cdef int NR = tile_cols(typed_null)
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     dtype = np.float32 if real is float else np.float64
-    panels = np.empty(max(ah * aw * ncolp * C * NR, 1), dtype)
+    size = max(ah * aw * ncolp * C * NR, 1)
+    if out_buffer is None or out_buffer.shape[0] < size or out_buffer.dtype != dtype:
+        out_buffer = np.empty(size, dtype)
+    panels = out_buffer[:size]
     cdef real[::1] out = panels
     if C * K == 0:
         return panels
@@ -126,10 +130,13 @@ def winograd_filter_panels(const real[:, :, :, ::1] filters, const double[:, ::1
 def winograd_forward(const real[:, :, :, ::1] x, const real[::1] panels, real[:, :, :, ::1] y,
                      Py_ssize_t pad_top, Py_ssize_t pad_left, int mh, int mw,
                      const double[:, ::1] BTh, const double[:, ::1] ATh,
-                     const double[:, ::1] BTw, const double[:, ::1] ATw, Py_ssize_t block, int n_threads):
+                     const double[:, ::1] BTw, const double[:, ::1] ATw, Py_ssize_t block, int n_threads,
+                     real[::1] staged_work=None):
     """y = x * filters, stride 1, from winograd_filter_panels' output; tiles of mh x mw outputs.
 
-    Returns False when y holds a NaN or infinity (Winograd spreads one over its tile: recompute directly)."""
+    Fused blocks of `block` tiles, or, given `staged_work` (alpha^2 x tiles x (C + K) values), three stages
+    over all tiles. Returns False when y holds a NaN or infinity (Winograd spreads one over its tile:
+    recompute directly)."""
     cdef WinoGrid grid
     grid.N, grid.H, grid.W, grid.C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
     grid.Ho, grid.Wo, grid.K = y.shape[1], y.shape[2], y.shape[3]
@@ -142,9 +149,18 @@ def winograd_forward(const real[:, :, :, ::1] x, const real[::1] panels, real[:,
     if x.size == 0 or grid.C == 0:
         y[...] = 0
         return True
+    cdef real* work = NULL
+    if staged_work is not None:
+        if staged_work.shape[0] < grid.ah * grid.aw * grid.N * grid.th * grid.tw * (grid.C + grid.K):
+            raise ValueError("staged_work is too small")
+        work = &staged_work[0]
     with nogil:
-        status = winograd_conv(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0], &ATh[0, 0],
-                               &ATw[0, 0], &panels[0], block, n_threads)
+        if work != NULL:
+            status = winograd_conv_staged(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0],
+                                          &ATh[0, 0], &ATw[0, 0], &panels[0], work, n_threads)
+        else:
+            status = winograd_conv(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0], &ATh[0, 0],
+                                   &ATw[0, 0], &panels[0], block, n_threads)
     if status < 0:
         raise MemoryError("kconv: cannot allocate the Winograd scratch")
     return status == 0

@@ -245,3 +245,75 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     free(aptr_all)
     free(crow_all)
     return 1 if nonfinite else 0
+
+
+cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
+                              const double* ATh, const double* ATw, const real* panels, real* work,
+                              int n_threads) noexcept nogil:
+    """The same convolution in three stages over all tiles at once, for layers with few tiles and many
+    channels: there the fused blocks would each stream all alpha^2 x C x K transformed filters, while here
+    each xi's filters are read by one task. `work` holds alpha^2 x tiles x (C + K) values.
+    Returns as winograd_conv."""
+    cdef int MR = tile_rows(y)
+    cdef int NR = tile_cols(y)
+    cdef Py_ssize_t C = grid.C, K = grid.K, A2 = grid.ah * grid.aw
+    cdef Py_ssize_t T = grid.N * grid.th * grid.tw
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR
+    cdef Py_ssize_t ncb = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
+    cdef Py_ssize_t nchunks = reduction_chunks(1, C)
+    cdef Py_ssize_t wide = C if C > K else K
+    cdef Py_ssize_t per_thread = A2 * C + A2 * wide + grid.mw * K
+    cdef Py_ssize_t npan = (T + MR - 1) // MR
+    cdef Py_ssize_t t, task, xi, jb, q, c0, kc, j, p, i, row, mr, nr, tid
+    cdef int nonfinite = 0
+    cdef real* v = work
+    cdef real* mprod = work + A2 * T * C
+    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    cdef real* patch
+    cdef real* tmp
+    cdef real* out
+    cdef const real** aptr
+    cdef real** crow
+    cdef const real* bq
+    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
+        free(scratch)
+        free(aptr_all)
+        free(crow_all)
+        return -1
+    with parallel(num_threads=n_threads):          # stage 1: every tile's input transform
+        patch = scratch + threadid() * per_thread
+        tmp = patch + A2 * C
+        for t in prange(T, schedule='static'):
+            input_tile_transform(x, &grid, t, BTh, BTw, patch, tmp, v, t, T)
+    with parallel(num_threads=n_threads):          # stage 2: the alpha^2 products, by column block
+        tid = threadid()
+        aptr = aptr_all + tid * MR
+        crow = crow_all + tid * MR
+        for task in prange(A2 * ncb, schedule='dynamic'):
+            xi = task // ncb
+            jb = task - xi * ncb
+            for q in range(nchunks):
+                c0 = chunk_start(q, nchunks, C)
+                kc = chunk_start(q + 1, nchunks, C) - c0
+                for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
+                    nr = K - j * NR if K - j * NR < NR else NR
+                    bq = panels + (xi * ncolp * C + j * C + c0) * NR
+                    for p in range(npan):
+                        mr = T - p * MR if T - p * MR < MR else MR
+                        for i in range(MR):
+                            row = xi * T + p * MR + (i if i < mr else 0)
+                            aptr[i] = v + row * C
+                            crow[i] = mprod + row * K
+                        igemm_tile(1, <int> kc, aptr, c0, bq, crow, j * NR, mr, nr, q > 0)
+    with parallel(num_threads=n_threads):          # stage 3: every tile's output transform
+        tid = threadid()
+        tmp = scratch + tid * per_thread + A2 * C
+        out = tmp + A2 * wide
+        for t in prange(T, schedule='static'):
+            nonfinite |= output_tile_transform(mprod, &grid, t, ATh, ATw, tmp, out, y, t, T)
+    free(scratch)
+    free(aptr_all)
+    free(crow_all)
+    return 1 if nonfinite else 0

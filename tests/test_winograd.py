@@ -60,6 +60,8 @@ WINOGRAD_2D = [
         (1, 9, 14, 7, 6, ((2, 0), (1, 2)), "NHWC", np.float64),
         (5, 12, 12, 24, 24, "SAME", "NHWC", np.float64),      # hundreds of tiles: several blocks
         (2, 10, 10, 32, 16, "SAME", "NHWC", np.float32),
+        (2, 5, 7, 64, 72, "SAME", "NHWC", np.float64),        # few tiles, many channels: the staged path
+        (1, 4, 4, 96, 40, "VALID", "NCHW", np.float32),
     ]
     if not (m == 6 and dt == np.float32)   # F(6x6) float32 error is tabled in the README, not contracted
 ]
@@ -128,6 +130,18 @@ def test_a_nan_stays_in_the_windows_that_read_it(m):
     touched[1, 4:7, 5:8, :] = True
     np.testing.assert_array_equal(np.isnan(y), touched)
     np.testing.assert_allclose(y[0], ops.conv2d(x, w, padding="SAME", algorithm="direct")[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 4, 4, 96, 40), (3, 6, 5, 64, 64)])
+def test_staged_and_fused_paths_agree(shape, monkeypatch):
+    """Few tiles with many channels run in three stages; forcing the fused blocks gives the same result."""
+    n, h, w, c, k = shape
+    rng = np.random.default_rng(3)
+    x, f = rng.standard_normal((n, h, w, c)), rng.standard_normal((3, 3, c, k))
+    staged = ops.conv2d(x, f, padding="SAME", algorithm="winograd4")
+    monkeypatch.setattr(_winograd._buffers, "take", lambda *a: None)   # never staged
+    fused = ops.conv2d(x, f, padding="SAME", algorithm="winograd4")
+    np.testing.assert_allclose(staged, fused, rtol=1e-13, atol=1e-13)
 
 
 def test_auto_uses_winograd_only_where_it_applies(monkeypatch):
