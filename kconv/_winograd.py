@@ -91,8 +91,13 @@ def forward(core, x, filters, y, conv, pads, m, block, n_threads):
     NaN or infinity: Winograd spreads one over its whole tile, so the caller recomputes by direct convolution.
     """
     (mh, ath, gh, bth), (mw, atw, gw, btw) = _axis_matrices(conv, m)
-    panels = core.winograd_filter_panels(filters, gh, gw, n_threads, _buffers.get("panels", filters.dtype))
-    _buffers.keep("panels", panels)
+    panels = _filter_cache.lookup(filters, m)
+    if panels is None:
+        panels = core.winograd_filter_panels(filters, gh, gw, n_threads, _buffers.get("panels", filters.dtype))
+        if _filter_cache.offer(filters, m, panels):
+            _buffers.arrays.pop("panels", None)   # the cache owns this array now
+        else:
+            _buffers.keep("panels", panels)
     c, k = filters.shape[2], filters.shape[3]
     tiles = y.shape[0] * -(-y.shape[1] // mh) * -(-y.shape[2] // mw)
     staged = None
@@ -125,6 +130,61 @@ class _ThreadBuffers(threading.local):
 
 
 _buffers = _ThreadBuffers()
+
+
+class _FilterCache:
+    """Transformed filters kept while the weights do not change (inference), so they are transformed once.
+
+    A filter seen for the first time leaves only a fingerprint (its shape and 16 sampled values); when the
+    same fingerprint comes back, the weights are copied and their transform kept. A hit is confirmed by an
+    exact comparison with that copy, so changed weights are never served stale. Training, where the weights
+    change every step, pays only for the fingerprint. Entries are bounded in count and bytes (oldest go).
+    """
+    MAX_ENTRIES = 16
+    MAX_BYTES = 512 << 20
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.seen = {}      # fingerprint -> None (seen once)
+        self.entries = {}   # fingerprint -> (weights copy, panels), oldest first
+
+    @staticmethod
+    def _fingerprint(filters, m):
+        flat = filters.reshape(-1)
+        sample = flat[:: max(1, flat.size // 16)][:16]
+        return (m, filters.shape, filters.dtype.str, sample.tobytes())
+
+    def lookup(self, filters, m):
+        key = self._fingerprint(filters, m)
+        with self.lock:
+            entry = self.entries.get(key)
+        if entry is not None and np.array_equal(entry[0], filters):
+            return entry[1]
+        return None
+
+    def offer(self, filters, m, panels):
+        """Keeps panels if these weights were seen before; True when it did (the caller must not reuse them)."""
+        key = self._fingerprint(filters, m)
+        with self.lock:
+            if key not in self.seen:
+                self.seen[key] = None
+                while len(self.seen) > 4 * self.MAX_ENTRIES:
+                    self.seen.pop(next(iter(self.seen)))
+                return False
+            self.entries.pop(key, None)
+            self.entries[key] = (filters.copy(), panels)
+            while self.entries and (len(self.entries) > self.MAX_ENTRIES or sum(
+                    w.nbytes + p.nbytes for w, p in self.entries.values()) > self.MAX_BYTES):
+                self.entries.pop(next(iter(self.entries)))
+            return key in self.entries
+
+    def clear(self):
+        with self.lock:
+            self.seen.clear()
+            self.entries.clear()
+
+
+_filter_cache = _FilterCache()
 
 
 def input_gradient_pads(conv):

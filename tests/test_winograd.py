@@ -156,3 +156,40 @@ def test_auto_uses_winograd_only_where_it_applies(monkeypatch):
     ops.conv2d(x, np.ones((5, 5, 32, 32), np.float32), padding="SAME")
     ops.conv2d(x[..., :8], np.ones((3, 3, 8, 8), np.float32), padding="SAME")
     assert used == [4]
+
+
+class TestTransformedFilterCache:
+    """Inference transforms filters once; changed weights are never served from the cache."""
+
+    def setup_method(self):
+        _winograd._filter_cache.clear()
+
+    def _spy(self, monkeypatch):
+        calls = []
+        real = core.winograd_filter_panels
+        monkeypatch.setattr(core, "winograd_filter_panels", lambda *a, **k: calls.append(1) or real(*a, **k))
+        return calls
+
+    def test_repeated_weights_are_transformed_twice_then_reused(self, monkeypatch, rng):
+        calls = self._spy(monkeypatch)
+        x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
+        results = [ops.conv2d(x, w, padding="SAME", algorithm="winograd4") for _ in range(4)]
+        assert len(calls) == 2       # first sight: fingerprint only; second: kept; then reused
+        for y in results[1:]:
+            np.testing.assert_array_equal(y, results[0])
+
+    def test_weights_changed_in_place_are_transformed_again(self, monkeypatch, rng):
+        calls = self._spy(monkeypatch)
+        x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
+        for _ in range(3):
+            ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        w[1, 1, 5, 7] += 1.0      # not one of the sampled values, or maybe one: either way caught
+        y = ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        assert len(calls) == 3
+        np.testing.assert_allclose(y, ops.conv2d(x, w, padding="SAME", algorithm="direct"), rtol=1e-10, atol=1e-10)
+
+    def test_training_like_updates_keep_no_copies(self, rng):
+        x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
+        for step in range(5):
+            ops.conv2d(x, w + step, padding="SAME", algorithm="winograd4")
+        assert not _winograd._filter_cache.entries
