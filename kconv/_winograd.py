@@ -8,6 +8,7 @@ computed in exact fractions and only then rounded to float64:
 F(2,3) uses points 0, 1, -1; F(4,3) adds 2, -2; F(6,3) adds 1/2, -1/2 (NNPACK's choice). Larger tiles do
 fewer multiplications (2.25x, 4x, 5.06x fewer in 2-D) and lose accuracy: see the README's table.
 """
+import math
 import threading
 from fractions import Fraction
 from functools import lru_cache
@@ -185,6 +186,30 @@ class _FilterCache:
 
 
 _filter_cache = _FilterCache()
+
+
+def filter_gradient(core, x, dy, conv, pads, m, n_threads):
+    """dW of a stride-1 3x3 (1-D: k=3) convolution by Winograd, as (kh, kw, C, K) float64-accumulated in
+    the last step: M = sum over tiles of (A dY A^T) (.) (B^T X B) on the micro-kernel, then G^T M G."""
+    (mh, ath, gh, bth), (mw, atw, gw, btw) = _axis_matrices(conv, m)
+    ah, aw = bth.shape[0], btw.shape[0]
+    c, k = x.shape[3], dy.shape[3]
+    # tiles per chunk: its transformed operands (alpha^2 x chunk x (C + K)) within ~16 MB; shape-only
+    chunk = int(np.clip((4 << 20) // (ah * aw * (c + k)), 16, 1024))
+    mgrad = np.empty((ah * aw, k, c), x.dtype)
+    core.winograd_filter_gradient(x, dy, mgrad, pads[0], pads[1], mh, mw, bth, btw,
+                                  np.ascontiguousarray(ath.T), np.ascontiguousarray(atw.T), chunk, n_threads)
+    m4 = mgrad.reshape(ah, aw, k, c)
+    gh, gw = gh.astype(x.dtype), gw.astype(x.dtype)   # keep M in its own precision: no float64 copy
+    dw = np.tensordot(gw, np.tensordot(gh, m4, axes=([0], [0])), axes=([0], [1]))   # (j, i, K, C)
+    return dw.transpose(1, 0, 3, 2)
+
+
+def filter_gradient_pays(conv, m):
+    """Whether the Winograd filter gradient beats direct: not when the transformed gradient (alpha^2 x C x K)
+    outweighs the tiles' operands (few tiles, many channels: measured 1.6x slower on 16x7x7x512)."""
+    tiles = conv.batch * math.prod(-(-n // m) for n in conv.out_hw[2 - conv.nd:])
+    return tiles * (conv.cg + conv.kg) >= conv.cg * conv.kg
 
 
 def input_gradient_pads(conv):

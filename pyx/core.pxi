@@ -7,6 +7,7 @@ include "pack.pxi"
 include "igemm_conv.pxi"
 include "filter_grad.pxi"
 include "winograd.pxi"
+include "winograd_filter_grad.pxi"
 
 ISA = KC_ISA.decode()
 
@@ -177,3 +178,28 @@ def transform_rows(const double[:, ::1] matrix, const real[:, ::1] src):
         apply_rows(&matrix[0, 0], matrix.shape[0], matrix.shape[1], &src[0, 0], src.shape[1],
                    &dst[0, 0], dst.shape[1], src.shape[1])
     return out
+
+
+def winograd_filter_gradient(const real[:, :, :, ::1] x, const real[:, :, :, ::1] dy, real[:, :, ::1] mgrad,
+                             Py_ssize_t pad_top, Py_ssize_t pad_left, int mh, int mw,
+                             const double[:, ::1] BTh, const double[:, ::1] BTw,
+                             const double[:, ::1] Ah, const double[:, ::1] Aw, Py_ssize_t chunk, int n_threads):
+    """mgrad (alpha^2, K, C) = sum over tiles of (A dY A^T) (B^T X B): the Winograd-domain filter gradient
+    of a stride-1 convolution; dW = G^T mgrad G (the caller's last step)."""
+    cdef WinoGrid grid
+    grid.N, grid.H, grid.W, grid.C = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    grid.Ho, grid.Wo, grid.K = dy.shape[1], dy.shape[2], dy.shape[3]
+    grid.pad_top, grid.pad_left = pad_top, pad_left
+    grid.mh, grid.mw, grid.ah, grid.aw = mh, mw, BTh.shape[0], BTw.shape[0]
+    grid.th, grid.tw = (grid.Ho + mh - 1) // mh, (grid.Wo + mw - 1) // mw
+    cdef int status
+    if mgrad.size == 0:
+        return
+    if dy.size == 0 or x.size == 0:
+        mgrad[...] = 0
+        return
+    with nogil:
+        status = winograd_filter_grad(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], &mgrad[0, 0, 0], grid, &BTh[0, 0],
+                                      &BTw[0, 0], &Ah[0, 0], &Aw[0, 0], chunk, n_threads)
+    if status:
+        raise MemoryError("kconv: cannot allocate the Winograd filter gradient's buffers")

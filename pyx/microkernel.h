@@ -4,9 +4,10 @@
  * (measured: 6 GFLOP/s); GCC/clang vector extensions can (~90 % of the FMA roof). Everything around the
  * tile (packing, tiling, transforms, threads) is Cython.
  *
- * Indirection: row i of A, for tap t, is read from a[t*MR + i] + a_off (kc contiguous values). A packed
+ * Indirection: row i of A, for tap t, is read from a[t*MR + i] + a_off, its kc values lda apart. A packed
  * panel, a row of an NHWC image (a convolution tap), or a Winograd-domain tile row all fit that shape,
- * so direct convolution runs without an im2col buffer. B is a packed panel: ntaps*kc rows of NR values.
+ * so direct convolution runs without an im2col buffer. B is a panel of ntaps*kc rows of NR values, ldb
+ * apart (NR for a packed panel; a row stride to read NR-wide slices of a larger matrix in place).
  * Row i of C is c[i] + c_off (NR contiguous values); only the first mr rows and nr columns are stored.
  *
  * The tile shape follows the instruction set the file is compiled for (the register count differs):
@@ -45,7 +46,8 @@ typedef double kc_vf64 __attribute__((vector_size(KC_VEC_BYTES), aligned(8)));
 
 /* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
 #define KC_DEFINE_IGEMM(NAME, T, V, NR)                                                           \
-static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, const T *b,             \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
+                        const T *b, long ldb,                                                     \
                         T *const *c, long c_off, int mr, int nr, int accumulate)                  \
 {                                                                                                 \
     enum { LANES = NR / KC_NV };                                                                  \
@@ -59,9 +61,9 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, const 
             V bv[KC_NV];                                                                          \
             _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
                 bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
-            b += NR;                                                                              \
+            b += ldb;                                                                             \
             _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                             \
-                V ai = ar[i][k] - (V){0}; /* broadcast (x - 0 == x, also for -0) */                \
+                V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
                 _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];  \
             }                                                                                     \
         }                                                                                         \

@@ -2,9 +2,9 @@
 cdef extern from "microkernel.h" nogil:
     const char* KC_ISA
     int KC_MR_F32, KC_NR_F32, KC_MR_F64, KC_NR_F64, KC_FMA_CHAIN_FLOPS
-    void kc_igemm_f32(int ntaps, int kc, const float* const* a, long a_off, const float* b,
+    void kc_igemm_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
                       float* const* c, long c_off, int mr, int nr, int accumulate)
-    void kc_igemm_f64(int ntaps, int kc, const double* const* a, long a_off, const double* b,
+    void kc_igemm_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,
                       double* const* c, long c_off, int mr, int nr, int accumulate)
     float kc_fma_chains(long iters)
     int kc_cpu_supports_avx2()

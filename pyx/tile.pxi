@@ -32,10 +32,18 @@ cdef inline int tile_cols(real* dummy) noexcept nogil:
 
 cdef inline void igemm_tile(int ntaps, int kc, const real* const* a, long a_off, const real* b,
                             real* const* c, long c_off, int mr, int nr, int accumulate) noexcept nogil:
+    """The micro-kernel with contiguous A rows and a packed B panel (rows NR apart)."""
+    igemm_tile_strided(ntaps, kc, a, a_off, 1, b, tile_cols(<real*> b), c, c_off, mr, nr, accumulate)
+
+
+cdef inline void igemm_tile_strided(int ntaps, int kc, const real* const* a, long a_off, long lda,
+                                    const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
+                                    int accumulate) noexcept nogil:
+    """The micro-kernel reading both operands in place: A's reduction index lda apart, B's rows ldb apart."""
     if real is float:
-        kc_igemm_f32(ntaps, kc, a, a_off, b, c, c_off, mr, nr, accumulate)
+        kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate)
     else:
-        kc_igemm_f64(ntaps, kc, a, a_off, b, c, c_off, mr, nr, accumulate)
+        kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate)
 
 
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
