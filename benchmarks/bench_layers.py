@@ -8,7 +8,9 @@ For each layer and pass: median milliseconds of kconv and of tf.nn (interleaved,
 speedup = TF time / kconv time, kconv GFLOP/s (direct-equivalent: the flops of a direct convolution, so
 Winograd may exceed the roof) and its share of this machine's FMA roof (kconv.measure_roof, at the vector
 width kconv runs), and kconv's max error against TF relative to max|TF|. "backward" is both gradients
-(input and filter); "train" is forward + both gradients, a training step's convolution work.
+(input and filter); "train" is forward + both gradients, a training step's convolution work. "forward" is
+inference with fixed weights (kconv keeps their Winograd transform); backward and train forget it before
+every call, as weights change every training step.
 With a Winograd algorithm, `--phases` also times the products alone (alpha^2 GEMMs of the same sizes on the
 micro-kernel) to split the time between transforms and products.
 """
@@ -88,7 +90,11 @@ def run_layer(tf, ops, layer, repeats, threads, algorithm, phases):
     out_spatial = ops.conv2d(sample["x"][:1], sample["w"], stride, "SAME").shape[1:-1] if nd == 2 else \
         ops.conv1d(sample["x"][:1], sample["w"], stride, "SAME").shape[1:-1]
     flops = layer_flops(batch, out_spatial, c, k, kernel, nd)
-    kc_train = lambda a: (kc_fwd(a),) + kc_bwd(a)
+    # forward: inference, weights fixed (kconv keeps transformed filters); backward and train: a training
+    # step, weights new every step, so nothing may be reused from a previous call
+    kc_fwd_infer, kc_bwd_step = kc_fwd, kc_bwd
+    kc_bwd = lambda a: (ops.clear_cache(), kc_bwd_step(a))[1]
+    kc_train = lambda a: (ops.clear_cache(), (kc_fwd_infer(a),) + kc_bwd_step(a))[1]
     tf_train = lambda a: (tf_fwd(a),) + tf_bwd(a)
     rows = []
     for pass_name, kc_fn, tf_fn, pass_flops in (("forward", kc_fwd, tf_fwd, flops),

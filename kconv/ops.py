@@ -19,8 +19,8 @@ import numpy as np
 from . import _args, _geometry, _threads, _winograd
 from ._backend import core
 
-__all__ = ["conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d", "conv2d_backprop_filter",
-           "conv2d_backprop_input", "matmul"]
+__all__ = ["clear_cache", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
+           "conv2d_backprop_filter", "conv2d_backprop_input", "matmul"]
 
 # Pixels per chunk of the filter gradient's reduction, and how many tasks its split aims at. Both depend on
 # the shape only, never on the thread count, so results are the same for any number of threads.
@@ -345,6 +345,12 @@ def conv1d_backprop_filter(input, filter_sizes, out_backprop, stride=1, padding=
     """Gradient of conv1d with respect to its filters, of shape filter_sizes."""
     return _backprop_filter(1, input, filter_sizes, out_backprop, stride, padding, data_format, dilations,
                             algorithm, threads)
+
+
+def clear_cache():
+    """Forgets the transformed Winograd filters kept for weights that repeat (inference). Benchmarks of
+    training call it, because there the weights change every step and nothing is reused."""
+    _winograd._filter_cache.clear()
 
 
 def matmul(a, b, *, threads=None):
