@@ -1,8 +1,11 @@
 """The one place that decides how many threads a kernel runs on.
 
 Order: kconv.set_num_threads(n) if set, else OMP_NUM_THREADS / OpenMP's default, capped at the number of
-CPUs this process may use; always 1 when kconv was built without OpenMP.
+CPUs this process may use; always 1 when kconv was built without OpenMP. Calls that run at the same time
+(several Python threads, or TensorFlow running several kconv ops of a graph at once) share the CPUs: see
+claim().
 """
+import contextlib
 import functools
 import os
 import threading
@@ -57,3 +60,26 @@ def for_work(flops, threads=None):
     """Thread count for one call doing `flops` of work: resolve(threads), fewer for small work."""
     n = resolve(threads)
     return int(max(1, min(n, flops // FLOPS_PER_THREAD)))
+
+
+_busy = 0     # threads held by kernel calls running now, in all Python threads
+_busy_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def claim(flops, threads=None):
+    """The thread count for one kernel call, held while it runs (use as `with claim(...) as n:`).
+
+    Concurrent calls share the CPUs instead of each starting a full team: a call gets what it asks for
+    (for_work) up to the CPUs not already held, and at least 1, its caller's own thread, so kconv never adds
+    helper threads beyond the cores. Results do not depend on the count, so sharing changes no result."""
+    global _busy
+    want = for_work(flops, threads)
+    with _busy_lock:
+        n = max(1, min(want, _available_cpus() - _busy))
+        _busy += n
+    try:
+        yield n
+    finally:
+        with _busy_lock:
+            _busy -= n

@@ -160,14 +160,16 @@ def _forward(nd, input, filters, strides, padding, data_format, dilations, algor
     conv = _describe(nd, x.shape, w.shape, strides, padding, data_format, dilations)
     y = _empty_aligned((conv.batch,) + conv.out_hw + (conv.filters_out,), dtype)
     tile = _choose_algorithm(conv, algorithm, (conv.pads[0][0], conv.pads[1][0]))
-    finite = tile and y.size and _winograd.forward(
-        core, conv.to_native(x), _filters_4d(conv, w), y, conv, (conv.pads[0][0], conv.pads[1][0]), tile,
-        _winograd_block(), _threads.for_work(conv.flops, threads))
-    if y.size and not finite:   # direct, or Winograd met a NaN/Inf (it would smear it over a tile)
-        tap_h, tap_w, tap_index = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
-        core.conv_igemm(conv.to_native(x), conv.filters_native(w), y, tap_h, tap_w, tap_index,
-                        conv.out_hw[0], conv.out_hw[1], conv.strides[0], conv.strides[1], 0, 0, 1, 1,
-                        conv.groups, False, _threads.for_work(conv.flops, threads))
+    if y.size == 0:
+        return conv.from_native(y)
+    with _threads.claim(conv.flops, threads) as n_threads:
+        finite = tile and _winograd.forward(core, conv.to_native(x), _filters_4d(conv, w), y, conv,
+                                            (conv.pads[0][0], conv.pads[1][0]), tile, _winograd_block(), n_threads)
+        if not finite:   # direct, or Winograd met a NaN/Inf (it would smear it over a tile)
+            tap_h, tap_w, tap_index = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
+            core.conv_igemm(conv.to_native(x), conv.filters_native(w), y, tap_h, tap_w, tap_index,
+                            conv.out_hw[0], conv.out_hw[1], conv.strides[0], conv.strides[1], 0, 0, 1, 1,
+                            conv.groups, False, n_threads)
     return conv.from_native(y)
 
 
@@ -182,16 +184,19 @@ def _backprop_input(nd, input_sizes, filters, out_backprop, strides, padding, da
     dx = _empty_aligned((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
     pads = _winograd.input_gradient_pads(conv)
     tile = _choose_algorithm(conv, algorithm, pads)
-    # Winograd: dx = dy * rot180(filters) with in/out channels swapped, a forward convolution
-    finite = tile and dx.size and _winograd.forward(
-        core, conv.to_native(dy), _winograd.rotated_transposed(_filters_4d(conv, w)), dx, conv, pads, tile,
-        _winograd_block(), _threads.for_work(conv.flops, threads))
-    if dx.size and not finite:
-        dy_native, w_native, n_threads = conv.to_native(dy), conv.filters_native(w), _threads.for_work(conv.flops, threads)
-        for rh, rw, qh, qw, tap_h, tap_w, tap_index in _geometry.input_gradient_phases(
-                conv.in_hw, conv.k_hw, conv.strides, conv.dilations, conv.pads):
-            core.conv_igemm(dy_native, w_native, dx, tap_h, tap_w, tap_index, qh, qw, 1, 1,
-                            rh, rw, conv.strides[0], conv.strides[1], conv.groups, True, n_threads)
+    if dx.size == 0:
+        return conv.from_native(dx)
+    with _threads.claim(conv.flops, threads) as n_threads:
+        # Winograd: dx = dy * rot180(filters) with in/out channels swapped, a forward convolution
+        finite = tile and _winograd.forward(core, conv.to_native(dy),
+                                            _winograd.rotated_transposed(_filters_4d(conv, w)), dx, conv, pads,
+                                            tile, _winograd_block(), n_threads)
+        if not finite:
+            dy_native, w_native = conv.to_native(dy), conv.filters_native(w)
+            for rh, rw, qh, qw, tap_h, tap_w, tap_index in _geometry.input_gradient_phases(
+                    conv.in_hw, conv.k_hw, conv.strides, conv.dilations, conv.pads):
+                core.conv_igemm(dy_native, w_native, dx, tap_h, tap_w, tap_index, qh, qw, 1, 1,
+                                rh, rw, conv.strides[0], conv.strides[1], conv.groups, True, n_threads)
     return conv.from_native(dx)
 
 
@@ -210,16 +215,17 @@ def _backprop_filter(nd, input, filter_sizes, out_backprop, strides, padding, da
         return np.zeros(shape, dtype)
     if tile and algorithm == "auto":
         tile = _filter_gradient_tile(conv, tile)
-    if tile:
-        dw = _winograd.filter_gradient(core, conv.to_native(x), conv.to_native(dy), conv,
-                                       (conv.pads[0][0], conv.pads[1][0]), tile, _threads.for_work(conv.flops, threads))
-        if np.isfinite(dw).all():   # else recompute directly: Winograd spreads a NaN/Inf over its tile's taps
-            return dw.reshape(shape)
-    tap_h, tap_w, _ = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
-    chunk, splits = _filter_grad_split(conv, taps, pixels, dtype)
-    partial = np.empty((splits, conv.groups, conv.kg, taps * conv.cg), dtype)
-    core.filter_grad_partial(conv.to_native(x), conv.to_native(dy), partial, tap_h, tap_w,
-                             conv.strides[0], conv.strides[1], conv.groups, chunk, _threads.for_work(conv.flops, threads))
+    with _threads.claim(conv.flops, threads) as n_threads:
+        if tile:
+            dw = _winograd.filter_gradient(core, conv.to_native(x), conv.to_native(dy), conv,
+                                           (conv.pads[0][0], conv.pads[1][0]), tile, n_threads)
+            if np.isfinite(dw).all():   # else recompute directly: Winograd spreads a NaN/Inf over its tile's taps
+                return dw.reshape(shape)
+        tap_h, tap_w, _ = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
+        chunk, splits = _filter_grad_split(conv, taps, pixels, dtype)
+        partial = np.empty((splits, conv.groups, conv.kg, taps * conv.cg), dtype)
+        core.filter_grad_partial(conv.to_native(x), conv.to_native(dy), partial, tap_h, tap_w,
+                                 conv.strides[0], conv.strides[1], conv.groups, chunk, n_threads)
     total = partial[0] if splits == 1 else partial.sum(axis=0)     # fixed order: split 0, 1, 2, ...
     # (groups, K/groups, taps, C/groups) -> (taps, C/groups, groups, K/groups) = TensorFlow's filter layout
     dw = total.reshape(conv.groups, conv.kg, taps, conv.cg).transpose(2, 3, 0, 1)
