@@ -21,8 +21,7 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from timing import interleaved, rotating  # noqa: E402
+from kconv.bench.timing import interleaved, rotating  # noqa: E402
 
 # (name, batch, spatial, C, K, kernel, stride); spatial is (H, W) for 2-D, (W,) for 1-D.
 SETS = {

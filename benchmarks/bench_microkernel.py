@@ -7,13 +7,11 @@ run. Best-of and median are both shown: on a shared machine the best run is the 
 the median what a user sees.
 """
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(__file__))
-from timing import interleaved  # noqa: E402
+from kconv.bench.timing import interleaved  # noqa: E402
 
 SHAPES = [(2304, 512, 512), (4096, 256, 256), (1536, 1024, 1024), (784, 4608, 512)]
 

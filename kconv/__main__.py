@@ -9,6 +9,8 @@ import os
 import platform
 import sys
 
+from ._config import cpu_name
+
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -52,7 +54,7 @@ def info_command(args):
     print(f"{'tensorflow':16s} {_tf_version() if not args.no_tf else '(not checked)'}")
     print(f"{'keras':16s} {_dist_version('keras')}")
     print(f"{'platform':16s} {platform.platform()}")
-    print(f"{'cpu':16s} {_cpu_name()} ({os.cpu_count()} CPUs)")
+    print(f"{'cpu':16s} {cpu_name()} ({os.cpu_count()} CPUs)")
     print(f"{'isa':16s} {cfg['isa']} (built: {', '.join(cfg['isas_built']) if isinstance(cfg['isas_built'], (list, tuple)) else cfg['isas_built']}; "
           f"CPU avx2={cfg['cpu_avx2']} avx512={cfg['cpu_avx512']})")
     print(f"{'openmp':16s} {cfg['openmp']} (OMP_NUM_THREADS={cfg['OMP_NUM_THREADS']}, "
@@ -95,17 +97,6 @@ def _build_flags():
                       if f.startswith(("-O", "-march", "-f", "-m")))
     flags["python cflags"] = cflags or "?"
     return flags
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

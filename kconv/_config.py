@@ -57,6 +57,18 @@ def measure_roof(threads=None, seconds=0.3):
     return best
 
 
+def cpu_name():
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _version():
     try:
         from importlib.metadata import version

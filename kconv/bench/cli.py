@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from . import layersets
+from .._config import cpu_name
 from .convs import algorithm_of, flops, products_seconds, time_layer
 
 COLUMNS = ["set", "layer", "batch", "pass", "kconv_ms", "tf_ms", "speedup", "gflops", "roof_pct", "algorithm",
@@ -142,7 +143,7 @@ def main(argv=None):
     roof1 = kconv.measure_roof(1) if scale_counts else None
     cfg = kconv.config()
     header = (f"kconv {cfg['version']} ({cfg['isa']}, OpenMP {'on' if cfg['openmp'] else 'off'}, {threads} threads, "
-              f"algorithm={args.algorithm}) vs TensorFlow {tf.__version__} (oneDNN) on {_cpu_name()}, "
+              f"algorithm={args.algorithm}) vs TensorFlow {tf.__version__} (oneDNN) on {cpu_name()}, "
               f"{os.cpu_count()} CPUs; fp32 FMA roof {roof:.1f} GFLOP/s on {threads} threads")
     rows = []
     try:
@@ -218,17 +219,6 @@ def _subprocess(task):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _fmt(value, spec, empty=""):
     return empty if value is None else format(value, spec)
 
@@ -292,7 +282,7 @@ def write_outputs(folder, header, command, rows, scaling, memory, roof, roof1, c
 
     json_path = os.path.join(folder, "results.json")
     with open(json_path, "w") as f:
-        json.dump(dict(command=command, header=header, machine=dict(cpu=_cpu_name(), cpus=os.cpu_count(),
+        json.dump(dict(command=command, header=header, machine=dict(cpu=cpu_name(), cpus=os.cpu_count(),
                                                                      platform=platform.platform()),
                        kconv={k: str(v) for k, v in cfg.items()}, tensorflow=tf_version, numpy=np.__version__,
                        threads=threads, roof_gflops=roof, roof_1thread_gflops=roof1, seconds=elapsed,
