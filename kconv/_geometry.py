@@ -45,10 +45,14 @@ def output_sizes(in_sizes, k_sizes, strides, dilations, pads):
 
 @functools.lru_cache(maxsize=256)
 def forward_taps(k_sizes, dilations, pads):
-    """For every tap (kh, kw): the source offset from output pixel q * stride, and the tap's index."""
+    """For every tap (kh, kw): the source offset from output pixel q * stride, and the tap's index.
+
+    Built with numpy, not Python tuples: a huge kernel (filter_sizes of 10^6 x 10^6) then fails at once
+    with MemoryError instead of filling the machine's memory with a list of tuples."""
     (kh, kw), (dh, dw), ((ph, _), (pw, _)) = k_sizes, dilations, pads
-    taps = [(i * dh - ph, j * dw - pw, i * kw + j) for i in range(kh) for j in range(kw)]
-    return _tap_arrays(taps)
+    rows = np.arange(kh, dtype=np.intp) * dh - ph
+    cols = np.arange(kw, dtype=np.intp) * dw - pw
+    return _tap_columns(np.repeat(rows, kw), np.tile(cols, kh), np.arange(kh * kw, dtype=np.intp))
 
 
 def input_gradient_phases(in_sizes, k_sizes, strides, dilations, pads):
@@ -59,15 +63,17 @@ def input_gradient_phases(in_sizes, k_sizes, strides, dilations, pads):
     """
     (H, W), (kh, kw), (sh, sw), (dh, dw), ((ph, _), (pw, _)) = in_sizes, k_sizes, strides, dilations, pads
     for rh, rw in itertools.product(range(min(sh, H)), range(min(sw, W))):
-        rows = [(i, (rh + ph - i * dh) // sh) for i in range(kh) if (rh + ph - i * dh) % sh == 0]
-        cols = [(j, (rw + pw - j * dw) // sw) for j in range(kw) if (rw + pw - j * dw) % sw == 0]
-        taps = [(oh, ow, i * kw + j) for (i, oh), (j, ow) in itertools.product(rows, cols)]
-        yield (rh, rw, -(-(H - rh) // sh), -(-(W - rw) // sw)) + _tap_arrays(taps)
+        i = np.arange(kh, dtype=np.intp)
+        i = i[(rh + ph - i * dh) % sh == 0]
+        j = np.arange(kw, dtype=np.intp)
+        j = j[(rw + pw - j * dw) % sw == 0]
+        oh, ow = (rh + ph - i * dh) // sh, (rw + pw - j * dw) // sw
+        taps = _tap_columns(np.repeat(oh, j.size), np.tile(ow, i.size), (i[:, None] * kw + j[None, :]).reshape(-1))
+        yield (rh, rw, -(-(H - rh) // sh), -(-(W - rw) // sw)) + taps
 
 
-def _tap_arrays(taps):
-    arr = np.array(taps, dtype=np.intp).reshape(-1, 3)
-    columns = tuple(np.ascontiguousarray(arr[:, i]) for i in range(3))
+def _tap_columns(*columns):
+    columns = tuple(np.ascontiguousarray(c, dtype=np.intp) for c in columns)
     for column in columns:   # shared through the cache: nobody may change them
         column.flags.writeable = False
     return columns

@@ -12,6 +12,7 @@ where it is faster and accurate, else direct), "direct", "winograd" (F(m,3) with
 """
 import functools
 import math
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -302,6 +303,9 @@ def _empty_aligned(shape, dtype, align=64):
     """np.empty whose data starts on a 64-byte boundary: whole vectors for the kernels, and a buffer
     TensorFlow can adopt without copying."""
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes + align > sys.maxsize:   # numpy would raise ValueError("Maximum allowed dimension exceeded")
+        raise MemoryError(f"kconv: cannot allocate an array of shape {tuple(shape)} and dtype "
+                          f"{np.dtype(dtype).name} ({nbytes} bytes)")
     raw = np.empty(nbytes + align, np.uint8)
     start = -raw.ctypes.data % align
     return raw[start:start + nbytes].view(dtype).reshape(shape)
