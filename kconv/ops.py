@@ -20,7 +20,7 @@ import numpy as np
 from . import _args, _geometry, _threads, _winograd
 from ._backend import core
 
-__all__ = ["clear_cache", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
+__all__ = ["clear_cache", "memory_info", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
            "conv2d_backprop_filter", "conv2d_backprop_input", "matmul"]
 
 # Pixels per chunk of the filter gradient's reduction, and how many tasks its split aims at. Both depend on
@@ -361,6 +361,21 @@ def clear_cache():
     """Forgets the transformed Winograd filters kept for weights that repeat (inference). Benchmarks of
     training call it, because there the weights change every step and nothing is reused."""
     _winograd._filter_cache.clear()
+
+
+def memory_info():
+    """Bytes kconv holds between calls. Everything else a call needs (pointer tables, packed filters, the
+    filter gradient's partial sums, capped at 256 MiB) is freed when it returns.
+
+    filter_cache_*: transformed Winograd filters kept for repeating weights (at most 16 entries, 512 MiB);
+    thread_buffer_bytes: the calling thread's reusable Winograd buffers (the largest layer it ran)."""
+    cache = _winograd._filter_cache
+    with cache.lock:
+        entries = list(cache.entries.values())
+    return dict(filter_cache_entries=len(entries),
+                filter_cache_bytes=sum(w.nbytes + p.nbytes for w, p in entries),
+                filter_cache_limit_bytes=cache.MAX_BYTES,
+                thread_buffer_bytes=sum(a.nbytes for a in _winograd._buffers.arrays.values()))
 
 
 def matmul(a, b, *, threads=None):

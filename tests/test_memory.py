@@ -91,3 +91,22 @@ def test_tf_eager_op_with_gradient_tape_does_not_grow():
 
     grown = growth_mb(step, warmup=500)
     assert grown < 2 * SLACK_MB, f"RSS grew by {grown:.1f} MB over {CALLS} eager kconv.conv2d + tape.gradient calls"
+
+
+def test_memory_kconv_holds_between_calls_is_reported_and_bounded():
+    """ops.memory_info() accounts for the Winograd filter cache and the thread's buffers; clear_cache frees
+    the cache; the cache never exceeds its byte limit."""
+    from kconv import _winograd
+
+    ops.clear_cache()
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 12, 12, 32)).astype(np.float32), rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
+    for _ in range(3):
+        ops.conv2d(x, w, padding="SAME", algorithm="winograd4")    # repeated weights: cached
+    ops.conv2d(x, w + 1, padding="SAME", algorithm="winograd4")     # new weights: the thread's buffer
+    info = ops.memory_info()
+    assert info["filter_cache_entries"] == 1 and info["filter_cache_bytes"] >= w.nbytes
+    assert info["thread_buffer_bytes"] > 0
+    assert info["filter_cache_bytes"] <= info["filter_cache_limit_bytes"] == _winograd._FilterCache.MAX_BYTES
+    ops.clear_cache()
+    assert ops.memory_info()["filter_cache_bytes"] == 0
