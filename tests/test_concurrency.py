@@ -47,7 +47,6 @@ def test_concurrent_calls_never_start_more_helper_threads_than_cores(monkeypatch
 
 
 def test_a_call_alone_gets_every_core():
-    x, w = _inputs(1)
     with _threads.claim(1e9) as n:
         assert n == min(_threads.get_num_threads(), _threads._available_cpus())
     assert _threads._busy == 0
