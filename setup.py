@@ -84,10 +84,11 @@ def isas_to_build():
 def extensions():
     from Cython.Build import cythonize
 
-    exts = [Extension(f"kconv._core_{isa}", [f"pyx/_core_{isa}.pyx"], include_dirs=["pyx"])
+    # kconv/native holds kconv_api.h, the C interface shared with the TensorFlow op library
+    exts = [Extension(f"kconv._core_{isa}", [f"pyx/_core_{isa}.pyx"], include_dirs=["pyx", "kconv/native"])
             for isa in isas_to_build()]
     exts.append(Extension("kconv._runtime", ["pyx/_runtime.pyx"], include_dirs=["pyx"]))
-    return cythonize(exts, include_path=["pyx"], language_level=3,
+    return cythonize(exts, include_path=["pyx", "kconv/native"], language_level=3,
                      compiler_directives={"boundscheck": False, "wraparound": False,
                                           "cdivision": True, "initializedcheck": False})
 

@@ -4,6 +4,11 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# algorithm= names and their codes in kconv_api.h (2, 4, 6: Winograd F(m, 3) forced)
+_ALGORITHM_CODES = {"auto": 0, "direct": 1, "winograd": 3, "winograd2": 2, "winograd4": 4, "winograd6": 6}
+ALGORITHMS = tuple(_ALGORITHM_CODES)
+# Activations fused into the forward pass, in the order of kconv_api.h's enum kc_activation
+ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "silu", "gelu")
 LAYOUTS = {1: ("NWC", "NCW"), 2: ("NHWC", "NCHW")}
 
 
@@ -110,3 +115,20 @@ def sizes(value, name, length):
     if len(out) != length or any(v < 0 for v in out):
         raise ValueError(f"{name} must be {length} non-negative ints, got {value!r}")
     return out
+
+
+def algorithm_code(value):
+    """algorithm= as kconv_api.h's code; ValueError unless it is exactly one of ALGORITHMS (lower case, as
+    everywhere in kconv: "AUTO" is refused, never taken for another branch)."""
+    if not isinstance(value, str) or value not in _ALGORITHM_CODES:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {value!r}")
+    return _ALGORITHM_CODES[value]
+
+
+def activation(value):
+    """activation= as its code in kconv_api.h (None means linear)."""
+    if value is None:
+        return 0
+    if not isinstance(value, str) or value not in ACTIVATIONS:
+        raise ValueError(f"activation must be None or one of {ACTIVATIONS}, got {value!r}")
+    return ACTIVATIONS.index(value)

@@ -13,20 +13,16 @@ where it is faster and accurate, else direct), "direct", "winograd" (F(m,3) with
 import functools
 import math
 import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _args, _geometry, _threads, _winograd
+from . import _args, _geometry, _threads
 from ._backend import core
 
-__all__ = ["clear_cache", "memory_info", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
+__all__ = ["ACTIVATIONS", "ALGORITHMS", "clear_cache", "memory_info", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
            "conv2d_backprop_filter", "conv2d_backprop_input", "matmul"]
-
-# Pixels per chunk of the filter gradient's reduction, and how many tasks its split aims at. Both depend on
-# the shape only, never on the thread count, so results are the same for any number of threads.
-_FILTER_GRAD_TARGET_TASKS = 64
-_FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -80,9 +76,6 @@ class _Conv:
             array = np.ascontiguousarray(np.moveaxis(array, -1, 1))
         return array
 
-    def filters_native(self, filters):
-        """(taps, C/groups, K), contiguous."""
-        return np.ascontiguousarray(filters).reshape(-1, self.cg, self.filters_out)
 
 
 def _describe(nd, input_shape, filters_shape, strides, padding, data_format, dilations,
@@ -154,23 +147,24 @@ def _describe_uncached(nd, input_shape, filters_shape, strides, padding, data_fo
     return _Conv(nd, layout, batch, spatial, channels, k_sizes, k_out, groups, strides, dilations, pads, out)
 
 
-def _forward(nd, input, filters, strides, padding, data_format, dilations, algorithm, threads):
+def _forward(nd, input, filters, strides, padding, data_format, dilations, algorithm, threads, bias=None,
+             activation="linear"):
     x = _args.float_array(input, "input")
     w = _args.float_array(filters, "filters")
     dtype = _args.same_dtype(input=x, filters=w)
     conv = _describe(nd, x.shape, w.shape, strides, padding, data_format, dilations)
+    act = _args.activation(activation)
+    if bias is not None:
+        bias = _args.float_array(bias, "bias")
+        _args.same_dtype(input=x, bias=bias)
+        if bias.shape != (conv.filters_out,):
+            raise ValueError(f"bias must have shape ({conv.filters_out},) (one value per filter), got {bias.shape}")
+        bias = np.ascontiguousarray(bias)
+    plan = _plan(conv, dtype, algorithm, threads, act)
     y = _empty_aligned((conv.batch,) + conv.out_hw + (conv.filters_out,), dtype)
-    tile = _choose_algorithm(conv, algorithm, (conv.pads[0][0], conv.pads[1][0]))
-    if y.size == 0:
-        return conv.from_native(y)
-    with _threads.claim(conv.flops, threads) as n_threads:
-        finite = tile and _winograd.forward(core, conv.to_native(x), _filters_4d(conv, w), y, conv,
-                                            (conv.pads[0][0], conv.pads[1][0]), tile, _winograd_block(), n_threads)
-        if not finite:   # direct, or Winograd met a NaN/Inf (it would smear it over a tile)
-            tap_h, tap_w, tap_index = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
-            core.conv_igemm(conv.to_native(x), conv.filters_native(w), y, tap_h, tap_w, tap_index,
-                            conv.out_hw[0], conv.out_hw[1], conv.strides[0], conv.strides[1], 0, 0, 1, 1,
-                            conv.groups, False, n_threads)
+    z = _empty_aligned(y.shape, dtype) if act in core.PREACTIVATION_CODES and y.size else None
+    if y.size:
+        plan.forward(conv.to_native(x), np.ascontiguousarray(w), bias, y, z)
     return conv.from_native(y)
 
 
@@ -182,22 +176,10 @@ def _backprop_input(nd, input_sizes, filters, out_backprop, strides, padding, da
     shape = _args.sizes(input_sizes, "input_sizes", nd + 2)
     conv = _describe(nd, shape, w.shape, strides, padding, data_format, dilations, input_name="input_sizes")
     _check_out_backprop(conv, dy)
+    plan = _plan(conv, dtype, algorithm, threads)
     dx = _empty_aligned((conv.batch,) + conv.in_hw + (conv.channels,), dtype)
-    pads = _winograd.input_gradient_pads(conv)
-    tile = _choose_algorithm(conv, algorithm, pads)
-    if dx.size == 0:
-        return conv.from_native(dx)
-    with _threads.claim(conv.flops, threads) as n_threads:
-        # Winograd: dx = dy * rot180(filters) with in/out channels swapped, a forward convolution
-        finite = tile and _winograd.forward(core, conv.to_native(dy),
-                                            _winograd.rotated_transposed(_filters_4d(conv, w)), dx, conv, pads,
-                                            tile, _winograd_block(), n_threads)
-        if not finite:
-            dy_native, w_native = conv.to_native(dy), conv.filters_native(w)
-            for rh, rw, qh, qw, tap_h, tap_w, tap_index in _geometry.input_gradient_phases(
-                    conv.in_hw, conv.k_hw, conv.strides, conv.dilations, conv.pads):
-                core.conv_igemm(dy_native, w_native, dx, tap_h, tap_w, tap_index, qh, qw, 1, 1,
-                                rh, rw, conv.strides[0], conv.strides[1], conv.groups, True, n_threads)
+    if dx.size:
+        plan.backprop_input(np.ascontiguousarray(w), conv.to_native(dy), dx)
     return conv.from_native(dx)
 
 
@@ -209,94 +191,36 @@ def _backprop_filter(nd, input, filter_sizes, out_backprop, strides, padding, da
     shape = _args.sizes(filter_sizes, "filter_sizes", nd + 2)
     conv = _describe(nd, x.shape, shape, strides, padding, data_format, dilations, filters_name="filter_sizes")
     _check_out_backprop(conv, dy)
-    tile = _choose_algorithm(conv, algorithm, (0, 0))
-    taps = math.prod(conv.k_hw)
-    pixels = conv.batch * conv.out_hw[0] * conv.out_hw[1]
-    if pixels == 0 or conv.cg * conv.kg == 0:
-        return np.zeros(shape, dtype)
-    if tile and algorithm == "auto":
-        tile = _filter_gradient_tile(conv, tile)
-    with _threads.claim(conv.flops, threads) as n_threads:
-        if tile:
-            dw = _winograd.filter_gradient(core, conv.to_native(x), conv.to_native(dy), conv,
-                                           (conv.pads[0][0], conv.pads[1][0]), tile, n_threads)
-            if np.isfinite(dw).all():   # else recompute directly: Winograd spreads a NaN/Inf over its tile's taps
-                return dw.reshape(shape)
-        tap_h, tap_w, _ = _geometry.forward_taps(conv.k_hw, conv.dilations, conv.pads)
-        chunk, splits = _filter_grad_split(conv, taps, pixels, dtype)
-        partial = np.empty((splits, conv.groups, conv.kg, taps * conv.cg), dtype)
-        core.filter_grad_partial(conv.to_native(x), conv.to_native(dy), partial, tap_h, tap_w,
-                                 conv.strides[0], conv.strides[1], conv.groups, chunk, n_threads)
-    total = partial[0] if splits == 1 else partial.sum(axis=0)     # fixed order: split 0, 1, 2, ...
-    # (groups, K/groups, taps, C/groups) -> (taps, C/groups, groups, K/groups) = TensorFlow's filter layout
-    dw = total.reshape(conv.groups, conv.kg, taps, conv.cg).transpose(2, 3, 0, 1)
-    return np.ascontiguousarray(dw).reshape(shape)
+    plan = _plan(conv, dtype, algorithm, threads)
+    dw = _empty_aligned(shape, dtype)   # (k..., C/groups, K): the plan writes TensorFlow's layout directly
+    if dw.size:
+        plan.backprop_filter(conv.to_native(x), conv.to_native(dy), dw)
+    return dw
 
 
-def _filter_grad_split(conv, taps, pixels, dtype):
-    """(pixels per chunk, number of pixel splits) for the filter gradient: from the shape alone."""
-    _, nr = core.tile_shape(dtype)
-    chunk = int(np.clip(65536 // max(conv.kg, 1), 64, 512))
-    column_panels = -(-taps * conv.cg // nr)
-    column_tasks = conv.groups * -(-column_panels // 8)      # 8 = COL_PANELS_PER_TASK in filter_grad.pxi
-    splits = max(1, min(-(-_FILTER_GRAD_TARGET_TASKS // column_tasks), -(-pixels // chunk)))
-    plane_bytes = conv.groups * conv.kg * taps * conv.cg * np.dtype(dtype).itemsize
-    return chunk, max(1, min(splits, _FILTER_GRAD_PARTIAL_BYTES // max(plane_bytes, 1)))
+ALGORITHMS = _args.ALGORITHMS
+ACTIVATIONS = _args.ACTIVATIONS
+_PLANS_KEPT = 64
+_plans = {}                 # (geometry, dtype, algorithm, activation, threads) -> core.ConvPlan, oldest first
+_plans_lock = threading.Lock()
 
 
-ALGORITHMS = ("auto", "direct", "winograd") + tuple(f"winograd{m}" for m in _winograd.TILES)
-
-
-def _choose_algorithm(conv, algorithm, winograd_pads):
-    """The Winograd output tile m to use, or 0 for direct convolution.
-
-    "auto" takes Winograd where kconv's benchmark measured it faster and its float32 error stays within
-    2e-5 of max|y| (README, accuracy table): 3x3 / k=3, stride 1, no dilation or groups, at least
-    AUTO_MIN_CHANNELS channels in and out. "winogradM" forces F(M, 3); "winograd" picks M."""
-    if not isinstance(algorithm, str) or algorithm.lower() not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    algorithm = algorithm.lower()
-    if algorithm == "direct":
-        return 0
-    reason = _winograd.unsupported_reason(conv)
-    if reason is None and winograd_pads is None:
-        reason = f"the padding {conv.pads} is wider than the kernel"
-    if algorithm == "auto":
-        small = min(conv.cg, conv.kg) < AUTO_MIN_CHANNELS
-        return 0 if reason or small else _winograd_tile(conv)
-    if reason:
-        raise ValueError(f"algorithm={algorithm!r} cannot run this convolution: {reason}; use 'auto' or 'direct'")
-    return int(algorithm[len("winograd"):]) if algorithm != "winograd" else _winograd_tile(conv)
-
-
-AUTO_MIN_CHANNELS = 16
-
-
-def _winograd_tile(conv):
-    """F(4x4, 3x3) (F(4, 3) in 1-D): 4x fewer multiplications than direct in 2-D, float32 error within 2e-5
-    at C = 512. F(2x2, 3x3) where 4-wide tiles would pad the map by over 25 % and 2-wide tiles by less
-    (a 14x14 map: 31 % against none); measured on benchmarks/bench_layers.py (README)."""
-    sides = conv.out_hw[2 - conv.nd:]
-    waste = lambda m: math.prod(-(-n // m) * m for n in sides) / math.prod(sides)
-    return 2 if waste(4) > 1.25 and waste(2) < waste(4) else 4
-
-
-def _filter_gradient_tile(conv, forward_tile):
-    """auto's tile for the filter gradient, or 0 for direct. Its reduction runs over every tile of the batch,
-    and F(4x4, 3x3) lets float32 error grow past 1e-5 of max|dW| there (1.0-1.8e-5 measured, README), so 2-D
-    takes F(2x2, 3x3) (1.1-1.4e-6); 1-D keeps F(4, 3) (3e-6). Direct where the transformed gradient outweighs
-    the tiles (few tiles, many channels)."""
-    tile = 2 if conv.nd == 2 else forward_tile
-    return tile if _winograd.filter_gradient_pays(conv, tile) else 0
-
-
-def _winograd_block():
-    return _winograd.BLOCK_PANELS * core.tile_shape(np.float32)[0]
-
-
-def _filters_4d(conv, w):
-    """The filters as a contiguous (kh, kw, C/groups, K) array (1-D: kh = 1)."""
-    return np.ascontiguousarray(w).reshape(conv.k_hw + (conv.cg, conv.filters_out))
+def _plan(conv, dtype, algorithm, threads, activation=0):
+    """The plan for this convolution: made once, then reused by every call with the same shapes and arguments
+    (geometry, algorithm and tile per pass, taps, splits; transformed filters kept for inference)."""
+    code = _args.algorithm_code(algorithm)
+    n_threads = 0 if threads is None else _threads.resolve(threads)
+    key = (conv, dtype.itemsize, code, activation, n_threads)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = core.ConvPlan(conv.batch, conv.in_hw[0], conv.in_hw[1], conv.channels, conv.k_hw[0], conv.k_hw[1],
+                             conv.cg, conv.filters_out, conv.strides, conv.dilations, conv.pads, code,
+                             dtype.itemsize, activation, n_threads)
+        with _plans_lock:
+            _plans[key] = plan
+            while len(_plans) > _PLANS_KEPT:
+                _plans.pop(next(iter(_plans)))
+    return plan
 
 
 def _empty_aligned(shape, dtype, align=64):
@@ -318,9 +242,13 @@ def _check_out_backprop(conv, dy):
 
 
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *,
-           algorithm="auto", threads=None):
-    """2-D convolution (cross-correlation, as tf.nn.conv2d) of input (N, H, W, C) with filters (kh, kw, C/g, K)."""
-    return _forward(2, input, filters, strides, padding, data_format, dilations, algorithm, threads)
+           algorithm="auto", threads=None, bias=None, activation="linear"):
+    """2-D convolution (cross-correlation, as tf.nn.conv2d) of input (N, H, W, C) with filters (kh, kw, C/g, K).
+
+    bias (K values) and activation (a name from ACTIVATIONS, Keras's defaults) are fused into the output store:
+    the result is activation(conv2d(input, filters) + bias)."""
+    return _forward(2, input, filters, strides, padding, data_format, dilations, algorithm, threads, bias,
+                    activation)
 
 
 def conv2d_backprop_input(input_sizes, filters, out_backprop, strides=1, padding="VALID", data_format="NHWC",
@@ -338,9 +266,11 @@ def conv2d_backprop_filter(input, filter_sizes, out_backprop, strides=1, padding
 
 
 def conv1d(input, filters, stride=1, padding="VALID", data_format="NWC", dilations=1, *,
-           algorithm="auto", threads=None):
-    """1-D convolution of input (N, W, C) with filters (k, C/g, K); padding may also be 'CAUSAL'."""
-    return _forward(1, input, filters, stride, padding, data_format, dilations, algorithm, threads)
+           algorithm="auto", threads=None, bias=None, activation="linear"):
+    """1-D convolution of input (N, W, C) with filters (k, C/g, K); padding may also be 'CAUSAL'.
+    bias and activation as in conv2d."""
+    return _forward(1, input, filters, stride, padding, data_format, dilations, algorithm, threads, bias,
+                    activation)
 
 
 def conv1d_backprop_input(input_sizes, filters, out_backprop, stride=1, padding="VALID", data_format="NWC",
@@ -358,24 +288,21 @@ def conv1d_backprop_filter(input, filter_sizes, out_backprop, stride=1, padding=
 
 
 def clear_cache():
-    """Forgets the transformed Winograd filters kept for weights that repeat (inference). Benchmarks of
-    training call it, because there the weights change every step and nothing is reused."""
-    _winograd._filter_cache.clear()
+    """Forgets every plan, with the transformed Winograd filters they keep for weights that repeat
+    (inference). Benchmarks of training call it, because there the weights change every step."""
+    with _plans_lock:
+        _plans.clear()
 
 
 def memory_info():
-    """Bytes kconv holds between calls. Everything else a call needs (pointer tables, packed filters, the
-    filter gradient's partial sums, capped at 256 MiB) is freed when it returns.
-
-    filter_cache_*: transformed Winograd filters kept for repeating weights (at most 16 entries, 512 MiB);
-    thread_buffer_bytes: the calling thread's reusable Winograd buffers (the largest layer it ran)."""
-    cache = _winograd._filter_cache
-    with cache.lock:
-        entries = list(cache.entries.values())
-    return dict(filter_cache_entries=len(entries),
-                filter_cache_bytes=sum(w.nbytes + p.nbytes for w, p in entries),
-                filter_cache_limit_bytes=cache.MAX_BYTES,
-                thread_buffer_bytes=sum(a.nbytes for a in _winograd._buffers.arrays.values()))
+    """What kconv keeps between calls of the numpy API: its plans (at most 64) and the transformed filters
+    they hold for inference. Every scratch buffer a call needs (pointer tables, packed filters, Winograd
+    buffers, the filter gradient's partial sums, capped at 256 MiB) is freed before it returns."""
+    with _plans_lock:
+        plans = list(_plans.values())
+    cached = [plan.cache_bytes() for plan in plans]
+    return dict(plans=len(plans), plans_limit=_PLANS_KEPT, filter_cache_entries=sum(1 for b in cached if b),
+                filter_cache_bytes=sum(cached))
 
 
 def matmul(a, b, *, threads=None):

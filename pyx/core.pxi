@@ -4,10 +4,13 @@ import numpy as np
 
 include "tile.pxi"
 include "pack.pxi"
+include "epilogue.pxi"
 include "igemm_conv.pxi"
 include "filter_grad.pxi"
 include "winograd.pxi"
 include "winograd_filter_grad.pxi"
+include "winograd_matrices.pxi"
+include "plan.pxi"
 
 ISA = KC_ISA.decode()
 
@@ -63,7 +66,7 @@ def conv_igemm(const real[:, :, :, ::1] src, const real[:, :, ::1] filters, real
     with nogil:
         pack_filter_panels(filter_data, off, ntaps, groups, kg, grid.cin, s_red, grid.cout, s_col,
                            &panels[0], n_threads)
-        status = igemm_conv(src_data, &dst[0, 0, 0, 0], grid, th, tw, ntaps, &panels[0], &zeros[0], n_threads)
+        status = igemm_conv(src_data, &dst[0, 0, 0, 0], grid, th, tw, ntaps, &panels[0], &zeros[0], NULL, n_threads)
     if status:
         raise MemoryError("kconv: cannot allocate the convolution's pointer tables")
 
@@ -122,9 +125,12 @@ def winograd_filter_panels(const real[:, :, :, ::1] filters, const double[:, ::1
     cdef real[::1] out = panels
     if C * K == 0:
         return panels
+    cdef int status
     with nogil:
-        filter_transform_panels(&filters[0, 0, 0, 0], kh, kw, C, K, &Gh[0, 0], &Gw[0, 0], ah, aw, &out[0],
-                                n_threads)
+        status = filter_transform_panels(&filters[0, 0, 0, 0], kh, kw, C, K, &Gh[0, 0], &Gw[0, 0], ah, aw,
+                                         &out[0], n_threads)
+    if status:
+        raise MemoryError("kconv: cannot allocate the Winograd filter transform's scratch")
     return panels
 
 
@@ -158,10 +164,10 @@ def winograd_forward(const real[:, :, :, ::1] x, const real[::1] panels, real[:,
     with nogil:
         if work != NULL:
             status = winograd_conv_staged(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0],
-                                          &ATh[0, 0], &ATw[0, 0], &panels[0], work, n_threads)
+                                          &ATh[0, 0], &ATw[0, 0], &panels[0], work, NULL, n_threads)
         else:
             status = winograd_conv(&x[0, 0, 0, 0], &y[0, 0, 0, 0], grid, &BTh[0, 0], &BTw[0, 0], &ATh[0, 0],
-                                   &ATw[0, 0], &panels[0], block, n_threads)
+                                   &ATw[0, 0], &panels[0], block, NULL, n_threads)
     if status < 0:
         raise MemoryError("kconv: cannot allocate the Winograd scratch")
     return status == 0

@@ -52,8 +52,9 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
 
 cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
-                    const real* panels, const real* zeros, int n_threads) noexcept nogil:
-    """Returns 0, or -1 when the per-thread pointer tables cannot be allocated."""
+                    const real* panels, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
+    """Returns 0, or -1 when the per-thread pointer tables cannot be allocated. With an epilogue, each
+    task's rows get bias and activation as soon as they are complete, while still in cache."""
     cdef int MR = tile_rows(dst)
     cdef int NR = tile_cols(dst)
     cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
@@ -92,6 +93,10 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                         mr = mc - p * MR if mc - p * MR < MR else MR
                         igemm_tile(ntaps, kc, &aptr[p * ntaps * MR], c0, bq,
                                    &crow[p * MR], j * NR, mr, nr, q > 0)
+            if ep != NULL:
+                for p in range(mc):
+                    apply_epilogue(crow[p], grid.cout,
+                                   <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)
     free(aptr_all)
     free(crow_all)
     return 0

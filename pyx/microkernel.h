@@ -138,4 +138,22 @@ static inline int kc_openmp_enabled(void) { return 0; }
 static inline int kc_omp_max_threads(void) { return 1; }
 #endif
 
+/* Threads held by kernel calls running now, in every thread of the process (numpy API and TensorFlow op
+ * alike): concurrent calls share the cores instead of each starting a full team. kc_claim_threads takes
+ * up to `want` of the `cpus` not yet held, and at least 1 (the caller's own thread). */
+static long kc_busy_threads = 0;
+static inline int kc_claim_threads(int want, int cpus)
+{
+    long busy = __atomic_load_n(&kc_busy_threads, __ATOMIC_RELAXED);
+    for (;;) {
+        long n = cpus - busy < want ? cpus - busy : want;
+        if (n < 1) n = 1;
+        if (__atomic_compare_exchange_n(&kc_busy_threads, &busy, busy + n, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED))
+            return (int)n;
+    }
+}
+static inline void kc_release_threads(int n) { __atomic_sub_fetch(&kc_busy_threads, n, __ATOMIC_ACQ_REL); }
+static inline long kc_threads_held(void) { return __atomic_load_n(&kc_busy_threads, __ATOMIC_RELAXED); }
+
 #endif

@@ -9,3 +9,7 @@ cdef extern from "microkernel.h" nogil:
     float kc_fma_chains(long iters)
     int kc_cpu_supports_avx2()
     int kc_cpu_supports_avx512()
+    int kc_claim_threads(int want, int cpus)
+    void kc_release_threads(int n)
+    long kc_threads_held()
+    int kc_openmp_enabled()

@@ -1,5 +1,5 @@
 # The micro-kernel's tile for each precision, and one call that dispatches on it.
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from microkernel cimport *
 from cython.parallel cimport prange, parallel, threadid
 

@@ -62,11 +62,11 @@ cdef inline void apply_rows(const double* M, int rows, int cols, const real* src
                 used = 0
 
 
-cdef void filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
-                                  const double* Gh, const double* Gw, int ah, int aw, real* panels,
-                                  int n_threads) noexcept nogil:
+cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
+                                 const double* Gh, const double* Gw, int ah, int aw, real* panels,
+                                 int n_threads) noexcept nogil:
     """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g: the transform and
-    the micro-kernel's packing in one pass. One input channel at a time, in parallel: its K filters at every
+    the micro-kernel's packing in one pass. Returns 0, or -1 when its scratch cannot be allocated. One input channel at a time, in parallel: its K filters at every
     tap form long rows, so the transform's vector loops run over all K at once."""
     cdef int NR = tile_cols(panels)
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw
@@ -78,7 +78,7 @@ cdef void filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, P
     cdef real* u
     cdef real* dst
     if scratch == NULL:
-        return
+        return -1
     with parallel(num_threads=n_threads):
         taps = scratch + threadid() * per_thread
         half = taps + kh * kw * K
@@ -97,6 +97,7 @@ cdef void filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, P
                         col = j * NR + v
                         dst[v] = u[xi * K + col] if col < K else 0
     free(scratch)
+    return 0
 
 
 cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t tile,
@@ -177,9 +178,24 @@ cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize
     return bad
 
 
+cdef void epilogue_tile(real* y, const WinoGrid* grid, Py_ssize_t tile, const Epilogue* ep) noexcept nogil:
+    """Bias and activation on the outputs of one tile (its rows are cols*K contiguous values of y)."""
+    cdef Py_ssize_t plane = grid.th * grid.tw
+    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
+    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
+    cdef Py_ssize_t rows = grid.Ho - h0 if grid.Ho - h0 < grid.mh else grid.mh
+    cdef Py_ssize_t cols = grid.Wo - w0 if grid.Wo - w0 < grid.mw else grid.mw
+    cdef Py_ssize_t u, v
+    cdef real* dst
+    for u in range(rows):
+        dst = y + ((n * grid.Ho + h0 + u) * grid.Wo + w0) * grid.K
+        for v in range(cols):
+            apply_epilogue(dst + v * grid.K, grid.K, <const real*> ep.bias, ep)
+
+
 cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
                        const double* ATh, const double* ATw, const real* panels, Py_ssize_t block,
-                       int n_threads) noexcept nogil:
+                       const Epilogue* ep, int n_threads) noexcept nogil:
     """y = x * filters (stride 1) with the filters already transformed and packed (`panels`, one set of
     NR-wide panels of U[xi] (C x K) per xi). Returns 0; 1 when y holds a non-finite value; -1 when scratch
     cannot be allocated."""
@@ -241,6 +257,8 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
                             igemm_tile(1, <int> kc, aptr, c0, bq, crow, j * NR, mr, nr, q > 0)
             for slot in range(tb):
                 nonfinite |= output_tile_transform(mprod, &grid, t0 + slot, ATh, ATw, tmp, out, y, slot, block)
+                if ep != NULL:
+                    epilogue_tile(y, &grid, t0 + slot, ep)
     free(scratch)
     free(aptr_all)
     free(crow_all)
@@ -249,7 +267,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
 
 cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
                               const double* ATh, const double* ATw, const real* panels, real* work,
-                              int n_threads) noexcept nogil:
+                              const Epilogue* ep, int n_threads) noexcept nogil:
     """The same convolution in three stages over all tiles at once, for layers with few tiles and many
     channels: there the fused blocks would each stream all alpha^2 x C x K transformed filters, while here
     each xi's filters are read by one task. `work` holds alpha^2 x tiles x (C + K) values.
@@ -313,6 +331,8 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
         out = tmp + A2 * wide
         for t in prange(T, schedule='static'):
             nonfinite |= output_tile_transform(mprod, &grid, t, ATh, ATw, tmp, out, y, t, T)
+            if ep != NULL:
+                epilogue_tile(y, &grid, t, ep)
     free(scratch)
     free(aptr_all)
     free(crow_all)

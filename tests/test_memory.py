@@ -94,19 +94,20 @@ def test_tf_eager_op_with_gradient_tape_does_not_grow():
 
 
 def test_memory_kconv_holds_between_calls_is_reported_and_bounded():
-    """ops.memory_info() accounts for the Winograd filter cache and the thread's buffers; clear_cache frees
-    the cache; the cache never exceeds its byte limit."""
-    from kconv import _winograd
-
+    """ops.memory_info() accounts for the plans and the transformed filters they keep for inference;
+    clear_cache frees them; the number of plans is bounded; a call leaves no scratch behind."""
     ops.clear_cache()
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((2, 12, 12, 32)).astype(np.float32), rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
     for _ in range(3):
-        ops.conv2d(x, w, padding="SAME", algorithm="winograd4")    # repeated weights: cached
-    ops.conv2d(x, w + 1, padding="SAME", algorithm="winograd4")     # new weights: the thread's buffer
+        ops.conv2d(x, w, padding="SAME", algorithm="winograd4")    # repeated weights: kept
+    ops.conv2d(x, w + 1, padding="SAME", algorithm="winograd4")     # new weights: transformed, not kept
     info = ops.memory_info()
+    assert info["plans"] == 1
     assert info["filter_cache_entries"] == 1 and info["filter_cache_bytes"] >= w.nbytes
-    assert info["thread_buffer_bytes"] > 0
-    assert info["filter_cache_bytes"] <= info["filter_cache_limit_bytes"] == _winograd._FilterCache.MAX_BYTES
+    for size in range(8, 8 + info["plans_limit"] + 5):                # more shapes than plans kept
+        ops.conv2d(x[:, :size % 12 + 1], w, padding="SAME", algorithm="direct", threads=1 + size % 2)
+    assert ops.memory_info()["plans"] <= info["plans_limit"]
     ops.clear_cache()
-    assert ops.memory_info()["filter_cache_bytes"] == 0
+    assert ops.memory_info() == dict(plans=0, plans_limit=info["plans_limit"], filter_cache_entries=0,
+                                     filter_cache_bytes=0)

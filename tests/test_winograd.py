@@ -119,11 +119,22 @@ def test_forcing_winograd_on_other_kernels_or_groups_says_why(filters_shape, rea
         ops.conv2d(np.ones((1, 9, 9, 4), np.float32), np.ones(filters_shape, np.float32), algorithm="winograd4")
 
 
-def test_padding_wider_than_the_kernel_is_refused_for_the_input_gradient():
-    dy = np.ones((1, 11, 9, 2), np.float32)   # 9 + 3 + 1 - 2 rows, 9 + 1 + 1 - 2 columns
-    with pytest.raises(ValueError, match="padding"):
-        ops.conv2d_backprop_input((1, 9, 9, 2), np.ones((3, 3, 2, 2), np.float32), dy, padding=[(3, 1), (1, 1)],
-                                  algorithm="winograd")
+def test_padding_wider_than_the_kernel_runs_the_input_gradient_directly():
+    """dx = dy * rot180(w) would need a negative padding of dy: that pass runs direct, still exact."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((3, 3, 2, 2))
+    dy = rng.standard_normal((1, 11, 9, 2))   # 9 + 3 + 1 - 2 rows, 9 + 1 + 1 - 2 columns
+    pads = [(3, 1), (1, 1)]
+    plan = _plan_of((1, 9, 9, 2), w.shape, pads, "winograd")
+    assert plan.tiles[0] and not plan.tiles[1]
+    np.testing.assert_allclose(ops.conv2d_backprop_input((1, 9, 9, 2), w, dy, padding=pads, algorithm="winograd"),
+                               ops.conv2d_backprop_input((1, 9, 9, 2), w, dy, padding=pads, algorithm="direct"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def _plan_of(x_shape, w_shape, padding, algorithm, dtype=np.float64):
+    conv = ops._describe(2, x_shape, w_shape, 1, padding, "NHWC", 1)
+    return ops._plan(conv, np.dtype(dtype), algorithm, None)
 
 
 def test_unknown_algorithm_is_refused():
@@ -146,63 +157,64 @@ def test_a_nan_stays_in_the_windows_that_read_it(m):
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 4, 96, 40), (3, 6, 5, 64, 64)])
-def test_staged_and_fused_paths_agree(shape, monkeypatch):
-    """Few tiles with many channels run in three stages; forcing the fused blocks gives the same result."""
+def test_staged_path_agrees_with_direct(shape):
+    """Few tiles with many channels run in three stages over all tiles instead of fused blocks."""
     n, h, w, c, k = shape
     rng = np.random.default_rng(3)
     x, f = rng.standard_normal((n, h, w, c)), rng.standard_normal((3, 3, c, k))
-    staged = ops.conv2d(x, f, padding="SAME", algorithm="winograd4")
-    monkeypatch.setattr(_winograd._buffers, "take", lambda *a: None)   # never staged
-    fused = ops.conv2d(x, f, padding="SAME", algorithm="winograd4")
-    np.testing.assert_allclose(staged, fused, rtol=1e-13, atol=1e-13)
+    assert _plan_of(x.shape, f.shape, "SAME", "winograd4").staged[0]
+    np.testing.assert_allclose(ops.conv2d(x, f, padding="SAME", algorithm="winograd4"),
+                               ops.conv2d(x, f, padding="SAME", algorithm="direct"), rtol=1e-11, atol=1e-11)
 
 
-def test_auto_uses_winograd_only_where_it_applies(monkeypatch):
-    """auto: Winograd for 3x3 stride 1 with enough channels; direct otherwise (spied on the kernels)."""
-    used = []
-    real_forward = _winograd.forward
-    monkeypatch.setattr(_winograd, "forward", lambda *a, **k: used.append(a[6]) or real_forward(*a, **k))
-    x = np.ones((1, 8, 8, 32), np.float32)
-    ops.conv2d(x, np.ones((3, 3, 32, 32), np.float32), padding="SAME")
-    assert used == [4]
-    ops.conv2d(x, np.ones((3, 3, 32, 32), np.float32), strides=2, padding="SAME")
-    ops.conv2d(x, np.ones((5, 5, 32, 32), np.float32), padding="SAME")
-    ops.conv2d(x[..., :8], np.ones((3, 3, 8, 8), np.float32), padding="SAME")
-    assert used == [4]
+def test_auto_uses_winograd_only_where_it_applies():
+    """auto: Winograd for 3x3 stride 1 with enough channels; direct otherwise; F(2x2) for 2-D filter
+    gradients (accuracy) and direct there when few tiles meet many channels."""
+    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 2)
+    assert _plan_of((1, 14, 14, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 2)
+    conv = ops._describe(2, (1, 8, 8, 32), (3, 3, 32, 32), 2, "SAME", "NHWC", 1)
+    assert ops._plan(conv, np.dtype(np.float32), "auto", None).tiles == (0, 0, 0)
+    assert _plan_of((1, 8, 8, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((1, 8, 8, 8), (3, 3, 8, 8), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((8, 7, 7, 512), (3, 3, 512, 512), "SAME", "auto").tiles == (4, 4, 0)
 
 
 class TestTransformedFilterCache:
     """Inference transforms filters once; changed weights are never served from the cache."""
 
     def setup_method(self):
-        _winograd._filter_cache.clear()
+        ops.clear_cache()
 
-    def _spy(self, monkeypatch):
-        calls = []
-        real = core.winograd_filter_panels
-        monkeypatch.setattr(core, "winograd_filter_panels", lambda *a, **k: calls.append(1) or real(*a, **k))
-        return calls
-
-    def test_repeated_weights_are_transformed_twice_then_reused(self, monkeypatch, rng):
-        calls = self._spy(monkeypatch)
+    def test_repeated_weights_are_kept_from_the_second_call(self, rng):
         x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
-        results = [ops.conv2d(x, w, padding="SAME", algorithm="winograd4") for _ in range(4)]
-        assert len(calls) == 2       # first sight: fingerprint only; second: kept; then reused
-        for y in results[1:]:
-            np.testing.assert_array_equal(y, results[0])
+        first = ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        assert ops.memory_info()["filter_cache_entries"] == 0      # first sight: a sample only
+        results = [ops.conv2d(x, w, padding="SAME", algorithm="winograd4") for _ in range(3)]
+        info = ops.memory_info()
+        assert info["filter_cache_entries"] == 1 and info["filter_cache_bytes"] > w.nbytes
+        for y in results:
+            np.testing.assert_array_equal(y, first)
 
-    def test_weights_changed_in_place_are_transformed_again(self, monkeypatch, rng):
-        calls = self._spy(monkeypatch)
+    def test_weights_changed_in_place_are_transformed_again(self, rng):
         x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
         for _ in range(3):
             ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        assert ops.memory_info()["filter_cache_entries"] == 1
         w[1, 1, 5, 7] += 1.0      # not one of the sampled values, or maybe one: either way caught
         y = ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
-        assert len(calls) == 3
         np.testing.assert_allclose(y, ops.conv2d(x, w, padding="SAME", algorithm="direct"), rtol=1e-10, atol=1e-10)
 
     def test_training_like_updates_keep_no_copies(self, rng):
         x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
         for step in range(5):
             ops.conv2d(x, w + step, padding="SAME", algorithm="winograd4")
-        assert not _winograd._filter_cache.entries
+        assert ops.memory_info()["filter_cache_entries"] == 0
+
+
+def test_compiled_matrices_equal_the_exact_construction():
+    """pyx/winograd_matrices.pxi holds the matrices as constants: they must be the Toom-Cook ones."""
+    for m in TILES:
+        at, g, bt = _winograd.matrices(m)
+        got = core.winograd_constants(m)
+        for name, want in (("AT", at), ("G", g), ("BT", bt), ("A", at.T)):
+            np.testing.assert_array_equal(got[name], want, err_msg=f"F({m}, 3) {name}")

@@ -1,0 +1,916 @@
+# Plans: everything about a convolution that depends only on its shapes and arguments, decided once.
+#
+# plan_create checks the geometry, resolves the padding, sizes the output, chooses the algorithm and tile
+# of each pass, lists the taps (and the input gradient's stride phases) and the filter gradient's split.
+# A call on a plan binds pointers and runs (XNNPACK's create/setup/run, NNPACK's one driver per pass).
+# The numpy API (ConvPlan below) and the TensorFlow op library (through the kc_api table) share them.
+# Everything here runs without the GIL; a plan may run on several threads at once: its only mutable
+# state, the inference cache of transformed filters, sits behind a mutex.
+from libc.string cimport memcpy, memcmp, memset
+from libc.stdio cimport snprintf
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t* mutex, const void* attr)
+    int pthread_mutex_destroy(pthread_mutex_t* mutex)
+    int pthread_mutex_lock(pthread_mutex_t* mutex)
+    int pthread_mutex_unlock(pthread_mutex_t* mutex)
+
+cdef extern from "kconv_api.h" nogil:
+    enum:
+        KC_API_VERSION
+        KC_OK
+        KC_ERR_ARGUMENT
+        KC_ERR_MEMORY
+        KC_FLOAT32
+        KC_FLOAT64
+        KC_PAD_VALID
+        KC_PAD_SAME
+        KC_PAD_CAUSAL
+        KC_PAD_EXPLICIT
+        KC_ALGO_AUTO
+        KC_ALGO_DIRECT
+        KC_ALGO_WINOGRAD
+    ctypedef struct kc_conv_desc:
+        long N, H, W, C, kh, kw, cg, K
+        long stride_h, stride_w, dilation_h, dilation_w
+        int padding
+        long pad_top, pad_bottom, pad_left, pad_right
+        int algorithm, dtype, activation, threads
+    ctypedef struct kc_plan:
+        pass
+    ctypedef struct kc_api:
+        int version
+        const char* isa
+        int (*output_size)(const kc_conv_desc*, long*, long*, char*, int) noexcept nogil
+        kc_plan* (*plan_create)(const kc_conv_desc*, char*, int) noexcept nogil
+        void (*plan_destroy)(kc_plan*) noexcept nogil
+        int (*forward)(const kc_plan*, const void*, const void*, const void*, void*, void*, char*, int) noexcept nogil
+        int (*backprop_input)(const kc_plan*, const void*, const void*, void*, char*, int) noexcept nogil
+        int (*backprop_filter)(const kc_plan*, const void*, const void*, void*, char*, int) noexcept nogil
+        int (*activation_grad)(int, int, long, long, const void*, const void*, const void*, void*, void*, int,
+                               char*, int) noexcept nogil
+
+# auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
+cdef enum:
+    AUTO_MIN_CHANNELS = 16
+    BLOCK_PANELS = 4
+# Filter gradient (direct): tasks its pixel split aims at, and the cap on its partial sums.
+cdef enum:
+    FILTER_GRAD_TARGET_TASKS = 64
+cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
+# The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
+cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
+
+# Threads: kconv.set_num_threads (0: unset), the default (OMP_NUM_THREADS or the usable CPUs) and the
+# CPUs this process may use, pushed here by kconv._threads. Below FLOPS_PER_THREAD of work per thread,
+# another thread costs more to wake than it saves.
+cdef int g_thread_setting = 0
+cdef int g_default_threads = 1
+cdef int g_cpus = 1
+cdef double FLOPS_PER_THREAD = 2e6
+
+
+def set_thread_config(int setting, int default, int cpus):
+    """Called by kconv._threads whenever the thread setting changes."""
+    global g_thread_setting, g_default_threads, g_cpus
+    g_thread_setting, g_default_threads, g_cpus = setting, max(default, 1), max(cpus, 1)
+
+
+def threads_held():
+    """Threads held by kernel calls running now (0 when idle)."""
+    return kc_threads_held()
+
+
+cdef inline int resolve_threads(int requested) noexcept nogil:
+    if not kc_openmp_enabled():
+        return 1
+    if requested > 0:
+        return requested
+    return g_thread_setting if g_thread_setting > 0 else g_default_threads
+
+
+cdef int claim_threads(double flops, int requested) noexcept nogil:
+    """Threads for one call of `flops`: resolve_threads, fewer for small work, shared with concurrent calls."""
+    cdef int n = resolve_threads(requested)
+    cdef double by_work = flops / FLOPS_PER_THREAD
+    if by_work < n:
+        n = <int> by_work if by_work >= 1 else 1
+    return kc_claim_threads(n, g_cpus)
+
+
+cdef struct Phase:
+    Py_ssize_t rh, rw, qh, qw      # input pixels rh + qh*stride_h (and w): a grid of qh x qw
+    Py_ssize_t t0, nt              # its taps: phase_taps[t0 .. t0 + nt)
+
+
+cdef struct Plan:
+    Py_ssize_t N, H, W, C, kh, kw, cg, K, groups, kg
+    Py_ssize_t sh, sw, dh, dw, pt, pb, pl, pr, Ho, Wo
+    int itemsize, act, threads
+    int fwd_m, bwd_m, grad_m       # Winograd output tile per pass; 0: direct
+    bint fwd_staged, bwd_staged
+    Py_ssize_t block, fg_chunk, fg_splits, wg_chunk
+    double flops
+    Py_ssize_t ntaps
+    Py_ssize_t* tap_h              # forward taps: source offset from q * stride, and filter offset
+    Py_ssize_t* tap_w
+    Py_ssize_t* tap_off
+    Py_ssize_t nphases
+    Phase* phases
+    Py_ssize_t* ph_tap_h           # the input gradient's taps, phase after phase
+    Py_ssize_t* ph_tap_w
+    Py_ssize_t* ph_tap_off
+    pthread_mutex_t lock           # guards the three fields below
+    void* cache_w                  # weights whose transform is kept (inference), or NULL
+    void* cache_panels
+    double sample[16]              # a few values of the last weights seen, to notice repeats
+    bint have_sample
+
+
+cdef int fail(char* err, int errlen, int code, const char* message) noexcept nogil:
+    if err != NULL and errlen > 0:
+        snprintf(err, errlen, "%s", message)
+    return code
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef int out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
+                  const char* axis, Py_ssize_t* out, char* err, int errlen) noexcept nogil:
+    cdef Py_ssize_t span = (k - 1) * d + 1
+    if n + lo + hi < span:
+        if n == 0:          # an empty sequence or image is not an error: its output is empty
+            out[0] = 0
+            return KC_OK
+        if err != NULL and errlen > 0:
+            snprintf(err, errlen, "the filter (size %ld, dilation %ld, spanning %ld) is larger than the padded "
+                     "input along %s (size %ld + padding %ld+%ld = %ld)", <long> k, <long> d, <long> span, axis,
+                     <long> n, <long> lo, <long> hi, <long> (n + lo + hi))
+        return KC_ERR_ARGUMENT
+    out[0] = (n + lo + hi - span) // s + 1
+    return KC_OK
+
+
+cdef void same_padding(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t d, Py_ssize_t* lo,
+                       Py_ssize_t* hi) noexcept nogil:
+    """TensorFlow's SAME: output ceil(n / s); the odd pixel of padding goes after (bottom / right)."""
+    cdef Py_ssize_t total = (ceil_div(n, s) - 1) * s + (k - 1) * d + 1 - n
+    if total < 0:
+        total = 0
+    lo[0] = total // 2
+    hi[0] = total - total // 2
+
+
+cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
+    """Checks desc and fills p's geometry (sizes, padding, output). Returns a kc_status."""
+    cdef int status
+    if d.N < 0 or d.H < 0 or d.W < 0 or d.C < 0 or d.K < 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
+    if d.kh < 1 or d.kw < 1:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "the kernel size must be >= 1")
+    if d.cg < 1 or d.C < 1 or d.C % d.cg:
+        if err != NULL and errlen > 0:
+            snprintf(err, errlen, "the input's channels (%ld) must be a positive multiple of the filters' "
+                     "in-channels (%ld)", d.C, d.cg)
+        return KC_ERR_ARGUMENT
+    if d.K % (d.C // d.cg):
+        if err != NULL and errlen > 0:
+            snprintf(err, errlen, "the filter count (%ld) must be divisible by groups = %ld (input channels %ld "
+                     "/ filter in-channels %ld)", d.K, d.C // d.cg, d.C, d.cg)
+        return KC_ERR_ARGUMENT
+    if d.stride_h < 1 or d.stride_w < 1:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "strides must be >= 1")
+    if d.dilation_h < 1 or d.dilation_w < 1:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "dilations must be >= 1")
+    if d.dtype != KC_FLOAT32 and d.dtype != KC_FLOAT64:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
+    if d.activation < 0 or d.activation >= ACT_COUNT:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "unknown activation")
+    # every size within MAX_ELEMENTS, each factor first so the products cannot overflow
+    if (d.N > MAX_ELEMENTS or d.H > MAX_ELEMENTS or d.W > MAX_ELEMENTS or d.C > MAX_ELEMENTS or d.K > MAX_ELEMENTS
+            or d.kh > MAX_ELEMENTS or d.kw > MAX_ELEMENTS
+            or <double> d.N * d.H * d.W * d.C > MAX_ELEMENTS
+            or <double> d.kh * d.kw * d.cg * d.K > MAX_ELEMENTS):
+        return fail(err, errlen, KC_ERR_MEMORY, "the convolution is too large to allocate")
+    p.N, p.H, p.W, p.C, p.kh, p.kw, p.cg, p.K = d.N, d.H, d.W, d.C, d.kh, d.kw, d.cg, d.K
+    p.groups = d.C // d.cg
+    p.kg = d.K // p.groups
+    p.sh, p.sw, p.dh, p.dw = d.stride_h, d.stride_w, d.dilation_h, d.dilation_w
+    if d.padding == KC_PAD_VALID:
+        p.pt = p.pb = p.pl = p.pr = 0
+    elif d.padding == KC_PAD_SAME:
+        same_padding(p.H, p.kh, p.sh, p.dh, &p.pt, &p.pb)
+        same_padding(p.W, p.kw, p.sw, p.dw, &p.pl, &p.pr)
+    elif d.padding == KC_PAD_CAUSAL:
+        p.pt, p.pb, p.pl, p.pr = (p.kh - 1) * p.dh, 0, (p.kw - 1) * p.dw, 0
+    elif d.padding == KC_PAD_EXPLICIT:
+        if d.pad_top < 0 or d.pad_bottom < 0 or d.pad_left < 0 or d.pad_right < 0:
+            return fail(err, errlen, KC_ERR_ARGUMENT, "padding values must be >= 0")
+        if d.pad_top > MAX_ELEMENTS or d.pad_bottom > MAX_ELEMENTS or d.pad_left > MAX_ELEMENTS or d.pad_right > MAX_ELEMENTS:
+            return fail(err, errlen, KC_ERR_MEMORY, "the padding is too large to allocate")
+        p.pt, p.pb, p.pl, p.pr = d.pad_top, d.pad_bottom, d.pad_left, d.pad_right
+    else:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "unknown padding")
+    status = out_size(p.H, p.kh, p.sh, p.dh, p.pt, p.pb, "the height", &p.Ho, err, errlen)
+    if status == KC_OK:
+        status = out_size(p.W, p.kw, p.sw, p.dw, p.pl, p.pr, "the width", &p.Wo, err, errlen)
+    if status == KC_OK and <double> p.N * p.Ho * p.Wo * p.K > MAX_ELEMENTS:
+        return fail(err, errlen, KC_ERR_MEMORY, "the convolution's output is too large to allocate")
+    p.itemsize = d.dtype
+    p.act = d.activation
+    p.threads = d.threads
+    p.flops = 2.0 * p.N * p.Ho * p.Wo * p.kh * p.kw * p.cg * p.K
+    return status
+
+
+cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
+    """0 when Winograd F(m, 3) can run p (3x3, or 1x3 in 1-D; stride 1, no dilation, no groups), else 1
+    with the reason in err."""
+    if p.kw != 3 or (p.kh != 3 and p.kh != 1):
+        if err != NULL:
+            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 (1-D: 3)", <long> p.kh, <long> p.kw)
+        return 1
+    if p.sh != 1 or p.sw != 1:
+        if err != NULL:
+            snprintf(err, errlen, "strides are (%ld, %ld), Winograd needs 1", <long> p.sh, <long> p.sw)
+        return 1
+    if p.dh != 1 or p.dw != 1:
+        if err != NULL:
+            snprintf(err, errlen, "dilations are (%ld, %ld), Winograd needs 1", <long> p.dh, <long> p.dw)
+        return 1
+    if p.groups != 1:
+        if err != NULL:
+            snprintf(err, errlen, "groups = %ld, Winograd needs 1", <long> p.groups)
+        return 1
+    return 0
+
+
+cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
+    """How much m-wide tiles pad the output map (1.0: not at all), over the axes the kernel spans."""
+    cdef double waste = <double> (ceil_div(p.Wo, m) * m) / p.Wo
+    if p.kh == 3:
+        waste *= <double> (ceil_div(p.Ho, m) * m) / p.Ho
+    return waste
+
+
+cdef int winograd_tile(const Plan* p) noexcept nogil:
+    """F(4x4, 3x3) (F(4, 3) in 1-D); F(2x2, 3x3) where 4-wide tiles would pad the map by over 25 % and
+    2-wide tiles by less (a 14x14 map: 31 % against none; measured, README)."""
+    if p.Ho == 0 or p.Wo == 0:
+        return 4
+    if tile_waste(p, 4) > 1.25 and tile_waste(p, 2) < tile_waste(p, 4):
+        return 2
+    return 4
+
+
+cdef Py_ssize_t winograd_tiles(const Plan* p, Py_ssize_t m, Py_ssize_t ho, Py_ssize_t wo) noexcept nogil:
+    return p.N * (ceil_div(ho, m) if p.kh == 3 else ho) * ceil_div(wo, m)
+
+
+cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
+    """The Winograd tile of each pass (0: direct). auto takes Winograd where it is faster and its float32
+    error stays within 2e-5 of max|y| (README): enough channels, and F(2x2, 3x3) for 2-D filter gradients,
+    whose reduction over every tile lets F(4x4)'s error pass 1e-5."""
+    cdef char reason[200]
+    cdef int m, algo = d.algorithm
+    cdef Py_ssize_t tiles
+    cdef bint unsupported = winograd_reason(p, reason, sizeof(reason))
+    p.fwd_m = p.bwd_m = p.grad_m = 0
+    if algo == KC_ALGO_DIRECT:
+        return KC_OK
+    if algo == KC_ALGO_AUTO:
+        if unsupported or p.cg < AUTO_MIN_CHANNELS or p.kg < AUTO_MIN_CHANNELS:
+            return KC_OK
+        m = winograd_tile(p)
+    elif algo == KC_ALGO_WINOGRAD or algo == 2 or algo == 4 or algo == 6:
+        if unsupported:
+            if err != NULL and errlen > 0:
+                snprintf(err, errlen, "the Winograd algorithm cannot run this convolution: %s; use 'auto' or "
+                         "'direct'", reason)
+            return KC_ERR_ARGUMENT
+        m = winograd_tile(p) if algo == KC_ALGO_WINOGRAD else algo
+    else:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "unknown algorithm")
+    p.fwd_m = m
+    # the input gradient is a forward pass over dy padded by k - 1 - pad: impossible when a pad is wider
+    if p.pt <= p.kh - 1 and p.pb <= p.kh - 1 and p.pl <= p.kw - 1 and p.pr <= p.kw - 1:
+        p.bwd_m = m
+    p.grad_m = m
+    if algo == KC_ALGO_AUTO:
+        if p.kh == 3:
+            p.grad_m = 2
+        # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512)
+        if winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < p.cg * p.kg:
+            p.grad_m = 0
+    tiles = winograd_tiles(p, m, p.Ho, p.Wo)
+    p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
+    tiles = winograd_tiles(p, m, p.H, p.W)
+    p.bwd_staged = tiles * (p.C + p.K) < p.C * p.K
+    return KC_OK
+
+
+cdef void choose_splits(Plan* p) noexcept nogil:
+    """The filter gradient's pixel chunk and split (direct) and tile chunk (Winograd): from the shape only,
+    never the thread count, so results are the same on any number of threads."""
+    cdef Py_ssize_t nr = KC_NR_F32 if p.itemsize == 4 else KC_NR_F64
+    cdef Py_ssize_t taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo
+    cdef Py_ssize_t chunk = 65536 // (p.kg if p.kg > 0 else 1)
+    cdef Py_ssize_t column_tasks, splits, plane_bytes, alpha2
+    chunk = 64 if chunk < 64 else (512 if chunk > 512 else chunk)
+    column_tasks = p.groups * ceil_div(ceil_div(taps * p.cg, nr), COL_PANELS_PER_TASK)
+    splits = ceil_div(FILTER_GRAD_TARGET_TASKS, column_tasks if column_tasks > 0 else 1)
+    if ceil_div(pixels, chunk) < splits:
+        splits = ceil_div(pixels, chunk)
+    plane_bytes = p.groups * p.kg * taps * p.cg * p.itemsize
+    if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
+        splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
+    p.fg_chunk = chunk
+    p.fg_splits = splits if splits > 1 else 1
+    alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + 2)
+    chunk = (4 << 20) // (alpha2 * (p.C + p.K)) if p.grad_m else 16
+    p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
+    p.block = BLOCK_PANELS * KC_MR_F32
+
+
+cdef int build_taps(Plan* p) noexcept nogil:
+    """The forward taps and the input gradient's phases. Returns 0, or -1 when memory runs out."""
+    cdef Py_ssize_t ntaps = p.kh * p.kw, i, j, t, rh, rw, ph, nh, nw
+    cdef Py_ssize_t nphases = (p.sh if p.sh < p.H else p.H) * (p.sw if p.sw < p.W else p.W)
+    p.ntaps = ntaps
+    p.nphases = nphases
+    p.tap_h = <Py_ssize_t*> malloc(6 * ntaps * sizeof(Py_ssize_t))
+    p.phases = <Phase*> malloc((nphases if nphases > 0 else 1) * sizeof(Phase))
+    if p.tap_h == NULL or p.phases == NULL:
+        return -1
+    p.tap_w, p.tap_off = p.tap_h + ntaps, p.tap_h + 2 * ntaps
+    p.ph_tap_h, p.ph_tap_w, p.ph_tap_off = p.tap_h + 3 * ntaps, p.tap_h + 4 * ntaps, p.tap_h + 5 * ntaps
+    for i in range(p.kh):
+        for j in range(p.kw):
+            t = i * p.kw + j
+            p.tap_h[t] = i * p.dh - p.pt
+            p.tap_w[t] = j * p.dw - p.pl
+            p.tap_off[t] = t * p.cg * p.K
+    # Input pixels rh + qh * sh see the taps i with (rh + pt - i * dh) divisible by sh, each reading output
+    # row qh + (rh + pt - i * dh) / sh: one phase per residue, so strided layers do no zero-stuffed work.
+    t = 0
+    ph = 0
+    for rh in range(p.sh if p.sh < p.H else p.H):
+        for rw in range(p.sw if p.sw < p.W else p.W):
+            p.phases[ph].rh, p.phases[ph].rw = rh, rw
+            p.phases[ph].qh, p.phases[ph].qw = ceil_div(p.H - rh, p.sh), ceil_div(p.W - rw, p.sw)
+            p.phases[ph].t0 = t
+            for i in range(p.kh):
+                nh = rh + p.pt - i * p.dh
+                if nh % p.sh:
+                    continue
+                for j in range(p.kw):
+                    nw = rw + p.pl - j * p.dw
+                    if nw % p.sw:
+                        continue
+                    p.ph_tap_h[t] = nh // p.sh
+                    p.ph_tap_w[t] = nw // p.sw
+                    p.ph_tap_off[t] = (i * p.kw + j) * p.cg * p.K
+                    t += 1
+            p.phases[ph].nt = t - p.phases[ph].t0
+            ph += 1
+    return 0
+
+
+cdef void plan_free(Plan* p) noexcept nogil:
+    if p == NULL:
+        return
+    free(p.tap_h)
+    free(p.phases)
+    free(p.cache_w)
+    free(p.cache_panels)
+    pthread_mutex_destroy(&p.lock)
+    free(p)
+
+
+cdef Plan* plan_new(const kc_conv_desc* d, char* err, int errlen) noexcept nogil:
+    cdef Plan* p = <Plan*> calloc(1, sizeof(Plan))
+    if p == NULL:
+        fail(err, errlen, KC_ERR_MEMORY, "out of memory for a convolution plan")
+        return NULL
+    pthread_mutex_init(&p.lock, NULL)
+    if describe(d, p, err, errlen) != KC_OK or choose_algorithms(d, p, err, errlen) != KC_OK:
+        plan_free(p)
+        return NULL
+    choose_splits(p)
+    if build_taps(p):
+        plan_free(p)
+        fail(err, errlen, KC_ERR_MEMORY, "out of memory for the convolution's taps")
+        return NULL
+    return p
+
+
+# ---- the Winograd matrices of a plan's tile, per axis (the H axis of a 1-D convolution is the identity)
+
+cdef struct AxisMatrices:
+    int m, alpha
+    const double* AT
+    const double* G
+    const double* BT
+    const double* A
+
+
+cdef AxisMatrices axis_matrices(int m, bint spans) noexcept nogil:
+    cdef AxisMatrices out
+    if not spans:
+        out.m, out.alpha, out.AT, out.G, out.BT, out.A = 1, 1, WINO_ONE, WINO_ONE, WINO_ONE, WINO_ONE
+    elif m == 2:
+        out.m, out.alpha, out.AT, out.G, out.BT, out.A = 2, 4, WINO_AT2, WINO_G2, WINO_BT2, WINO_A2
+    elif m == 4:
+        out.m, out.alpha, out.AT, out.G, out.BT, out.A = 4, 6, WINO_AT4, WINO_G4, WINO_BT4, WINO_A4
+    else:
+        out.m, out.alpha, out.AT, out.G, out.BT, out.A = 6, 8, WINO_AT6, WINO_G6, WINO_BT6, WINO_A6
+    return out
+
+
+cdef WinoGrid wino_grid(const Plan* p, AxisMatrices* mh, AxisMatrices* mw, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t C, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t K, Py_ssize_t pad_top,
+                        Py_ssize_t pad_left) noexcept nogil:
+    cdef WinoGrid g
+    g.N, g.H, g.W, g.C, g.Ho, g.Wo, g.K = p.N, H, W, C, Ho, Wo, K
+    g.pad_top, g.pad_left = pad_top, pad_left
+    g.mh, g.mw, g.ah, g.aw = mh.m, mw.m, mh.alpha, mw.alpha
+    g.th, g.tw = ceil_div(Ho, mh.m), ceil_div(Wo, mw.m)
+    return g
+
+
+# ---- forward
+
+cdef void sample_weights(const Plan* p, const real* w, double* out) noexcept nogil:
+    """16 values spread over the weights: equal samples on two calls in a row mean inference."""
+    cdef Py_ssize_t n = p.kh * p.kw * p.cg * p.K, step = n // 16 if n >= 16 else 1, i
+    for i in range(16):
+        out[i] = w[(i * step) % n] if n else 0
+
+
+cdef const real* cached_panels(Plan* p, const real* w) noexcept nogil:
+    """The kept transform of w, when w equals the kept weights exactly (never served stale)."""
+    cdef const real* panels = NULL
+    pthread_mutex_lock(&p.lock)
+    if p.cache_w != NULL and memcmp(p.cache_w, w, p.kh * p.kw * p.cg * p.K * sizeof(real)) == 0:
+        panels = <const real*> p.cache_panels
+    pthread_mutex_unlock(&p.lock)
+    return panels
+
+
+cdef bint offer_panels(Plan* p, const real* w, real* panels) noexcept nogil:
+    """Keeps panels (w's transform) when the same weights came twice in a row, as in inference; training
+    changes them every step and pays only for the sample. Returns True when the plan took panels."""
+    cdef double sample[16]
+    cdef bint repeat
+    cdef Py_ssize_t nw = p.kh * p.kw * p.cg * p.K
+    cdef void* copy
+    sample_weights(p, w, sample)
+    pthread_mutex_lock(&p.lock)
+    repeat = p.have_sample and memcmp(sample, p.sample, sizeof(sample)) == 0
+    memcpy(p.sample, sample, sizeof(sample))
+    p.have_sample = True
+    if repeat and p.cache_w == NULL:
+        copy = malloc(nw * sizeof(real))
+        if copy != NULL:
+            memcpy(copy, w, nw * sizeof(real))
+            p.cache_w, p.cache_panels = copy, panels
+    repeat = p.cache_panels == <void*> panels
+    pthread_mutex_unlock(&p.lock)
+    return repeat
+
+
+cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint rotate, real* y,
+                      const Epilogue* ep, int n_threads) noexcept nogil:
+    """The forward pass (rotate False: y = x * filters) or the input gradient (rotate True: x is dy and
+    y is dx = dy * rot180(filters) with in/out channels swapped) by Winograd. Returns 0; 1 when y met a
+    non-finite value (the caller recomputes directly); -1 when memory runs out."""
+    cdef int m = p.bwd_m if rotate else p.fwd_m
+    cdef AxisMatrices mh = axis_matrices(m, p.kh == 3), mw = axis_matrices(m, True)
+    cdef Py_ssize_t C = p.K if rotate else p.C, K = p.C if rotate else p.K
+    cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha, i, j, c, k
+    cdef Py_ssize_t npanels = A2 * ceil_div(K, NR) * C * NR
+    cdef WinoGrid grid
+    cdef const real* panels = NULL
+    cdef real* own = NULL
+    cdef real* rotated = NULL
+    cdef const real* source = filters
+    cdef real* work = NULL
+    cdef bint staged = p.bwd_staged if rotate else p.fwd_staged
+    cdef int status = 0
+    if rotate:
+        grid = wino_grid(p, &mh, &mw, p.Ho, p.Wo, C, p.H, p.W, K, p.kh - 1 - p.pt, p.kw - 1 - p.pl)
+    else:
+        grid = wino_grid(p, &mh, &mw, p.H, p.W, C, p.Ho, p.Wo, K, p.pt, p.pl)
+        panels = cached_panels(<Plan*> p, filters)
+    if panels == NULL:
+        own = <real*> malloc(npanels * sizeof(real))
+        if own == NULL:
+            return -1
+        if rotate:   # (kh, kw, C, K) -> (kh, kw, K, C) turned by 180 degrees
+            rotated = <real*> malloc(p.kh * p.kw * p.C * p.K * sizeof(real))
+            if rotated == NULL:
+                free(own)
+                return -1
+            for i in range(p.kh):
+                for j in range(p.kw):
+                    for c in range(p.C):
+                        for k in range(p.K):
+                            rotated[((i * p.kw + j) * p.K + k) * p.C + c] = \
+                                filters[(((p.kh - 1 - i) * p.kw + p.kw - 1 - j) * p.C + c) * p.K + k]
+            source = rotated
+        status = filter_transform_panels(source, p.kh, p.kw, C, K, mh.G, mw.G,
+                                         mh.alpha, mw.alpha, own, n_threads)
+        free(rotated)
+        if status:
+            free(own)
+            return -1
+        panels = own
+        if not rotate and offer_panels(<Plan*> p, filters, own):
+            own = NULL          # the plan keeps them
+    if staged:
+        work = <real*> malloc(A2 * grid.N * grid.th * grid.tw * (C + K) * sizeof(real))
+        if work == NULL:
+            free(own)
+            return -1
+        status = winograd_conv_staged(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, work, ep, n_threads)
+    else:
+        status = winograd_conv(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, p.block, ep, n_threads)
+    free(work)
+    free(own)
+    return status
+
+
+cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bint input_gradient,
+                    const Epilogue* ep, int n_threads) noexcept nogil:
+    """The forward pass, or the input gradient phase by phase, as an indirect GEMM. 0, or -1 (memory)."""
+    cdef int NR = tile_cols(dst)
+    cdef Py_ssize_t cin = p.kg if input_gradient else p.cg, cout = p.cg if input_gradient else p.kg
+    cdef Py_ssize_t ncolp = ceil_div(cout, NR), ph, t0, nt
+    cdef ConvGrid grid
+    cdef real* panels = <real*> malloc((p.groups * ncolp * p.ntaps * cin * NR + 1) * sizeof(real))
+    cdef real* zeros = <real*> calloc(cin + 1, sizeof(real))
+    cdef int status = 0
+    if panels == NULL or zeros == NULL:
+        free(panels)
+        free(zeros)
+        return -1
+    grid.groups, grid.cin, grid.cout = p.groups, cin, cout
+    if not input_gradient:
+        grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.H, p.W, p.C
+        grid.Hd, grid.Wd, grid.Cd = p.Ho, p.Wo, p.K
+        grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
+        grid.dst_h0 = grid.dst_w0 = 0
+        grid.dstep_h = grid.dstep_w = 1
+        pack_filter_panels(w, p.tap_off, p.ntaps, p.groups, p.kg, cin, p.K, cout, 1, panels, n_threads)
+        status = igemm_conv(src, dst, grid, p.tap_h, p.tap_w, p.ntaps, panels, zeros, ep, n_threads)
+    else:
+        grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.Ho, p.Wo, p.K
+        grid.Hd, grid.Wd, grid.Cd = p.H, p.W, p.C
+        grid.step_h = grid.step_w = 1
+        grid.dstep_h, grid.dstep_w = p.sh, p.sw
+        for ph in range(p.nphases):
+            if status:
+                break
+            t0, nt = p.phases[ph].t0, p.phases[ph].nt
+            grid.Qh, grid.Qw = p.phases[ph].qh, p.phases[ph].qw
+            grid.dst_h0, grid.dst_w0 = p.phases[ph].rh, p.phases[ph].rw
+            pack_filter_panels(w, p.ph_tap_off + t0, nt, p.groups, p.kg, cin, 1, cout, p.K, panels, n_threads)
+            status = igemm_conv(src, dst, grid, p.ph_tap_h + t0, p.ph_tap_w + t0, nt, panels, zeros, NULL,
+                                n_threads)
+    free(panels)
+    free(zeros)
+    return status
+
+
+cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bias, real* y, real* z) noexcept nogil:
+    cdef Epilogue ep
+    cdef const Epilogue* use = NULL
+    cdef int status = 0, n_threads
+    if p.N * p.Ho * p.Wo * p.K == 0:
+        return 0
+    ep.act, ep.bias, ep.y0 = p.act, bias, y
+    ep.z0 = z if needs_preactivation(p.act) else NULL
+    if bias != NULL or p.act != ACT_LINEAR:
+        use = &ep
+    n_threads = claim_threads(p.flops, p.threads)
+    if p.fwd_m:
+        status = winograd_run(p, x, w, False, y, use, n_threads)
+    if p.fwd_m == 0 or status == 1:     # direct, or Winograd met a NaN/Inf (it smears one over a tile)
+        status = direct_run(p, x, w, y, False, use, n_threads)
+    kc_release_threads(n_threads)
+    return status
+
+
+cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, real* dx) noexcept nogil:
+    cdef int status = 0, n_threads
+    if p.N * p.H * p.W * p.C == 0:
+        return 0
+    if p.Ho * p.Wo * p.K == 0:
+        memset(dx, 0, p.N * p.H * p.W * p.C * sizeof(real))
+        return 0
+    n_threads = claim_threads(p.flops, p.threads)
+    if p.bwd_m:
+        status = winograd_run(p, dy, w, True, dx, NULL, n_threads)
+    if p.bwd_m == 0 or status == 1:
+        status = direct_run(p, dy, w, dx, True, NULL, n_threads)
+    kc_release_threads(n_threads)
+    return status
+
+
+cdef bint all_finite(const real* v, Py_ssize_t n) noexcept nogil:
+    return not any_nonfinite(v, n)
+
+
+cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
+    """dW = G^T [sum over tiles (A dY A^T) (.) (B^T X B)] G. Returns 0, 1 (non-finite: recompute), -1."""
+    cdef AxisMatrices mh = axis_matrices(p.grad_m, p.kh == 3), mw = axis_matrices(p.grad_m, True)
+    cdef Py_ssize_t A2 = mh.alpha * mw.alpha, i, j, a, b, c, k
+    cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
+    cdef real* mgrad = <real*> malloc(A2 * p.K * p.C * sizeof(real))
+    cdef double s, gi
+    if mgrad == NULL:
+        return -1
+    if winograd_filter_grad(x, dy, mgrad, grid, mh.BT, mw.BT, mh.A, mw.A, p.wg_chunk, n_threads):
+        free(mgrad)
+        return -1
+    for k in prange(p.K, schedule='static', num_threads=n_threads):   # dw[i, j, c, k], summed in float64
+        for c in range(p.C):
+            for i in range(p.kh):
+                for j in range(p.kw):
+                    s = 0
+                    for a in range(mh.alpha):
+                        gi = mh.G[a * p.kh + i]
+                        if gi != 0:
+                            for b in range(mw.alpha):
+                                s = s + gi * mw.G[b * p.kw + j] * mgrad[((a * mw.alpha + b) * p.K + k) * p.C + c]
+                    dw[((i * p.kw + j) * p.C + c) * p.K + k] = <real> s
+    free(mgrad)
+    return 0 if all_finite(dw, p.kh * p.kw * p.C * p.K) else 1
+
+
+cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
+    """dW^T = dY^T im2col(X) on the micro-kernel, split over pixels; the splits are added in order."""
+    cdef Py_ssize_t taps = p.ntaps, plane = p.groups * p.kg * taps * p.cg
+    cdef Py_ssize_t s, g, k, t, c
+    cdef double acc
+    cdef ConvGrid grid
+    cdef real* partial = <real*> malloc((p.fg_splits * plane + 1) * sizeof(real))
+    cdef real* zeros = <real*> calloc(p.cg + 1, sizeof(real))
+    cdef int status
+    if partial == NULL or zeros == NULL:
+        free(partial)
+        free(zeros)
+        return -1
+    grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.H, p.W, p.C
+    grid.Hd, grid.Wd, grid.Cd = p.Ho, p.Wo, p.K
+    grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
+    grid.dst_h0 = grid.dst_w0 = 0
+    grid.dstep_h = grid.dstep_w = 1
+    grid.groups, grid.cin, grid.cout = p.groups, p.cg, p.kg
+    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, zeros, n_threads)
+    if status == 0:
+        # partial (splits, groups, K/groups, taps, C/groups) -> dw (taps, C/groups, groups, K/groups)
+        for t in prange(taps, schedule='static', num_threads=n_threads):
+            for c in range(p.cg):
+                for g in range(p.groups):
+                    for k in range(p.kg):
+                        acc = 0
+                        for s in range(p.fg_splits):
+                            acc = acc + partial[s * plane + ((g * p.kg + k) * taps + t) * p.cg + c]
+                        dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> acc
+    free(partial)
+    free(zeros)
+    return status
+
+
+cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real* dw) noexcept nogil:
+    cdef int status = 0, n_threads
+    cdef Py_ssize_t nw = p.kh * p.kw * p.cg * p.K
+    if nw == 0:
+        return 0
+    if p.N * p.Ho * p.Wo == 0:
+        memset(dw, 0, nw * sizeof(real))
+        return 0
+    n_threads = claim_threads(p.flops, p.threads)
+    if p.grad_m:
+        status = winograd_filter_run(p, x, dy, dw, n_threads)
+    if p.grad_m == 0 or status == 1:    # direct, or a NaN/Inf that Winograd would spread over the taps
+        status = direct_filter_run(p, x, dy, dw, n_threads)
+    kc_release_threads(n_threads)
+    return status
+
+
+# ---- the C interface (kconv_api.h): what the TensorFlow op library calls
+
+cdef int memory_error(char* err, int errlen) noexcept nogil:
+    return fail(err, errlen, KC_ERR_MEMORY, "kconv: out of memory for the convolution's scratch buffers")
+
+
+cdef int api_output_size(const kc_conv_desc* d, long* ho, long* wo, char* err, int errlen) noexcept nogil:
+    cdef Plan p
+    cdef int status = describe(d, &p, err, errlen)
+    if status == KC_OK:
+        ho[0], wo[0] = p.Ho, p.Wo
+    return status
+
+
+cdef kc_plan* api_plan_create(const kc_conv_desc* d, char* err, int errlen) noexcept nogil:
+    return <kc_plan*> plan_new(d, err, errlen)
+
+
+cdef void api_plan_destroy(kc_plan* plan) noexcept nogil:
+    plan_free(<Plan*> plan)
+
+
+cdef int api_forward(const kc_plan* plan, const void* x, const void* w, const void* bias, void* y, void* z,
+                     char* err, int errlen) noexcept nogil:
+    cdef const Plan* p = <const Plan*> plan
+    cdef int status
+    if p.itemsize == 4:
+        status = run_forward(p, <const float*> x, <const float*> w, <const float*> bias, <float*> y, <float*> z)
+    else:
+        status = run_forward(p, <const double*> x, <const double*> w, <const double*> bias, <double*> y,
+                             <double*> z)
+    return memory_error(err, errlen) if status < 0 else KC_OK
+
+
+cdef int api_backprop_input(const kc_plan* plan, const void* w, const void* dy, void* dx, char* err,
+                            int errlen) noexcept nogil:
+    cdef const Plan* p = <const Plan*> plan
+    cdef int status
+    if p.itemsize == 4:
+        status = run_backprop_input(p, <const float*> w, <const float*> dy, <float*> dx)
+    else:
+        status = run_backprop_input(p, <const double*> w, <const double*> dy, <double*> dx)
+    return memory_error(err, errlen) if status < 0 else KC_OK
+
+
+cdef int api_backprop_filter(const kc_plan* plan, const void* x, const void* dy, void* dw, char* err,
+                             int errlen) noexcept nogil:
+    cdef const Plan* p = <const Plan*> plan
+    cdef int status
+    if p.itemsize == 4:
+        status = run_backprop_filter(p, <const float*> x, <const float*> dy, <float*> dw)
+    else:
+        status = run_backprop_filter(p, <const double*> x, <const double*> dy, <double*> dw)
+    return memory_error(err, errlen) if status < 0 else KC_OK
+
+
+cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* dy, const void* y,
+                             const void* z, void* dz, void* db, int threads, char* err, int errlen) noexcept nogil:
+    cdef int status, n_threads
+    if act < 0 or act >= ACT_COUNT:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "unknown activation")
+    if needs_preactivation(act) and z == NULL and rows * K > 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "this activation's gradient needs the pre-activation output")
+    if rows < 0 or K < 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
+    n_threads = claim_threads(20.0 * rows * K, threads)
+    if dtype == KC_FLOAT32:
+        status = activation_grad_run(act, rows, K, <const float*> dy, <const float*> y, <const float*> z,
+                                     <float*> dz, <float*> db, n_threads)
+    elif dtype == KC_FLOAT64:
+        status = activation_grad_run(act, rows, K, <const double*> dy, <const double*> y, <const double*> z,
+                                     <double*> dz, <double*> db, n_threads)
+    else:
+        status = fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
+    kc_release_threads(n_threads)
+    return memory_error(err, errlen) if status < 0 else status
+
+
+cdef kc_api API
+API.version = KC_API_VERSION
+API.isa = KC_ISA
+API.output_size = api_output_size
+API.plan_create = api_plan_create
+API.plan_destroy = api_plan_destroy
+API.forward = api_forward
+API.backprop_input = api_backprop_input
+API.backprop_filter = api_backprop_filter
+API.activation_grad = api_activation_grad
+
+
+def api_address():
+    """The address of this build's kc_api table, for kconv's TensorFlow op library (kconv._oplib)."""
+    return <size_t> &API
+
+
+# ---- the numpy API's view of a plan
+
+PREACTIVATION_CODES = (ACT_SILU, ACT_GELU)   # activations whose gradient needs z = conv + bias
+
+
+cdef Py_ssize_t A2_of(const Plan* p) noexcept nogil:
+    return (p.fwd_m + 2 if p.kh == 3 else 1) * (p.fwd_m + 2)
+
+
+cdef size_t address(array):
+    """Where a contiguous numpy array's data starts (0 for None or an empty array)."""
+    if array is None or array.size == 0:
+        return 0
+    return array.__array_interface__["data"][0]
+
+
+cdef raise_status(int status, char* err):
+    message = err.decode("utf-8", "replace")
+    if status == KC_ERR_MEMORY:
+        raise MemoryError(message)
+    raise ValueError(message)
+
+
+cdef class ConvPlan:
+    """A plan for one convolution (kconv.ops makes and caches them): NHWC, 1-D as H = 1, explicit padding.
+
+    The run methods take contiguous arrays of the plan's dtype and shapes, which the caller guarantees."""
+    cdef Plan* p
+    cdef readonly tuple out_hw
+    cdef readonly tuple tiles
+    cdef readonly tuple staged
+
+    def __cinit__(self, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
+                  Py_ssize_t cg, Py_ssize_t K, strides, dilations, pads, int algorithm, int itemsize,
+                  int activation=0, int threads=0):
+        cdef kc_conv_desc d
+        cdef char err[512]
+        d.N, d.H, d.W, d.C, d.kh, d.kw, d.cg, d.K = N, H, W, C, kh, kw, cg, K
+        d.stride_h, d.stride_w = strides
+        d.dilation_h, d.dilation_w = dilations
+        d.padding = KC_PAD_EXPLICIT
+        (d.pad_top, d.pad_bottom), (d.pad_left, d.pad_right) = pads
+        d.algorithm, d.dtype, d.activation, d.threads = algorithm, itemsize, activation, threads
+        err[0] = 0
+        self.p = plan_new(&d, err, sizeof(err))
+        if self.p == NULL:
+            raise_status(KC_ERR_MEMORY if b"memory" in err or b"too large" in err else KC_ERR_ARGUMENT, err)
+        self.out_hw = (self.p.Ho, self.p.Wo)
+        self.tiles = (self.p.fwd_m, self.p.bwd_m, self.p.grad_m)    # Winograd m per pass, 0: direct
+        self.staged = (bool(self.p.fwd_staged), bool(self.p.bwd_staged))
+
+    def __dealloc__(self):
+        plan_free(self.p)
+
+    def cache_bytes(self):
+        """Bytes this plan keeps between calls: transformed filters (and their weights) for inference."""
+        cdef Py_ssize_t n = 0
+        pthread_mutex_lock(&self.p.lock)
+        if self.p.cache_w != NULL:
+            n = self.p.kh * self.p.kw * self.p.cg * self.p.K + A2_of(self.p) * ceil_div(self.p.K, KC_NR_F32 if
+                self.p.itemsize == 4 else KC_NR_F64) * self.p.C * (KC_NR_F32 if self.p.itemsize == 4 else KC_NR_F64)
+        pthread_mutex_unlock(&self.p.lock)
+        return n * self.p.itemsize
+
+    def forward(self, x, w, bias, y, z=None):
+        cdef char err[256]
+        cdef size_t px = address(x), pw = address(w), pb = address(bias), py = address(y), pz = address(z)
+        cdef int status
+        with nogil:
+            status = api_forward(<kc_plan*> self.p, <void*> px, <void*> pw, <void*> pb, <void*> py, <void*> pz,
+                                 err, sizeof(err))
+        if status:
+            raise_status(status, err)
+
+    def backprop_input(self, w, dy, dx):
+        cdef char err[256]
+        cdef size_t pw = address(w), pdy = address(dy), pdx = address(dx)
+        cdef int status
+        with nogil:
+            status = api_backprop_input(<kc_plan*> self.p, <void*> pw, <void*> pdy, <void*> pdx, err, sizeof(err))
+        if status:
+            raise_status(status, err)
+
+    def backprop_filter(self, x, dy, dw):
+        cdef char err[256]
+        cdef size_t px = address(x), pdy = address(dy), pdw = address(dw)
+        cdef int status
+        with nogil:
+            status = api_backprop_filter(<kc_plan*> self.p, <void*> px, <void*> pdy, <void*> pdw, err, sizeof(err))
+        if status:
+            raise_status(status, err)
+
+
+def activation_grad(int activation, dy, y, z, dz, db, int threads=0):
+    """dz = dy * act'(.) and db = the column sums of dz, for (rows, K) arrays (numpy API and tests)."""
+    cdef char err[256]
+    cdef long rows = dy.shape[0], K = dy.shape[1]
+    cdef int dtype = dy.dtype.itemsize, status
+    cdef size_t pdy = address(dy), py = address(y), pz = address(z), pdz = address(dz), pdb = address(db)
+    with nogil:
+        status = api_activation_grad(dtype, activation, rows, K, <void*> pdy, <void*> py, <void*> pz,
+                                     <void*> pdz, <void*> pdb, threads, err, sizeof(err))
+    if status:
+        raise_status(status, err)
+
+
+cdef object matrix_array(const double* data, int rows, int cols):
+    return np.array([data[i] for i in range(rows * cols)]).reshape(rows, cols)
+
+
+def winograd_constants(int m):
+    """The compiled matrices of F(m, 3) as numpy arrays (for the tests)."""
+    cdef AxisMatrices a = axis_matrices(m, True)
+    return dict(AT=matrix_array(a.AT, a.m, a.alpha), G=matrix_array(a.G, a.alpha, 3),
+                BT=matrix_array(a.BT, a.alpha, a.alpha), A=matrix_array(a.A, a.alpha, a.m))
