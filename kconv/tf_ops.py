@@ -1,253 +1,339 @@
 """kconv's TensorFlow ops: drop-ins for tf.nn.conv2d / tf.nn.conv1d, differentiable, eager and tf.function.
 
-    y = kconv.tf_ops.conv2d(x, w, strides=1, padding="SAME")        # like tf.nn.conv2d
-    y = kconv.tf_ops.conv1d(x, w, stride=1, padding="CAUSAL")       # like tf.nn.conv1d (+ CAUSAL)
+    y = kconv.conv2d(x, w, strides=1, padding="SAME")                          # like tf.nn.conv2d
+    y = kconv.conv1d(x, w, stride=1, padding="CAUSAL", bias=b, activation="relu")
 
-Each op is a `tf.custom_gradient` function around kconv's numpy kernels (kconv.ops): the forward pass runs
-ops.conv2d, the gradient runs ops.conv2d_backprop_input and ops.conv2d_backprop_filter. Inside a
-tf.function (graph mode) they are called through `tf.numpy_function`; eagerly the kernels are called on
-the tensors' buffers directly (no numpy_function round trip, no copy of the inputs).
+The convolution runs in kconv's native TensorFlow op library (kconv/native, built on first use against
+the installed TensorFlow, see kconv._oplib): graph ops `KconvConv`, `KconvConvBackpropInput`,
+`KconvConvBackpropFilter` and `KconvBiasActivationGrad`, which call kconv's kernels with no Python on the
+run path, plan each shape once, fuse bias and activation into the forward's output store, and are stored
+in SavedModels (load them in a process that has imported kconv). A `tf.custom_gradient` around the forward
+op calls the two backprop ops (one each, so TensorFlow prunes an unused one, such as a first layer's input
+gradient) after one pass over dy that applies the activation's derivative and sums the bias gradient.
+
+Where the op library cannot be built (no C++ compiler, no TensorFlow headers) or KCONV_NATIVE_OP=0, the
+same functions run the numpy kernels through `tf.numpy_function` (slower in graphs, not serialisable:
+export with kconv.to_keras), with one warning that says why.
 
 float32 and float64 run natively; float16 and bfloat16 are computed in float32 and cast back. Groups are
-inferred from the filter shape, as in tf.nn (groups = in channels / filters.shape[-2]). The static output
-shape is set (batch may be unknown), and everything that can be checked from static shapes is checked
-when the op is created, with kconv's error messages (ValueError for bad geometry, TypeError for dtypes).
-
-Second-order gradients are not supported (the gradient itself is a numpy function).
+inferred from the filter shape, as in tf.nn. Static output shapes are kept wherever the inputs have them,
+and everything that can be checked from static shapes is checked when the op is created (ValueError for
+bad geometry, TypeError for dtypes); shapes known only at run time are checked by the op
+(InvalidArgumentError naming both shapes). Second-order gradients raise an error.
 """
 import numpy as np
 import tensorflow as tf
 
-from . import ops
+from . import _args, _oplib, ops
 
-try:   # TensorFlow's tape API (what tf.custom_gradient uses eagerly); without it every call uses the latter
-    from tensorflow.python.eager import record as _record
-    _record.could_possibly_record, _record.record_operation  # noqa: B018
-except (ImportError, AttributeError):   # pragma: no cover
-    _record = None
-_from_dlpack = tf.experimental.dlpack.from_dlpack
-try:   # the eager tensor constructor tf.constant ends in (a copy, without tf.constant's dispatch layers)
-    from tensorflow.python.eager.context import context as _context
-    from tensorflow.python.framework.ops import EagerTensor as _EagerTensor
-except ImportError:   # pragma: no cover
-    _EagerTensor = None
-
-__all__ = ["conv1d", "conv2d", "ALGORITHMS"]
+__all__ = ["conv1d", "conv2d", "ALGORITHMS", "ACTIVATIONS", "native_op_in_use"]
 
 ALGORITHMS = ops.ALGORITHMS
-
+ACTIVATIONS = ops.ACTIVATIONS
 _NATIVE = (tf.float32, tf.float64)
-_ALIGN = 64    # TensorFlow's (Eigen's) alignment: numpy buffers that have it are shared, not copied
 _VIA_FLOAT32 = (tf.float16, tf.bfloat16)
 
-# One tf.custom_gradient function per (nd, strides, padding, data_format, dilations, threads): building it
-# costs more than a call, so it is cached.
+# tf.nn's twin of each fused activation (Keras's defaults), for the numpy_function fallback
+_TF_ACTIVATIONS = {"linear": None, "relu": tf.nn.relu, "relu6": tf.nn.relu6,
+                   "leaky_relu": lambda z: tf.nn.leaky_relu(z, alpha=0.2), "elu": tf.nn.elu, "selu": tf.nn.selu,
+                   "sigmoid": tf.math.sigmoid, "tanh": tf.math.tanh, "silu": tf.nn.silu,
+                   "gelu": lambda z: tf.nn.gelu(z, approximate=False)}
+
+# One differentiable function per set of op attributes: building it costs more than a call.
 _FUNCTIONS = {}
 
 
-def _to_tensor(array):
-    """A numpy result as an eager tensor: shared through DLPack when aligned and contiguous, else copied."""
-    if (array.size and array.flags.c_contiguous and array.flags.writeable and array.dtype.isnative
-            and array.ctypes.data % _ALIGN == 0):
-        return _from_dlpack(array.__dlpack__())
-    if _EagerTensor is not None:
-        return _EagerTensor(array, _context().device_name, None)
-    return tf.convert_to_tensor(array)
+def native_op_in_use():
+    """True when the native op library is loaded (else the tf.numpy_function fallback runs)."""
+    return _oplib.load() is not None
 
 
 def check_algorithm(algorithm):
-    """ValueError unless `algorithm` is one kconv has (shared with kconv.layers). Whether a shape can run it
-    is checked with the shapes, by kconv.ops."""
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    """ValueError unless `algorithm` is one kconv has (shared with kconv.layers)."""
+    _args.algorithm_code(algorithm)
     return algorithm
 
 
-def _freeze(value):
-    """A hashable copy of strides / padding / dilations (lists -> tuples, numpy ints -> ints)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    if isinstance(value, np.ndarray):
-        return _freeze(value.tolist())
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+class _Geometry:
+    """The arguments of one convolution, checked and normalised (no shapes): hashable, so it keys caches."""
+
+    def __init__(self, nd, strides, padding, data_format, dilations, algorithm, activation, threads):
+        layout = _args.data_format(data_format, nd)
+        stride_name = "stride" if nd == 1 else "strides"
+        s = _args.spatial_ints(strides, stride_name, nd, layout)
+        d = _args.spatial_ints(dilations, "dilations", nd, layout)
+        pad = _args.padding(padding, nd, layout)
+        _args.algorithm_code(algorithm)
+        _args.activation(activation)
+        if threads is not None:
+            ops._threads.resolve(threads)
+        self.nd, self.layout = nd, layout
+        self.strides, self.dilations, self.padding = s, d, pad
+        self.algorithm, self.activation, self.threads = algorithm, activation or "linear", threads
+        self.key = (nd, layout, s, d, pad, algorithm, self.activation, threads)
+
+    def op_attrs(self):
+        """The attributes of the native ops: NHWC, 1-D as H = 1."""
+        s, d = ((1,) + self.strides, (1,) + self.dilations) if self.nd == 1 else (self.strides, self.dilations)
+        if isinstance(self.padding, str):
+            mode, explicit = self.padding, []
+        else:
+            pairs = (((0, 0),) + self.padding) if self.nd == 1 else self.padding
+            mode, explicit = "EXPLICIT", [v for pair in pairs for v in pair]
+        return dict(strides=list(s), dilations=list(d), padding=mode, explicit_paddings=explicit,
+                    algorithm=self.algorithm, threads=self.threads or 0)
 
 
 def _static_shape(tensor):
     return tuple(tensor.shape.as_list()) if tensor.shape.rank is not None else None
 
 
-def _output_shape(nd, x_shape, w_shape, strides, padding, data_format, dilations):
-    """The static output shape (None where unknown), after checking the geometry with kconv's own checks."""
+def _check_static(geometry, x_shape, w_shape, raw):
+    """kconv's own ValueErrors for what the static shapes already show (ranks, channels, sizes)."""
+    nd = geometry.nd
     if x_shape is None or w_shape is None:
-        return None   # unknown rank: checked when the kernels run
-    rank = nd + 2
-    if len(x_shape) != rank or len(w_shape) != rank:
-        # Let kconv produce the message (rank errors do not need the sizes).
+        return
+    if len(x_shape) != nd + 2 or len(w_shape) != nd + 2:
         ops._describe(nd, tuple(1 if d is None else d for d in x_shape),
-                      tuple(1 if d is None else d for d in w_shape), strides, padding, data_format, dilations)
-    if all(d is not None for d in x_shape[1:]) and all(d is not None for d in w_shape):
-        batch = x_shape[0]
-        conv = ops._describe(nd, (1 if batch is None else batch,) + tuple(x_shape[1:]), w_shape, strides,
-                             padding, data_format, dilations)
-        shape = list(conv.user_shape(conv.out_hw, conv.filters_out))
-        shape[0] = batch
-        return shape
-    # Partially known: check the arguments that do not depend on the sizes, give what is known.
-    channels_first = ops._args.data_format(data_format, nd).startswith("NC")
-    shape = [None] * rank
-    shape[0] = x_shape[0]
-    shape[1 if channels_first else -1] = w_shape[-1]
-    return shape
+                      tuple(1 if d is None else d for d in w_shape), *raw)   # raises: the ranks
+    if any(d is None for d in w_shape):
+        return
+    channels = x_shape[1] if geometry.layout.startswith("NC") else x_shape[-1]
+    spatial = x_shape[2:] if geometry.layout.startswith("NC") else x_shape[1:-1]
+    if channels is not None:
+        # unknown batch / spatial sizes: check with stand-ins that fit any kernel, then the known ones
+        sizes = tuple(s if s is not None else 1 << 20 for s in spatial)
+        probe = ((1, channels) + sizes) if geometry.layout.startswith("NC") else ((1,) + sizes + (channels,))
+        conv = ops._describe(nd, probe, w_shape, *raw)
+        if geometry.algorithm.startswith("winograd"):   # can Winograd run it? the plan says why not
+            ops._plan(conv, np.dtype(np.float32), geometry.algorithm, None)
 
 
-def _make_function(nd, strides, padding, data_format, dilations, threads, algorithm):
+def _bias_grad(dy, nd):
+    return tf.reduce_sum(dy, axis=list(range(nd + 1)))
+
+
+def _native_function(geometry, with_bias):
+    """The differentiable native convolution for these arguments, on NHWC (1-D: NWC) tensors."""
+    lib = _oplib.load()
+    attrs = geometry.op_attrs()
+    activation = geometry.activation
+    nd = geometry.nd
+
+    def forward(x, w, b):
+        return lib.kconv_conv(x, w, b, activation=activation, **attrs)
+
+    def backward(x, w, y, z, dy, with_bias):
+        if activation == "linear":
+            dz, db = dy, (_bias_grad(dy, nd) if with_bias else None)
+        else:
+            dz, db = lib.kconv_bias_activation_grad(dy, y, z, activation=activation, threads=attrs["threads"])
+        dx = lib.kconv_conv_backprop_input(tf.shape(x), w, dz, **attrs)
+        dw = lib.kconv_conv_backprop_filter(x, tf.shape(w), dz, **attrs)
+        return dx, dw, db
+
+    if with_bias:
+        @tf.custom_gradient
+        def conv(x, w, b):
+            y, z = forward(x, w, b)
+            return y, lambda dy: backward(x, w, y, z, dy, True)
+    else:
+        @tf.custom_gradient
+        def conv(x, w):
+            y, z = forward(x, w, tf.zeros([0], x.dtype))
+            return y, lambda dy: backward(x, w, y, z, dy, False)[:2]
+    return conv
+
+
+def _fallback_function(geometry, with_bias, raw):
+    """The same convolution on the numpy kernels through tf.numpy_function (no op library), in the caller's
+    layout; bias and activation as TensorFlow ops after it."""
+    nd = geometry.nd
     forward = ops.conv1d if nd == 1 else ops.conv2d
     backprop_input = ops.conv1d_backprop_input if nd == 1 else ops.conv2d_backprop_input
     backprop_filter = ops.conv1d_backprop_filter if nd == 1 else ops.conv2d_backprop_filter
-    geometry = (strides, padding, data_format, dilations)
+    kwargs = dict(algorithm=geometry.algorithm, threads=geometry.threads)
 
     def np_forward(x, w):
-        return forward(x, w, *geometry, algorithm=algorithm, threads=threads)
+        return forward(x, w, *raw, **kwargs)
 
     def np_input_gradient(x, w, dy):
-        return backprop_input(x.shape, w, dy, *geometry, algorithm=algorithm, threads=threads)
+        return backprop_input(x.shape, w, dy, *raw, **kwargs)
 
     def np_filter_gradient(x, w, dy):
-        return backprop_filter(x, w.shape, dy, *geometry, algorithm=algorithm, threads=threads)
-
-    def np_gradients(x, w, dy):
-        return np_input_gradient(x, w, dy), np_filter_gradient(x, w, dy)
+        return backprop_filter(x, w.shape, dy, *raw, **kwargs)
 
     @tf.custom_gradient
-    def graph_conv(x, w):
+    def conv(x, w):
+        _refuse_saving()
         y = tf.numpy_function(np_forward, [x, w], x.dtype, stateful=False, name="kconv_conv%dd" % nd)
-        out_shape = _output_shape(nd, _static_shape(x), _static_shape(w), *geometry)
+        out_shape = _fallback_output_shape(nd, _static_shape(x), _static_shape(w), raw)
         if out_shape is not None:
             y.set_shape(out_shape)
 
         def grad(dy):
-            if tf.executing_eagerly():     # a tf.function's gradient taken eagerly (rare)
-                return tuple(_to_tensor(g) for g in np_gradients(np.asarray(x), np.asarray(w), np.asarray(dy)))
-            # Two ops, so that TensorFlow prunes the one nobody uses (the input gradient of a model's first
-            # layer, the filter gradient of a frozen layer).
-            dx = tf.numpy_function(np_input_gradient, [x, w, dy], x.dtype, stateful=False,
-                                   name="kconv_conv%dd_input_grad" % nd)
-            dw = tf.numpy_function(np_filter_gradient, [x, w, dy], w.dtype, stateful=False,
-                                   name="kconv_conv%dd_filter_grad" % nd)
+            # two ops, so that TensorFlow prunes the one nobody uses
+            dx = tf.numpy_function(np_input_gradient, [x, w, dy], x.dtype, stateful=False)
+            dw = tf.numpy_function(np_filter_gradient, [x, w, dy], w.dtype, stateful=False)
             dx.set_shape(x.shape)
             dw.set_shape(w.shape)
             return dx, dw
 
         return y, grad
 
-    def eager_conv(x, w):
-        # Eagerly the kernels run on the tensors' own buffers and the gradient is recorded on the active
-        # tapes directly: the same thing tf.custom_gradient does, at a fraction of its per-call cost.
-        y = _to_tensor(np_forward(np.asarray(x), np.asarray(w)))
-        if _record is not None and _record.could_possibly_record():
-            def backward(dy):
-                if dy is None:
-                    return [tf.zeros_like(x), tf.zeros_like(w)]
-                return [_to_tensor(g) for g in np_gradients(np.asarray(x), np.asarray(w), np.asarray(dy))]
-            _record.record_operation("KconvConv%dD" % nd, [y], [x, w], backward)
-        return y
+    act = _TF_ACTIVATIONS[geometry.activation]
+    channels_first = geometry.layout.startswith("NC")
 
-    def conv(x, w):
-        if _record is None or not tf.executing_eagerly():
-            return graph_conv(x, w)
-        return eager_conv(x, w)
+    def conv_bias_act(x, w, b=None):
+        y = conv(x, w)
+        if b is not None:
+            y = tf.nn.bias_add(y, b, data_format="NCHW" if channels_first and nd == 2 else
+                               ("NCW" if channels_first else None))
+        return act(y) if act is not None else y
 
-    return conv
+    return conv_bias_act
 
 
-def _convolution(nd, input, filters, strides, padding, data_format, dilations, algorithm, threads, name):
-    if algorithm != "auto":
-        check_algorithm(algorithm)
-    try:   # fast path: hashable arguments seen before
-        fn = _FUNCTIONS[(nd, strides, padding, data_format, dilations, threads, algorithm)]
-    except (KeyError, TypeError):
-        fn = _function_for(nd, strides, padding, data_format, dilations, threads, algorithm)
-    if tf.executing_eagerly():
-        # Eagerly: no name scope, no static checks (the kernels check the same things, with the same messages).
-        x = input if isinstance(input, tf.Tensor) else tf.convert_to_tensor(input)
-        w = filters if isinstance(filters, tf.Tensor) else tf.convert_to_tensor(filters)
-        _check_dtypes(x, w)
-        # Geometry is checked by the kernels themselves, with the same messages, before anything runs.
-        if x.dtype is tf.float16 or x.dtype is tf.bfloat16:
-            return tf.cast(fn(tf.cast(x, tf.float32), tf.cast(w, tf.float32)), x.dtype)
-        return fn(x, w)
+def _refuse_saving():
+    """A numpy function cannot live in a SavedModel: refuse at export time, never write a file that fails
+    when served. (TensorFlow has no public way to ask whether it is saving; this is the fallback path only.)"""
+    try:
+        from tensorflow.python.saved_model import save_context
+    except ImportError:   # pragma: no cover
+        return
+    if save_context.in_save_context():
+        raise RuntimeError(
+            "kconv's TensorFlow op library is not available in this process (see kconv._oplib.info()), so its "
+            "layers run through tf.numpy_function, which a SavedModel cannot contain. Export "
+            "kconv.to_keras(model) instead: the same model on keras.layers, with the same weights.")
+
+
+def _fallback_output_shape(nd, x_shape, w_shape, raw):
+    if x_shape is None or w_shape is None or any(d is None for d in x_shape[1:] + w_shape):
+        return None
+    conv = ops._describe(nd, (1,) + tuple(x_shape[1:]), w_shape, *raw)
+    shape = list(conv.user_shape(conv.out_hw, conv.filters_out))
+    shape[0] = x_shape[0]
+    return shape
+
+
+def _convolution(nd, input, filters, strides, padding, data_format, dilations, algorithm, threads, bias,
+                 activation, name):
+    raw = (strides, padding, data_format, dilations)
+    key = (nd, _freeze(strides), _freeze(padding), data_format, _freeze(dilations), algorithm, activation,
+           threads, bias is not None)
+    entry = _FUNCTIONS.get(key) if key is not None and _hashable(key) else None
+    if entry is None:
+        geometry = _Geometry(nd, strides, padding, data_format, dilations, algorithm, activation, threads)
+        lib = _oplib.load()
+        fn = (_native_function(geometry, bias is not None) if lib is not None
+              else _fallback_function(geometry, bias is not None, raw))
+        entry = (geometry, fn, lib is not None)
+        if _hashable(key):
+            _FUNCTIONS[key] = entry
+    geometry, fn, native = entry
     with tf.name_scope(name):
         x = tf.convert_to_tensor(input)
         w = tf.convert_to_tensor(filters)
-        _check_dtypes(x, w)
-        # Geometry checks on the static shapes, when the graph is built (ValueError with kconv's messages).
-        _output_shape(nd, _static_shape(x), _static_shape(w), strides, padding, data_format, dilations)
-        if x.dtype in _VIA_FLOAT32:
-            return tf.cast(fn(tf.cast(x, tf.float32), tf.cast(w, tf.float32)), x.dtype)
-        return fn(x, w)
+        b = None if bias is None else tf.convert_to_tensor(bias)
+        _check_dtypes(x, w, b)
+        _check_static(geometry, _static_shape(x), _static_shape(w), raw)
+        dtype = x.dtype
+        if dtype in _VIA_FLOAT32:
+            x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+            b = None if b is None else tf.cast(b, tf.float32)
+        if not native:
+            y = fn(x, w) if b is None else fn(x, w, b)
+        else:
+            y = _run_native(geometry, fn, x, w, b)
+        return tf.cast(y, dtype) if dtype in _VIA_FLOAT32 else y
 
 
-def _function_for(nd, strides, padding, data_format, dilations, threads, algorithm):
-    """The (cached) op for these arguments; checks what does not depend on the shapes."""
-    ops._args.data_format(data_format, nd)
-    frozen = (_freeze(strides), _freeze(padding), data_format, _freeze(dilations))
-    key = (nd,) + frozen + (threads, algorithm)
+def _run_native(geometry, fn, x, w, b):
+    """The native op works on NHWC (1-D: NWC): channels-first tensors are transposed around it."""
+    rank = geometry.nd + 2
+    if x.shape.rank is not None and x.shape.rank != rank:
+        raise ValueError(f"input must be rank {rank} ({geometry.layout}), got shape {tuple(x.shape.as_list())}")
+    channels_first = geometry.layout.startswith("NC")
+    if channels_first:
+        x = tf.transpose(x, [0] + list(range(2, rank)) + [1])
+    y = fn(x, w) if b is None else fn(x, w, b)
+    if channels_first:
+        y = tf.transpose(y, [0, rank - 1] + list(range(1, rank - 1)))
+    return y
+
+
+def _freeze(value):
+    """A hashable copy of strides / padding / dilations (lists -> tuples, numpy ints -> ints); bools and
+    floats are kept apart from ints (1, 1.0 and True hash alike), so an invalid value never shares the
+    cache entry of a valid one."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return _freeze(value.tolist())
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (bool, float, np.bool_, np.floating)):
+        return (type(value).__name__, value)
+    return value
+
+
+def _hashable(key):
     try:
-        fn = _FUNCTIONS.get(key)
-    except TypeError:   # still unhashable (a tensor...): build an op for this call only
-        return _make_function(nd, *frozen, threads, algorithm)
-    if fn is None:
-        fn = _FUNCTIONS[key] = _make_function(nd, *frozen, threads, algorithm)
-    if _plain(strides) and _plain(dilations) and _plain(padding) and _plain(threads):
-        _FUNCTIONS[(nd, strides, padding, data_format, dilations, threads, algorithm)] = fn   # the fast path's key
-    return fn
+        hash(key)
+    except TypeError:
+        return False
+    return True
 
 
-def _plain(value):
-    """Whether a raw argument can key the cache as it is: None, str, int (not bool), or tuples of those
-    (1 and 1.0 or True hash alike, so anything else goes through _freeze and kconv's checks every time)."""
-    if value is None or isinstance(value, str):
-        return True
-    if isinstance(value, tuple):
-        return all(_plain(v) for v in value)
-    return type(value) is int
-
-
-def _check_dtypes(x, w):
+def _check_dtypes(x, w, b):
     dtype = x.dtype
-    if dtype is w.dtype and (dtype is tf.float32 or dtype is tf.float64):
-        return
     if dtype != w.dtype:
         raise TypeError(f"input and filters must have the same dtype: input is {x.dtype.name}, "
                         f"filters is {w.dtype.name}")
     if dtype not in _NATIVE and dtype not in _VIA_FLOAT32:
         raise TypeError(f"kconv convolutions support float16, bfloat16, float32 and float64, got input "
                         f"and filters of dtype {dtype.name}")
+    if b is not None:
+        if b.dtype != dtype:
+            raise TypeError(f"bias must have the input's dtype {dtype.name}, got {b.dtype.name}")
+        if b.shape.rank is not None and b.shape.rank != 1:
+            raise ValueError(f"bias must have shape (filters,), got {tuple(b.shape.as_list())}")
 
 
 def conv2d(input, filters, strides, padding, data_format="NHWC", dilations=None, algorithm="auto",
-           threads=None, name=None):
-    """tf.nn.conv2d on kconv's kernels.
+           threads=None, name=None, bias=None, activation=None):
+    """tf.nn.conv2d on kconv's kernels, optionally with bias and activation fused.
 
     input (N, H, W, C) or (N, C, H, W); filters (kh, kw, C/groups, K); strides/dilations as tf.nn (an int,
     2 ints or the 4-long form); padding "VALID", "SAME" or explicit pairs. algorithm: "auto", "direct",
-    "winograd", "winograd2", "winograd4" or "winograd6" (see kconv.ops);
-    threads: kconv threads for this op (None = kconv.get_num_threads()).
+    "winograd", "winograd2", "winograd4" or "winograd6" (see kconv.ops); threads: kconv threads for this op
+    (None = kconv.get_num_threads()). bias: K values; activation: None or a name in ACTIVATIONS (Keras's
+    defaults): the result is activation(conv2d(input, filters) + bias).
     """
     data_format = "NHWC" if data_format is None else data_format
-    return _convolution(2, input, filters, strides, padding, data_format, dilations, algorithm, threads,
-                        name or "kconv_conv2d")
+    return _convolution(2, input, filters, strides, padding, data_format, dilations, algorithm, threads, bias,
+                        activation, name or "kconv_conv2d")
 
 
 def conv1d(input, filters, stride, padding, data_format="NWC", dilations=None, algorithm="auto",
-           threads=None, name=None):
+           threads=None, name=None, bias=None, activation=None):
     """tf.nn.conv1d on kconv's kernels: input (N, W, C) or (N, C, W), filters (k, C/groups, K).
 
     padding "VALID", "SAME", "CAUSAL" (left padding dilation * (k - 1), as Keras's causal) or explicit
     [(left, right)]. data_format "NWC"/"NCW" ("NHWC"/"NCHW" are accepted as their aliases, as in tf.nn).
+    bias and activation as in conv2d.
     """
     data_format = {None: "NWC", "NHWC": "NWC", "NCHW": "NCW"}.get(data_format, data_format)
-    return _convolution(1, input, filters, stride, padding, data_format, dilations, algorithm, threads,
-                        name or "kconv_conv1d")
+    return _convolution(1, input, filters, stride, padding, data_format, dilations, algorithm, threads, bias,
+                        activation, name or "kconv_conv1d")
+
+
+def _no_second_order(op, *grads):
+    raise NotImplementedError(
+        f"kconv: second-order gradients of kconv convolutions are not supported ({op.type}); compute them "
+        f"with keras.layers / tf.nn convolutions (kconv.to_keras converts a model)")
+
+
+for _op_type in ("KconvConv", "KconvConvBackpropInput", "KconvConvBackpropFilter", "KconvBiasActivationGrad"):
+    tf.RegisterGradient(_op_type)(_no_second_order)

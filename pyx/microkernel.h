@@ -156,4 +156,10 @@ static inline int kc_claim_threads(int want, int cpus)
 static inline void kc_release_threads(int n) { __atomic_sub_fetch(&kc_busy_threads, n, __ATOMIC_ACQ_REL); }
 static inline long kc_threads_held(void) { return __atomic_load_n(&kc_busy_threads, __ATOMIC_RELAXED); }
 
+/* Calls of each pass (forward, input gradient, filter gradient) since import: lets tests see which passes
+ * a TensorFlow graph really ran (a pruned gradient never calls its kernel). */
+static long kc_pass_calls[3] = {0, 0, 0};
+static inline void kc_count_pass(int pass) { __atomic_add_fetch(&kc_pass_calls[pass], 1, __ATOMIC_RELAXED); }
+static inline long kc_pass_count(int pass) { return __atomic_load_n(&kc_pass_calls[pass], __ATOMIC_RELAXED); }
+
 #endif

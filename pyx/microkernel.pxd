@@ -13,3 +13,5 @@ cdef extern from "microkernel.h" nogil:
     void kc_release_threads(int n)
     long kc_threads_held()
     int kc_openmp_enabled()
+    void kc_count_pass(int p)
+    long kc_pass_count(int p)

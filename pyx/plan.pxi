@@ -78,6 +78,11 @@ def set_thread_config(int setting, int default, int cpus):
     g_thread_setting, g_default_threads, g_cpus = setting, max(default, 1), max(cpus, 1)
 
 
+def pass_counts():
+    """Kernel calls of each pass since import: {'forward': n, 'input': n, 'filter': n}."""
+    return dict(forward=kc_pass_count(0), input=kc_pass_count(1), filter=kc_pass_count(2))
+
+
 def threads_held():
     """Threads held by kernel calls running now (0 when idle)."""
     return kc_threads_held()
@@ -590,6 +595,7 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
     cdef Epilogue ep
     cdef const Epilogue* use = NULL
     cdef int status = 0, n_threads
+    kc_count_pass(0)
     if p.N * p.Ho * p.Wo * p.K == 0:
         return 0
     ep.act, ep.bias, ep.y0 = p.act, bias, y
@@ -607,6 +613,7 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
 
 cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, real* dx) noexcept nogil:
     cdef int status = 0, n_threads
+    kc_count_pass(1)
     if p.N * p.H * p.W * p.C == 0:
         return 0
     if p.Ho * p.Wo * p.K == 0:
@@ -690,6 +697,7 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
 cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real* dw) noexcept nogil:
     cdef int status = 0, n_threads
     cdef Py_ssize_t nw = p.kh * p.kw * p.cg * p.K
+    kc_count_pass(2)
     if nw == 0:
         return 0
     if p.N * p.Ho * p.Wo == 0:
