@@ -6,7 +6,9 @@
     from kconv import ops                             # numpy API, no TensorFlow needed
 
 The TensorFlow parts (conv1d, conv2d, Conv1D, Conv2D, to_keras) load on first use, so `import kconv` alone
-does not import TensorFlow.
+does not import TensorFlow. Where TensorFlow is already imported, `import kconv` also registers kconv's
+TensorFlow ops (building the op library once per TensorFlow version), so SavedModels that contain them load;
+otherwise `kconv.load_op_library()` does it.
 """
 import os
 import sys as _sys
@@ -20,8 +22,8 @@ from . import ops  # noqa: E402
 from ._config import config, measure_roof, show_config  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
-__all__ = ["Conv1D", "Conv2D", "config", "conv1d", "conv2d", "get_num_threads", "measure_roof", "ops",
-           "set_num_threads", "show_config", "to_keras"]
+__all__ = ["Conv1D", "Conv2D", "config", "conv1d", "conv2d", "get_num_threads", "load_op_library", "measure_roof",
+           "ops", "set_num_threads", "show_config", "to_keras"]
 __version__ = "0.1.0"
 
 _TF_EXPORTS = {"conv1d": "tf_ops", "conv2d": "tf_ops", "Conv1D": "layers", "Conv2D": "layers",
@@ -37,5 +39,18 @@ def __getattr__(name):
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
+
+
+def load_op_library():
+    """Registers kconv's TensorFlow ops in this process (building the library once per TensorFlow version)
+    and says which path kconv's TensorFlow functions use: a dict with path ("native" or "numpy_function"),
+    library (its file) and reason (why the fallback, if it is used)."""
+    from . import _oplib
+    _oplib.load()
+    return _oplib.info()
+
+
 if "keras" in _sys.modules:   # Keras already loaded: register kconv>Conv1D/Conv2D now, for load_model
     from . import layers as _layers  # noqa: E402,F401
+if "tensorflow" in _sys.modules:   # register the ops now, for tf.saved_model.load of a kconv model
+    load_op_library()

@@ -53,6 +53,8 @@ def info_command(args):
     print(f"{'numpy':16s} {np.__version__}")
     print(f"{'tensorflow':16s} {_tf_version() if not args.no_tf else '(not checked)'}")
     print(f"{'keras':16s} {_dist_version('keras')}")
+    if not args.no_tf:
+        print(f"{'tf op':16s} {_op_path()}")
     print(f"{'platform':16s} {platform.platform()}")
     print(f"{'cpu':16s} {cpu_name()} ({os.cpu_count()} CPUs)")
     print(f"{'isa':16s} {cfg['isa']} (built: {', '.join(cfg['isas_built']) if isinstance(cfg['isas_built'], (list, tuple)) else cfg['isas_built']}; "
@@ -79,6 +81,18 @@ def _tf_version():
     except Exception as e:   # not installed, or broken
         return f"not importable ({type(e).__name__})"
     return tf.__version__
+
+
+def _op_path():
+    """Which path kconv's TensorFlow functions take, and where the op library is."""
+    try:
+        from . import load_op_library
+        info = load_op_library()
+    except Exception as e:   # TensorFlow not installed, or broken
+        return f"unavailable ({type(e).__name__}: {e})"
+    if info["path"] == "native":
+        return f"native op library {info['library']}"
+    return f"tf.numpy_function fallback ({info['reason']})"
 
 
 def _dist_version(name):

@@ -1,14 +1,13 @@
 """Serving a model that uses kconv layers.
 
-kconv's layers run a numpy function, which TensorFlow cannot put in a SavedModel (and which XLA, TF
-Serving, TFLite or ONNX converters cannot run). `to_keras(model)` returns a copy of the model in which every
-kconv layer is replaced by the equivalent keras.layers layer with the same weights, ready for
-`model.export(...)`:
+`model.export(path)` of a kconv model writes a SavedModel with kconv's native ops in it: it loads and runs
+in any process that has imported kconv (tf.saved_model.load; the loading process needs kconv installed).
+For a SavedModel with no kconv in it (TF Serving, TFLite, ONNX converters, machines without kconv),
+`to_keras(model)` returns a copy of the model in which every kconv layer is replaced by the equivalent
+keras.layers layer with the same weights:
 
     serving_model = kconv.to_keras(model)
     serving_model.export("exported/")          # a SavedModel with no kconv in it
-
-Train and evaluate with kconv; export the converted copy.
 """
 import keras
 
@@ -33,7 +32,8 @@ def _clone_layer(layer):
 
 
 def _contains_kconv(model):
-    return any(type(layer) in _KERAS_TWINS for layer in model._flatten_layers(include_self=False))
+    return any(type(layer) in _KERAS_TWINS or (isinstance(layer, keras.Model) and _contains_kconv(layer))
+               for layer in model.layers)
 
 
 def to_keras(model):
@@ -61,12 +61,12 @@ def to_keras(model):
 
 
 def _is_functional(model):
-    return hasattr(model, "_nodes_by_depth") or type(model).__name__ == "Functional"
+    return type(model).__name__ == "Functional"     # what keras.Model(inputs, outputs) builds
 
 
 def _built_shape(layer):
     """An input shape to build a twin of a built layer with (only the channels matter)."""
-    kernel_in = layer._kernel.shape[-2] * layer.groups
+    kernel_in = layer.kernel.shape[-2] * layer.groups
     shape = [None] * (layer.rank + 2)
     shape[-1 if layer.data_format == "channels_last" else 1] = kernel_in
     return tuple(shape)
