@@ -1,56 +1,74 @@
-"""Two costs around the kernels, as the README quotes them.
+"""The cost of a kconv call around its arithmetic, where users run it: inside compiled graphs.
 
-    python benchmarks/bench_calls.py
+    python benchmarks/bench_calls.py [--chain 50] [--blocks 7]
 
-1. Per-call cost on a tiny tensor (1x4x4x1 by a 1x1x1x1 filter), each contender timed alone in its own loop
-   (interleaving with TensorFlow inflates everyone's figure on 2 cores: its pool spins after each op):
-   kconv.ops.conv2d on numpy, eager kconv.conv2d, eager tf.nn.conv2d. Median of 3000 calls.
-2. The Winograd filter cache on 16x7x7x512->512: a forward call whose weights repeat (inference) against
-   one whose weights are new every call (training). Medians, interleaved.
+1. Per-op overhead in a graph: a tf.function that chains `--chain` convolutions of a tiny tensor (1x4x4x1 by
+   a 1x1x1x1 filter: the work is nil) with kconv.conv2d and with tf.nn.conv2d; per-op time = step / chain.
+   Also the forward + backward of that chain under a GradientTape inside the tf.function. Timed in
+   alternating blocks, each after a pause and a discarded warm call (kconv.bench.timing.blocks), medians.
+2. Eager per-call figures (footnote only: users run graphs): kconv.ops.conv2d on numpy, kconv.conv2d and
+   tf.nn.conv2d called eagerly.
 """
+import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
-from kconv.bench.timing import interleaved
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def alone(fn, calls=3000, warmup=200):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def main():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--chain", type=int, default=50)
+    parser.add_argument("--blocks", type=int, default=7)
+    args = parser.parse_args(argv)
     import tensorflow as tf
     import kconv
     from kconv import ops
+    from kconv._config import cpu_name
+    from kconv.bench.timing import blocks
 
-    xn, wn = np.ones((1, 4, 4, 1), np.float32), np.ones((1, 1, 1, 1), np.float32)
-    xt, wt = tf.constant(xn), tf.constant(wn)
-    print("per call, 1x4x4x1 * 1x1x1x1, each alone, median of 3000:")
-    for name, fn in (("kconv.ops.conv2d (numpy)", lambda: ops.conv2d(xn, wn, 1, "VALID")),
-                     ("kconv.conv2d eager", lambda: kconv.conv2d(xt, wt, 1, "VALID")),
-                     ("tf.nn.conv2d eager", lambda: tf.nn.conv2d(xt, wt, 1, "VALID"))):
-        print(f"  {name:26s} {alone(fn) * 1e6:7.1f} us")
+    info = kconv.load_op_library()
+    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, TensorFlow {tf.__version__}, "
+          f"kconv op path: {info['path']}")
+    x = tf.constant(np.ones((1, 4, 4, 1), np.float32))
+    w = tf.constant(np.ones((1, 1, 1, 1), np.float32))
+    n = args.chain
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((16, 7, 7, 512), dtype=np.float32)
-    w = rng.standard_normal((3, 3, 512, 512), dtype=np.float32)
-    fresh = iter([w + np.float32(i) for i in range(40)])
-    times = interleaved({"same weights": lambda: ops.conv2d(x, w, 1, "SAME"),
-                         "new weights": lambda: ops.conv2d(x, next(fresh), 1, "SAME")}, repeats=13)
-    print("Winograd filter cache, 16x7x7x512->512 forward, median of 13 interleaved:")
+    def chain(conv):
+        @tf.function
+        def forward(x):
+            for _ in range(n):
+                x = conv(x, w, 1, "VALID")
+            return x
+
+        @tf.function
+        def train(x):
+            with tf.GradientTape() as tape:
+                tape.watch([x, w])
+                y = forward.python_function(x)
+            return tape.gradient(y, [x, w])
+        return forward, train
+
+    contenders = {"kconv": chain(kconv.conv2d), "tf.nn": chain(tf.nn.conv2d)}
+    for name, (forward, train) in contenders.items():
+        forward(x)
+        train(x)
+    print(f"per op inside a tf.function, chain of {n} tiny convolutions, median of {args.blocks} blocks:")
+    for i, what in enumerate(("forward", "forward + backward")):
+        times = blocks({name: (lambda f=fns[i]: f(x)) for name, fns in contenders.items()}, rounds=args.blocks)
+        k, t = (np.median(times[c]) / n * 1e6 for c in ("kconv", "tf.nn"))
+        print(f"  {what:20s} kconv {k:6.1f} us   tf.nn {t:6.1f} us   difference {k - t:+6.1f} us per op")
+
+    xn, wn = x.numpy(), w.numpy()
+    eager = {"kconv.ops.conv2d (numpy)": lambda: ops.conv2d(xn, wn, 1, "VALID"),
+             "kconv.conv2d eager": lambda: kconv.conv2d(x, w, 1, "VALID"),
+             "tf.nn.conv2d eager": lambda: tf.nn.conv2d(x, w, 1, "VALID")}
+    times = blocks(eager, rounds=args.blocks, calls=200)
+    print("footnote, eager per call (median of blocks of 200 calls):")
     for name, t in times.items():
-        print(f"  {name:26s} {np.median(t) * 1e3:7.1f} ms")
+        print(f"  {name:26s} {np.median(t) * 1e6:7.1f} us")
     return 0
 
 

@@ -252,7 +252,11 @@ def _convolution(nd, input, filters, strides, padding, data_format, dilations, a
 def _run_native(geometry, fn, x, w, b):
     """The native op works on NHWC (1-D: NWC): channels-first tensors are transposed around it."""
     rank = geometry.nd + 2
-    if x.shape.rank is not None and x.shape.rank != rank:
+    if x.shape.rank is None:    # known only at run time: checked there, with kconv's message
+        check = tf.debugging.assert_rank(x, rank, message=f"input must be rank {rank} ({geometry.layout})")
+        with tf.control_dependencies([check]):
+            x = tf.identity(x)
+    elif x.shape.rank != rank:
         raise ValueError(f"input must be rank {rank} ({geometry.layout}), got shape {tuple(x.shape.as_list())}")
     channels_first = geometry.layout.startswith("NC")
     if channels_first:

@@ -15,3 +15,4 @@ cdef extern from "microkernel.h" nogil:
     int kc_openmp_enabled()
     void kc_count_pass(int p)
     long kc_pass_count(int p)
+    int kc_omp_max_threads()

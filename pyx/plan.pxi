@@ -9,6 +9,11 @@
 from libc.string cimport memcpy, memcmp, memset
 from libc.stdio cimport snprintf
 
+cdef extern from "<unistd.h>" nogil:
+    long sysconf(int name)
+    int _SC_PHYS_PAGES
+    int _SC_PAGESIZE
+
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:
         pass
@@ -63,19 +68,18 @@ cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
 
-# Threads: kconv.set_num_threads (0: unset), the default (OMP_NUM_THREADS or the usable CPUs) and the
-# CPUs this process may use, pushed here by kconv._threads. Below FLOPS_PER_THREAD of work per thread,
+# Threads: kconv.set_num_threads (0: unset) and the CPUs this process may use (affinity and cgroup quota),
+# pushed here by kconv._threads; unset, OpenMP's setting is asked at each call, capped at the CPUs. Below FLOPS_PER_THREAD of work per thread,
 # another thread costs more to wake than it saves.
 cdef int g_thread_setting = 0
-cdef int g_default_threads = 1
 cdef int g_cpus = 1
 cdef double FLOPS_PER_THREAD = 2e6
 
 
-def set_thread_config(int setting, int default, int cpus):
+def set_thread_config(int setting, int cpus):
     """Called by kconv._threads whenever the thread setting changes."""
-    global g_thread_setting, g_default_threads, g_cpus
-    g_thread_setting, g_default_threads, g_cpus = setting, max(default, 1), max(cpus, 1)
+    global g_thread_setting, g_cpus
+    g_thread_setting, g_cpus = setting, max(cpus, 1)
 
 
 def pass_counts():
@@ -88,21 +92,48 @@ def threads_held():
     return kc_threads_held()
 
 
+# A child forked after this process ran an OpenMP team must stay on its own thread: GCC's OpenMP runtime is
+# not fork-safe, and the child's first team would wait forever for the parent's threads.
+cdef int g_ran_team = 0
+cdef int g_serial_child = 0
+
+
+def after_fork_in_child():
+    """os.register_at_fork hook (kconv._threads): kernels in a forked child run serially when the parent
+    had started OpenMP threads."""
+    global g_serial_child
+    if g_ran_team:
+        g_serial_child = 1
+
+
+def serial_after_fork():
+    return bool(g_serial_child)
+
+
 cdef inline int resolve_threads(int requested) noexcept nogil:
-    if not kc_openmp_enabled():
+    cdef int n
+    if not kc_openmp_enabled() or g_serial_child:
         return 1
     if requested > 0:
         return requested
-    return g_thread_setting if g_thread_setting > 0 else g_default_threads
+    if g_thread_setting > 0:
+        return g_thread_setting
+    # OpenMP's own setting, asked at each call: OMP_NUM_THREADS, or threadpoolctl's threadpool_limits
+    n = kc_omp_max_threads()
+    return n if n < g_cpus else g_cpus
 
 
 cdef int claim_threads(double flops, int requested) noexcept nogil:
     """Threads for one call of `flops`: resolve_threads, fewer for small work, shared with concurrent calls."""
     cdef int n = resolve_threads(requested)
     cdef double by_work = flops / FLOPS_PER_THREAD
+    global g_ran_team
     if by_work < n:
         n = <int> by_work if by_work >= 1 else 1
-    return kc_claim_threads(n, g_cpus)
+    n = kc_claim_threads(n, g_cpus)
+    if n > 1 and not g_ran_team:
+        g_ran_team = 1
+    return n
 
 
 cdef struct Phase:
@@ -170,6 +201,11 @@ cdef void same_padding(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t d, P
     hi[0] = total - total // 2
 
 
+cdef double physical_memory() noexcept nogil:
+    cdef double pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGESIZE)
+    return pages * size if pages > 0 and size > 0 else 1e300
+
+
 cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
     """Checks desc and fills p's geometry (sizes, padding, output). Returns a kc_status."""
     cdef int status
@@ -225,6 +261,13 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
         status = out_size(p.W, p.kw, p.sw, p.dw, p.pl, p.pr, "the width", &p.Wo, err, errlen)
     if status == KC_OK and <double> p.N * p.Ho * p.Wo * p.K > MAX_ELEMENTS:
         return fail(err, errlen, KC_ERR_MEMORY, "the convolution's output is too large to allocate")
+    if status == KC_OK and <double> p.N * p.Ho * p.Wo * p.K * d.dtype > physical_memory():
+        # refused at once: an allocator asked for it would fail, or (TensorFlow's) wait and retry first
+        if err != NULL and errlen > 0:
+            snprintf(err, errlen, "the convolution's output (%ld x %ld x %ld x %ld) needs %.3g GB, more than "
+                     "this machine's memory (%.3g GB)", <long> p.N, <long> p.Ho, <long> p.Wo, <long> p.K,
+                     <double> p.N * p.Ho * p.Wo * p.K * d.dtype / 1e9, physical_memory() / 1e9)
+        return KC_ERR_MEMORY
     p.itemsize = d.dtype
     p.act = d.activation
     p.threads = d.threads

@@ -8,13 +8,13 @@ from .timing import interleaved, rotating
 
 def algorithm_of(layer, algorithm="auto"):
     """What kconv runs for this layer's forward pass: "direct", or "winograd F(4x4,3x3)" etc. Asks kconv.ops
-    the same question its forward pass asks (ops._describe + ops._choose_algorithm)."""
+    the plan its forward pass runs (ops._describe + ops._plan)."""
     from kconv import ops
     name, batch, spatial, c, k, kernel, stride, padding = layer
     nd = len(spatial)
     conv = ops._describe(nd, (batch,) + tuple(spatial) + (c,), (kernel,) * nd + (c, k), stride, padding,
                          "NHWC" if nd == 2 else "NWC", 1)
-    tile = ops._choose_algorithm(conv, algorithm, (conv.pads[0][0], conv.pads[1][0]))
+    tile = ops._plan(conv, np.dtype(np.float32), algorithm, None).tiles[0]
     if not tile:
         return "direct"
     return f"winograd F({tile}x{tile},3x3)" if nd == 2 else f"winograd F({tile},3)"

@@ -30,3 +30,19 @@ def rotating(arrays_factory, count=3):
         state["i"] = (state["i"] + 1) % count
         return sets[state["i"]]
     return next_set
+
+
+def blocks(contenders, rounds=7, calls=1, pause=0.15):
+    """Alternating blocks: each round runs every contender in turn, each after a pause (so no contender's
+    leftover threads land on the next) and one discarded warm call, then times `calls` calls.
+    Returns dict name -> array of seconds per call, one value per round (GUIDE section 6, fair timing)."""
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            time.sleep(pause)
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - t0) / calls)
+    return {name: np.array(t) for name, t in times.items()}
