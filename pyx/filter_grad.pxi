@@ -34,10 +34,13 @@ cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize
                              const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t g, Py_ssize_t p0,
                              Py_ssize_t kc, Py_ssize_t jp0, Py_ssize_t jp1, const real* zeros,
                              real* b) noexcept nogil:
-    """b[((j - jp0) * kc + pl) * NR + v] = X[pixel p0 + pl at tap t, channel c], column j*NR + v = t*cin + c."""
+    """b[((j - jp0) * kc + pl) * NR + v] = X[pixel p0 + pl at tap t, channel c], column j*NR + v = t*cin + c.
+
+    Columns run tap by tap, cin channels each: a pixel's columns are copied as runs of channels (a whole
+    NR-wide panel from one tap when cin >= NR; several taps' runs per panel for small cin, e.g. RGB)."""
     cdef int NR = tile_cols(b)
-    cdef Py_ssize_t plane = grid.Qh * grid.Qw
-    cdef Py_ssize_t pl, p, n, rem, qh, qw, j, v, t, c, ih, iw
+    cdef Py_ssize_t plane = grid.Qh * grid.Qw, NC = ntaps * grid.cin
+    cdef Py_ssize_t pl, p, n, rem, qh, qw, col, end, t, c, run, v, ih, iw, j
     cdef const real* pix
     cdef real* dst
     for pl in range(kc):
@@ -46,35 +49,35 @@ cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize
         rem = p - n * plane
         qh = rem // grid.Qw
         qw = rem - qh * grid.Qw
-        for j in range(jp0, jp1):
-            dst = b + ((j - jp0) * kc + pl) * NR
-            t = (j * NR) // grid.cin
-            c = j * NR - t * grid.cin
-            if c + NR <= grid.cin:       # the common case: NR channels of one tap, a contiguous copy
-                ih = qh * grid.step_h + tap_h[t]
-                iw = qw * grid.step_w + tap_w[t]
-                if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
-                    pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin + c
-                    for v in range(NR):
-                        dst[v] = pix[v]
-                else:
-                    for v in range(NR):
-                        dst[v] = 0
-                continue
-            pix = zeros
-            for v in range(NR):
-                if v == 0 or c == grid.cin:    # first column, or the panel crosses into the next tap
-                    if c == grid.cin:
-                        t = t + 1
-                        c = 0
-                    pix = zeros
-                    if t < ntaps:
-                        ih = qh * grid.step_h + tap_h[t]
-                        iw = qw * grid.step_w + tap_w[t]
-                        if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
-                            pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin
-                dst[v] = pix[c] if t < ntaps else 0
-                c = c + 1
+        col = jp0 * NR
+        end = jp1 * NR if jp1 * NR < NC else NC
+        t = col // grid.cin
+        c = col - t * grid.cin
+        while col < end:
+            run = grid.cin - c               # the rest of this tap's channels, cut at the panel's edge
+            if run > NR - col % NR:
+                run = NR - col % NR
+            if run > end - col:
+                run = end - col
+            ih = qh * grid.step_h + tap_h[t]
+            iw = qw * grid.step_w + tap_w[t]
+            if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
+                pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin + c
+            else:
+                pix = zeros
+            j = col // NR
+            dst = b + ((j - jp0) * kc + pl) * NR + (col - j * NR)
+            for v in range(run):
+                dst[v] = pix[v]
+            col = col + run
+            c = c + run
+            if c == grid.cin:
+                t = t + 1
+                c = 0
+        while col < jp1 * NR:                 # the last panel's columns past taps x cin
+            j = col // NR
+            b[((j - jp0) * kc + pl) * NR + (col - j * NR)] = 0
+            col = col + 1
 
 
 cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid,
@@ -131,6 +134,79 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                         mr = grid.cout - kp * MR if grid.cout - kp * MR < MR else MR
                         igemm_tile(1, <int> kc, &aptr[kp * MR], 0, b + (j - jp0) * kc * NR,
                                    &crow[kp * MR], j * NR, mr, nr, p0 > pb0)
+                p0 = p0 + kc
+    free(scratch)
+    free(aptr_all)
+    free(crow_all)
+    return 0
+
+
+# Few channels per tap (first layers, C = 1 or 3): the same gradient with the roles turned around,
+#
+#     dW[(t, c), k] = sum over pixels p of X[p at tap t, c] * dY[p, k]
+#
+# rows (tap, channel) and columns k, so the result is TensorFlow's (taps, C/groups, K/groups) layout as it
+# is and dY's rows are the B panels almost as they are. The A operand is packed along pixels: one output
+# row at a time, each (tap, channel) is a strided run of the input image (contiguous for stride 1, C = 1),
+# instead of a handful of values gathered per pixel (pack_taps_by_pixels, igemm_conv.pxi).
+
+cdef int filter_grad_small(const real* x, const real* dy, real* partial, ConvGrid grid,
+                           const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                           Py_ssize_t nsplit, Py_ssize_t kcp, int n_threads) noexcept nogil:
+    """Fills partial (nsplit, groups, ntaps*cin, cout). Returns 0, or -1 when scratch cannot be allocated."""
+    cdef int MR = tile_rows(partial)
+    cdef int NR = tile_cols(partial)
+    cdef Py_ssize_t P = grid.N * grid.Qh * grid.Qw, R = ntaps * grid.cin, K = grid.cout
+    cdef Py_ssize_t rpan = (R + MR - 1) // MR, ncolp = (K + NR - 1) // NR
+    cdef Py_ssize_t a_len = R * kcp, b_len = ncolp * kcp * NR, per_thread = a_len + b_len
+    cdef Py_ssize_t task, s, g, pb0, pb1, p0, kc, j, rp, i, row, mr, nr, pl, v, tid
+    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    cdef real* a
+    cdef real* b
+    cdef real* bd
+    cdef const real* drow
+    cdef const real** aptr
+    cdef real** crow
+    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
+        free(scratch)
+        free(aptr_all)
+        free(crow_all)
+        return -1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        a = scratch + tid * per_thread
+        b = a + a_len
+        aptr = aptr_all + tid * MR
+        crow = crow_all + tid * MR
+        for task in prange(nsplit * grid.groups, schedule='dynamic'):
+            s = task // grid.groups
+            g = task - s * grid.groups
+            pb0 = P * s // nsplit
+            pb1 = P * (s + 1) // nsplit
+            p0 = pb0
+            while p0 < pb1:
+                kc = pb1 - p0 if pb1 - p0 < kcp else kcp
+                pack_taps_by_pixels(x, &grid, tap_h, tap_w, ntaps, g, p0, kc, kcp, a)
+                for j in range(ncolp):             # dY's rows, NR channels per panel (zero past cout)
+                    nr = K - j * NR if K - j * NR < NR else NR
+                    for pl in range(kc):
+                        drow = dy + (p0 + pl) * grid.Cd + g * K + j * NR
+                        bd = b + (j * kcp + pl) * NR
+                        for v in range(nr):
+                            bd[v] = drow[v]
+                        for v in range(nr, NR):
+                            bd[v] = 0
+                for rp in range(rpan):
+                    mr = R - rp * MR if R - rp * MR < MR else MR
+                    for i in range(MR):            # rows past R repeat the panel's first row, never stored
+                        row = rp * MR + (i if i < mr else 0)
+                        aptr[i] = a + row * kcp
+                        crow[i] = partial + ((s * grid.groups + g) * R + row) * K
+                    for j in range(ncolp):
+                        nr = K - j * NR if K - j * NR < NR else NR
+                        igemm_tile(1, <int> kc, aptr, 0, b + j * kcp * NR, crow, j * NR, mr, nr, p0 > pb0)
                 p0 = p0 + kc
     free(scratch)
     free(aptr_all)

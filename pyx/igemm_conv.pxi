@@ -50,6 +50,62 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
                 aptr[(p * ntaps + t) * MR + i] = zeros
 
 
+cdef void pack_taps_by_pixels(const real* x, const ConvGrid* grid, const Py_ssize_t* tap_h,
+                              const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t g, Py_ssize_t p0,
+                              Py_ssize_t kc, Py_ssize_t kcp, real* a) noexcept nogil:
+    """a[(t*cin + c) * kcp + pl] = X[pixel p0 + pl at tap t, channel c], zero in the padding."""
+    cdef Py_ssize_t plane = grid.Qh * grid.Qw, cin = grid.cin, stride = grid.step_w * grid.Cs
+    cdef Py_ssize_t pl = 0, p, n, rem, qh, qw0, run, t, c, q, ih, tw, lo, hi
+    cdef const real* src
+    cdef real* dst
+    while pl < kc:
+        p = p0 + pl
+        n = p // plane
+        rem = p - n * plane
+        qh = rem // grid.Qw
+        qw0 = rem - qh * grid.Qw
+        run = grid.Qw - qw0 if grid.Qw - qw0 < kc - pl else kc - pl
+        for t in range(ntaps):
+            ih = qh * grid.step_h + tap_h[t]
+            tw = tap_w[t]
+            # output columns qw whose source column qw * step_w + tw lies inside the image
+            lo = (-tw + grid.step_w - 1) // grid.step_w if tw < 0 else 0
+            hi = (grid.Ws - 1 - tw) // grid.step_w + 1 if grid.Ws - 1 - tw >= 0 else 0
+            lo = qw0 if lo < qw0 else lo
+            hi = qw0 + run if hi > qw0 + run else hi
+            if ih < 0 or ih >= grid.Hs or hi < lo:
+                lo = hi = qw0
+            for c in range(cin):
+                dst = a + (t * cin + c) * kcp + pl - qw0       # indexed by qw in [qw0, qw0 + run)
+                for q in range(qw0, lo):
+                    dst[q] = 0
+                if lo < hi:
+                    src = x + ((n * grid.Hs + ih) * grid.Ws + tw) * grid.Cs + g * cin + c
+                    if stride == 1:
+                        for q in range(lo, hi):
+                            dst[q] = src[q]
+                    else:
+                        for q in range(lo, hi):
+                            dst[q] = src[q * stride]
+                for q in range(hi, qw0 + run):
+                    dst[q] = 0
+        pl = pl + run
+
+
+cdef void dst_rows(real* dst, const ConvGrid* grid, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc,
+                   real** crow) noexcept nogil:
+    """crow[r] = where GEMM row m0 + r goes in dst."""
+    cdef Py_ssize_t plane = grid.Qh * grid.Qw, r, m, n, rem, qh, qw
+    for r in range(mc):
+        m = m0 + r
+        n = m // plane
+        rem = m - n * plane
+        qh = rem // grid.Qw
+        qw = rem - qh * grid.Qw
+        crow[r] = dst + ((n * grid.Hd + grid.dst_h0 + qh * grid.dstep_h) * grid.Wd
+                         + grid.dst_w0 + qw * grid.dstep_w) * grid.Cd + g * grid.cout
+
+
 cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
                     const real* panels, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
@@ -63,27 +119,51 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
     cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin)
     cdef Py_ssize_t a_len = MC * (ntaps if ntaps > 0 else 1)
-    cdef Py_ssize_t task, g, m0, mc, npan, q, c0, kc, j, p, mr, nr, tid
+    # Few channels per tap (first layers, C = 1 or 3): the taps' channels are copied into one contiguous row
+    # per pixel, so the micro-kernel runs one long reduction (taps x C) instead of a short one per tap.
+    cdef bint packed = nchunks == 1 and ntaps > 1 and grid.cin < SMALL_CIN
+    cdef Py_ssize_t red = ntaps * grid.cin
+    cdef Py_ssize_t task, g, m0, mc, npan, q, c0, kc, j, p, mr, nr, tid, i
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
+    cdef real* apack_all = <real*> calloc(n_threads * MC * red + 1, sizeof(real)) if packed else NULL
+    cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
     cdef const real** aptr
     cdef real** crow
+    cdef real* apack
+    cdef const real** prow
     cdef const real* bq
-    if aptr_all == NULL or crow_all == NULL:
+    if aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL)):
         free(aptr_all)
         free(crow_all)
+        free(apack_all)
+        free(prow_all)
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
         aptr = aptr_all + tid * a_len
         crow = crow_all + tid * MC
+        apack = apack_all + tid * MC * red if packed else NULL
+        prow = prow_all + tid * MR if packed else NULL
         for task in prange(grid.groups * nblocks, schedule='dynamic'):
             g = task // nblocks
             m0 = (task - g * nblocks) * MC
             mc = M - m0 if M - m0 < MC else MC
             npan = (mc + MR - 1) // MR
-            index_tile_rows(src, dst, &grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
-            for q in range(nchunks):
+            if packed:      # A^T packed along pixels (filter_grad.pxi), read by the tile with a stride of MC
+                pack_taps_by_pixels(src, &grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
+                dst_rows(dst, &grid, g, m0, mc, crow)
+                for p in range(npan):
+                    mr = mc - p * MR if mc - p * MR < MR else MR
+                    for i in range(MR):         # rows past the block's end repeat its first row, never stored
+                        prow[i] = apack + p * MR + (i if i < mr else 0)
+                    for j in range(ncolp):
+                        nr = grid.cout - j * NR if grid.cout - j * NR < NR else NR
+                        igemm_tile_strided(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
+                                           &crow[p * MR], j * NR, mr, nr, 0)
+            if not packed:
+                index_tile_rows(src, dst, &grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+            for q in range(0 if packed else nchunks):
                 c0 = chunk_start(q, nchunks, grid.cin)
                 kc = chunk_start(q + 1, nchunks, grid.cin) - c0
                 for j in range(ncolp):
@@ -99,4 +179,6 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                                    <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)
     free(aptr_all)
     free(crow_all)
+    free(apack_all)
+    free(prow_all)
     return 0

@@ -60,6 +60,7 @@ cdef extern from "kconv_api.h" nogil:
 # auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
 cdef enum:
     AUTO_MIN_CHANNELS = 16
+    AUTO_MIN_GRAD_CHANNELS = 64
     BLOCK_PANELS = 4
 # Filter gradient (direct): tasks its pixel split aims at, and the cap on its partial sums.
 cdef enum:
@@ -351,8 +352,12 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     if algo == KC_ALGO_AUTO:
         if p.kh == 3:
             p.grad_m = 2
+        # below 64 channels in or out the direct filter gradient wins (32x32x32->32: 4.5 ms against 5.9
+        # for F(2x2); 128 channels: 8.8 against 5.6 ms; benchmarks/bench_layers.py)
+        if p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
+            p.grad_m = 0
         # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512)
-        if winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < p.cg * p.kg:
+        if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < p.cg * p.kg:
             p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
@@ -376,6 +381,13 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     plane_bytes = p.groups * p.kg * taps * p.cg * p.itemsize
     if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
         splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
+    if p.cg < SMALL_CIN:     # filter_grad_small: tasks are (split, group) pairs, chunks of 256 pixels
+        chunk = 256
+        splits = ceil_div(FILTER_GRAD_TARGET_TASKS, p.groups)
+        if ceil_div(pixels, chunk) < splits:
+            splits = ceil_div(pixels, chunk)
+        if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
+            splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
     p.fg_chunk = chunk
     p.fg_splits = splits if splits > 1 else 1
     alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + 2)
@@ -721,6 +733,21 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
     grid.groups, grid.cin, grid.cout = p.groups, p.cg, p.kg
+    if p.cg < SMALL_CIN:       # few channels: rows (tap, channel), the result already in TensorFlow's layout
+        status = filter_grad_small(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, n_threads)
+        if status == 0:
+            # partial (splits, groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
+            for t in prange(taps, schedule='static', num_threads=n_threads):
+                for c in range(p.cg):
+                    for g in range(p.groups):
+                        for k in range(p.kg):
+                            acc = 0
+                            for s in range(p.fg_splits):
+                                acc = acc + partial[s * plane + ((g * taps + t) * p.cg + c) * p.kg + k]
+                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> acc
+        free(partial)
+        free(zeros)
+        return status
     status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, zeros, n_threads)
     if status == 0:
         # partial (splits, groups, K/groups, taps, C/groups) -> dw (taps, C/groups, groups, K/groups)

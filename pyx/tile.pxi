@@ -14,6 +14,10 @@ cdef enum:
 # Rows of output pixels one task owns, in micro-kernel panels.
 cdef enum:
     PANELS_PER_BLOCK = 16
+# Below this many channels per tap, a convolution's rows are packed taps x channels into one contiguous
+# reduction (igemm_conv, pack_im2col_panels): a short per-tap reduction would leave the tile mostly idle.
+cdef enum:
+    SMALL_CIN = 16
 
 
 cdef inline int tile_rows(real* dummy) noexcept nogil:
