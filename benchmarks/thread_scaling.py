@@ -1,0 +1,62 @@
+"""Thread scaling of kconv's kernels (numpy API, no TensorFlow needed): forward, input gradient and
+filter gradient of a few layers at 1, 2, 4, ... threads, min of repeats, GFLOP/s and speedup over 1 thread.
+
+    python benchmarks/thread_scaling.py [--threads 1,2,4,8,16]
+"""
+import argparse
+import time
+
+import numpy as np
+
+import kconv
+from kconv import ops
+from kconv._config import cpu_name
+
+LAYERS = [  # name, N, H, W, C, K, k, stride, padding
+    ("3x3 56x56 64", 8, 56, 56, 64, 64, 3, 1, "SAME"),
+    ("3x3 28x28 128", 8, 28, 28, 128, 128, 3, 1, "SAME"),
+    ("3x3 32x32 32 b32", 32, 32, 32, 32, 32, 3, 1, "SAME"),
+    ("3x3 s2 28x28 128", 8, 28, 28, 128, 128, 3, 2, "SAME"),
+    ("1x1 28x28 256->64", 8, 28, 28, 256, 64, 1, 1, "SAME"),
+    ("5x5 first C=1", 64, 28, 28, 1, 32, 5, 1, "VALID"),
+]
+
+
+def tmin(fn, repeats):
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", default="1,2,4,8,16")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    counts = [int(t) for t in args.threads.split(",")]
+    print(f"machine: {cpu_name()}, isa {kconv.config()['isa']}, roof 1 thread {kconv.measure_roof(1):.0f} GFLOP/s")
+    rng = np.random.default_rng(0)
+    print("| layer | pass | " + " | ".join(f"{n} thr" for n in counts) + " | speedup 1->2 | 1->max |")
+    print("|---|---|" + "---|" * (len(counts) + 2))
+    for name, n, h, w_, c, k, ks, s, pad in LAYERS:
+        x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
+        w = rng.standard_normal((ks, ks, c, k)).astype(np.float32)
+        y = ops.conv2d(x, w, s, pad)
+        dy = rng.standard_normal(y.shape).astype(np.float32)
+        flops = 2.0 * y.size * ks * ks * c
+        passes = {"forward": lambda t: ops.conv2d(x, w, s, pad, threads=t),
+                  "input grad": lambda t: ops.conv2d_backprop_input(x.shape, w, dy, s, pad, threads=t),
+                  "filter grad": lambda t: ops.conv2d_backprop_filter(x, w.shape, dy, s, pad, threads=t)}
+        for pname, fn in passes.items():
+            times = [tmin(lambda: fn(t), args.repeats) for t in counts]
+            cells = " | ".join(f"{flops / t / 1e9:.0f} GF/s" for t in times)
+            print(f"| {name} | {pname} | {cells} | {times[0] / times[1]:.2f}x | {times[0] / times[-1]:.2f}x |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
