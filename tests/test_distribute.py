@@ -28,7 +28,6 @@ more than that (so a run that did not train, or trained on one replica's data, c
 """
 import json
 import os
-
 import socket
 import subprocess
 import sys
