@@ -2,32 +2,15 @@
 #
 #     dW^T[k, (t, c)] = sum over output pixels p of dY[p, k] * X[p at tap t, c]
 #
-# Rows are the output channels k of a group (A = dY^T: a chunk of dY transposed once per task, a cost
-# of 1 / (2 * columns per task) of the work), columns are (tap, input channel) pairs (B = panels of
+# Rows are the output channels k of a group (A = dY^T, read in place: the micro-kernel steps through a
+# row of A with a stride of dY's row length, so nothing is transposed), columns are (tap, input channel) pairs (B = panels of
 # im2col: for each pixel, NR consecutive channels of one source pixel, a contiguous copy), and the
 # reduction runs over pixels. The pixel range is cut into `nsplit` parts whose partial sums land in
 # separate planes of `partial` (nsplit, groups, cout, ntaps * cin); the caller adds them in order.
 # nsplit and the chunk length depend on the shape only, so results do not depend on the thread count.
 
 cdef enum:
-    COL_PANELS_PER_TASK = 8
-
-
-cdef void pack_dy_transposed(const real* dy, const ConvGrid* grid, Py_ssize_t g,
-                             Py_ssize_t p0, Py_ssize_t kc, Py_ssize_t kcp, real* a) noexcept nogil:
-    """a[k * kcp + pl] = dY[p0 + pl, g*cout + k]: rows of A for the micro-kernel.
-
-    Transposed in 8 x 8 blocks so both the reads and the writes stay within a few cache lines."""
-    cdef Py_ssize_t pb, kb, pl, k, pe, ke
-    cdef const real* drow
-    for pb in range(0, kc, 8):
-        pe = pb + 8 if pb + 8 < kc else kc
-        for kb in range(0, grid.cout, 8):
-            ke = kb + 8 if kb + 8 < grid.cout else grid.cout
-            for pl in range(pb, pe):
-                drow = dy + (p0 + pl) * grid.Cd + g * grid.cout
-                for k in range(kb, ke):
-                    a[k * kcp + pl] = drow[k]
+    COL_PANELS_PER_TASK = 16
 
 
 cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize_t* tap_h,
@@ -67,8 +50,12 @@ cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize
                 pix = zeros
             j = col // NR
             dst = b + ((j - jp0) * kc + pl) * NR + (col - j * NR)
-            for v in range(run):
-                dst[v] = pix[v]
+            if run == NR:                    # a whole panel from one tap: a fixed-size (vector) copy
+                for v in range(NR):
+                    dst[v] = pix[v]
+            else:
+                for v in range(run):
+                    dst[v] = pix[v]
             col = col + run
             c = c + run
             if c == grid.cin:
@@ -91,13 +78,11 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef Py_ssize_t ncolp = (NC + NR - 1) // NR
     cdef Py_ssize_t nblocks = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
     cdef Py_ssize_t krows = ((grid.cout + MR - 1) // MR) * MR
-    cdef Py_ssize_t a_len = grid.cout * kcp, b_len = COL_PANELS_PER_TASK * NR * kcp
-    cdef Py_ssize_t per_thread = a_len + b_len
+    cdef Py_ssize_t per_thread = COL_PANELS_PER_TASK * NR * kcp
     cdef Py_ssize_t task, s, g, cb, pb0, pb1, jp0, jp1, p0, kc, j, kp, r, mr, nr, tid
     cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * krows * sizeof(real*))
-    cdef real* a
     cdef real* b
     cdef const real** aptr
     cdef real** crow
@@ -108,8 +93,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
-        a = scratch + tid * per_thread
-        b = a + a_len
+        b = scratch + tid * per_thread
         aptr = aptr_all + tid * krows
         crow = crow_all + tid * krows
         for task in prange(nsplit * grid.groups * nblocks, schedule='dynamic'):
@@ -121,19 +105,19 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
             jp0 = cb * COL_PANELS_PER_TASK
             jp1 = jp0 + COL_PANELS_PER_TASK if jp0 + COL_PANELS_PER_TASK < ncolp else ncolp
             for r in range(krows):      # rows past cout repeat row 0; they are never stored
-                aptr[r] = a + (r if r < grid.cout else 0) * kcp
                 crow[r] = partial + ((s * grid.groups + g) * grid.cout + (r if r < grid.cout else 0)) * NC
             p0 = pb0
             while p0 < pb1:
                 kc = pb1 - p0 if pb1 - p0 < kcp else kcp
-                pack_dy_transposed(dy, &grid, g, p0, kc, kcp, a)
+                for r in range(krows):  # row k of A = dY[p0:, g*cout + k], Cd apart
+                    aptr[r] = dy + p0 * grid.Cd + g * grid.cout + (r if r < grid.cout else 0)
                 pack_im2col_panels(x, &grid, tap_h, tap_w, ntaps, g, p0, kc, jp0, jp1, zeros, b)
                 for j in range(jp0, jp1):
                     nr = NC - j * NR if NC - j * NR < NR else NR
                     for kp in range(krows // MR):
                         mr = grid.cout - kp * MR if grid.cout - kp * MR < MR else MR
-                        igemm_tile(1, <int> kc, &aptr[kp * MR], 0, b + (j - jp0) * kc * NR,
-                                   &crow[kp * MR], j * NR, mr, nr, p0 > pb0)
+                        igemm_tile_strided(1, <int> kc, &aptr[kp * MR], 0, grid.Cd, b + (j - jp0) * kc * NR, NR,
+                                           &crow[kp * MR], j * NR, mr, nr, p0 > pb0)
                 p0 = p0 + kc
     free(scratch)
     free(aptr_all)
