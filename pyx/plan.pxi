@@ -714,11 +714,31 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     return 0 if all_finite(dw, p.kh * p.kw * p.C * p.K) else 1
 
 
+cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, double** out,
+                    int n_threads) noexcept nogil:
+    """out[0][i] = sum over s of partial[s * plane + i], in float64, split 0 first, then 1, 2, ...: each block
+    of the plane reads the splits as contiguous runs. Returns 0, or -1 when out cannot be allocated."""
+    cdef Py_ssize_t nblocks = ceil_div(plane, 4096), blk, i, i0, i1, s
+    cdef double* total = <double*> malloc((plane + 1) * sizeof(double))
+    out[0] = total
+    if total == NULL:
+        return -1
+    for blk in prange(nblocks, schedule='static', num_threads=n_threads):
+        i0 = blk * 4096
+        i1 = i0 + 4096 if i0 + 4096 < plane else plane
+        for i in range(i0, i1):
+            total[i] = partial[i]
+        for s in range(1, nsplit):
+            for i in range(i0, i1):
+                total[i] = total[i] + partial[s * plane + i]
+    return 0
+
+
 cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW^T = dY^T im2col(X) on the micro-kernel, split over pixels; the splits are added in order."""
     cdef Py_ssize_t taps = p.ntaps, plane = p.groups * p.kg * taps * p.cg
-    cdef Py_ssize_t s, g, k, t, c
-    cdef double acc
+    cdef Py_ssize_t g, k, t, c
+    cdef double* total = NULL
     cdef ConvGrid grid
     cdef real* partial = <real*> malloc((p.fg_splits * plane + 1) * sizeof(real))
     cdef real* zeros = <real*> calloc(p.cg + 1, sizeof(real))
@@ -735,30 +755,25 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.groups, grid.cin, grid.cout = p.groups, p.cg, p.kg
     if p.cg < SMALL_CIN:       # few channels: rows (tap, channel), the result already in TensorFlow's layout
         status = filter_grad_small(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, n_threads)
-        if status == 0:
-            # partial (splits, groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
+        if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
+            # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
             for t in prange(taps, schedule='static', num_threads=n_threads):
                 for c in range(p.cg):
                     for g in range(p.groups):
                         for k in range(p.kg):
-                            acc = 0
-                            for s in range(p.fg_splits):
-                                acc = acc + partial[s * plane + ((g * taps + t) * p.cg + c) * p.kg + k]
-                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> acc
-        free(partial)
-        free(zeros)
-        return status
-    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, zeros, n_threads)
-    if status == 0:
-        # partial (splits, groups, K/groups, taps, C/groups) -> dw (taps, C/groups, groups, K/groups)
-        for t in prange(taps, schedule='static', num_threads=n_threads):
-            for c in range(p.cg):
-                for g in range(p.groups):
-                    for k in range(p.kg):
-                        acc = 0
-                        for s in range(p.fg_splits):
-                            acc = acc + partial[s * plane + ((g * p.kg + k) * taps + t) * p.cg + c]
-                        dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> acc
+                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * taps + t) * p.cg + c) * p.kg + k]
+    else:
+        status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, zeros, n_threads)
+        if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
+            # total (groups, K/groups, taps, C/groups) -> dw (taps, C/groups, groups, K/groups)
+            for t in prange(taps, schedule='static', num_threads=n_threads):
+                for c in range(p.cg):
+                    for g in range(p.groups):
+                        for k in range(p.kg):
+                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * p.kg + k) * taps + t) * p.cg + c]
+    if status == 0 and total == NULL:
+        status = -1
+    free(total)
     free(partial)
     free(zeros)
     return status
