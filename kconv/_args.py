@@ -4,6 +4,8 @@ import numbers
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INT32_MAX = 2**31 - 1      # strides and dilations: TensorFlow's attrs are int32
+SIZE_MAX = 2**62           # sizes and paddings: past this the kernels' index arithmetic could overflow
 # algorithm= names and their codes in kconv_api.h (2, 4, 6: Winograd F(m, 3) forced)
 _ALGORITHM_CODES = {"auto": 0, "direct": 1, "winograd": 3, "winograd2": 2, "winograd4": 4, "winograd6": 6}
 ALGORITHMS = tuple(_ALGORITHM_CODES)
@@ -69,6 +71,8 @@ def spatial_ints(value, name, nd, fmt, minimum=1):
                              f"got {value!r}")
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    if any(v > INT32_MAX for v in values):
+        raise ValueError(f"{name} must be <= {INT32_MAX} (TensorFlow's int32), got {value!r}")
     return values
 
 
@@ -102,18 +106,25 @@ def padding(value, nd, fmt):
             raise ValueError(f"padding values must be ints, got {value!r}")
         if any(int(v) < 0 for v in pair):
             raise ValueError(f"padding values must be >= 0, got {value!r}")
+        if any(int(v) > SIZE_MAX for v in pair):
+            raise ValueError(f"padding values must be <= 2**62, got {value!r}")
         out.append((int(pair[0]), int(pair[1])))
     return tuple(out)
 
 
 def sizes(value, name, length):
-    """input_sizes / filter_sizes as a tuple of non-negative ints."""
+    """input_sizes / filter_sizes as a tuple of non-negative ints (no bools, no fractions)."""
     try:
-        out = tuple(int(v) for v in np.asarray(value).reshape(-1))
-    except (TypeError, ValueError):
+        raw = np.asarray(value).reshape(-1)
+        if raw.dtype == bool or not (np.issubdtype(raw.dtype, np.integer) or np.issubdtype(raw.dtype, np.floating)):
+            raise TypeError
+        out = tuple(int(v) for v in raw)
+        if any(v != r for v, r in zip(out, raw.tolist())):   # 5.7 is not a size
+            raise TypeError
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be a sequence of {length} ints, got {value!r}") from None
-    if len(out) != length or any(v < 0 for v in out):
-        raise ValueError(f"{name} must be {length} non-negative ints, got {value!r}")
+    if len(out) != length or any(v < 0 or v > SIZE_MAX for v in out):
+        raise ValueError(f"{name} must be {length} ints in [0, 2**62], got {value!r}")
     return out
 
 

@@ -128,7 +128,7 @@ def _describe_uncached(nd, input_shape, filters_shape, strides, padding, data_fo
     k_sizes, cg, k_out = tuple(filters_shape[:nd]), filters_shape[nd], filters_shape[nd + 1]
     if any(k < 1 for k in k_sizes):
         raise ValueError(f"{filters_name} kernel size must be >= 1, got shape {tuple(filters_shape)}")
-    if cg < 1 or channels % cg:
+    if cg < 1 or channels < 1 or channels % cg:
         raise ValueError(f"{input_name} channels ({channels}, shape {tuple(input_shape)}) must be a positive "
                          f"multiple of {filters_name}' in-channels ({cg}, shape {tuple(filters_shape)})")
     groups = channels // cg

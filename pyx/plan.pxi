@@ -68,6 +68,7 @@ cdef enum:
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
+cdef long INT32_LIMIT = 2147483647
 
 # Threads: kconv.set_num_threads (0: unset) and the CPUs this process may use (affinity and cgroup quota),
 # pushed here by kconv._threads; unset, OpenMP's setting is asked at each call, capped at the CPUs. Below FLOPS_PER_THREAD of work per thread,
@@ -173,12 +174,17 @@ cdef int fail(char* err, int errlen, int code, const char* message) noexcept nog
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return (a + b - 1) // b
+    """a / b rounded up, for a >= 0, b > 0, without forming a + b (no overflow for huge b)."""
+    return (a - 1) // b + 1 if a > 0 else 0
 
 
 cdef int out_size(Py_ssize_t n, Py_ssize_t k, Py_ssize_t s, Py_ssize_t d, Py_ssize_t lo, Py_ssize_t hi,
                   const char* axis, Py_ssize_t* out, char* err, int errlen) noexcept nogil:
-    cdef Py_ssize_t span = (k - 1) * d + 1
+    cdef Py_ssize_t span
+    if k - 1 > (MAX_ELEMENTS * 8) // d:          # the dilated kernel is larger than any input could be
+        span = MAX_ELEMENTS * 8
+    else:
+        span = (k - 1) * d + 1
     if n + lo + hi < span:
         if n == 0:          # an empty sequence or image is not an error: its output is empty
             out[0] = 0
@@ -224,10 +230,12 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
             snprintf(err, errlen, "the filter count (%ld) must be divisible by groups = %ld (input channels %ld "
                      "/ filter in-channels %ld)", d.K, d.C // d.cg, d.C, d.cg)
         return KC_ERR_ARGUMENT
-    if d.stride_h < 1 or d.stride_w < 1:
-        return fail(err, errlen, KC_ERR_ARGUMENT, "strides must be >= 1")
-    if d.dilation_h < 1 or d.dilation_w < 1:
-        return fail(err, errlen, KC_ERR_ARGUMENT, "dilations must be >= 1")
+    if d.stride_h < 1 or d.stride_w < 1 or d.stride_h > INT32_LIMIT or d.stride_w > INT32_LIMIT:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "strides must be in [1, 2**31 - 1]")
+    if d.dilation_h < 1 or d.dilation_w < 1 or d.dilation_h > INT32_LIMIT or d.dilation_w > INT32_LIMIT:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "dilations must be in [1, 2**31 - 1]")
+    if <double> d.stride_w * d.C > MAX_ELEMENTS:       # a row of the image read with this stride
+        return fail(err, errlen, KC_ERR_MEMORY, "strides x channels are too large to index")
     if d.dtype != KC_FLOAT32 and d.dtype != KC_FLOAT64:
         return fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
     if d.activation < 0 or d.activation >= ACT_COUNT:
@@ -244,6 +252,9 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
     p.sh, p.sw, p.dh, p.dw = d.stride_h, d.stride_w, d.dilation_h, d.dilation_w
     if d.padding == KC_PAD_VALID:
         p.pt = p.pb = p.pl = p.pr = 0
+    elif (d.padding == KC_PAD_SAME or d.padding == KC_PAD_CAUSAL) and (
+            p.kh - 1 > MAX_ELEMENTS // p.dh or p.kw - 1 > MAX_ELEMENTS // p.dw):
+        return fail(err, errlen, KC_ERR_MEMORY, "the padding this dilated kernel needs is too large to allocate")
     elif d.padding == KC_PAD_SAME:
         same_padding(p.H, p.kh, p.sh, p.dh, &p.pt, &p.pb)
         same_padding(p.W, p.kw, p.sw, p.dw, &p.pl, &p.pr)
@@ -260,7 +271,7 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
     status = out_size(p.H, p.kh, p.sh, p.dh, p.pt, p.pb, "the height", &p.Ho, err, errlen)
     if status == KC_OK:
         status = out_size(p.W, p.kw, p.sw, p.dw, p.pl, p.pr, "the width", &p.Wo, err, errlen)
-    if status == KC_OK and <double> p.N * p.Ho * p.Wo * p.K > MAX_ELEMENTS:
+    if status == KC_OK and (<double> p.N * p.Ho * p.Wo > MAX_ELEMENTS or <double> p.N * p.Ho * p.Wo * p.K > MAX_ELEMENTS):
         return fail(err, errlen, KC_ERR_MEMORY, "the convolution's output is too large to allocate")
     if status == KC_OK and <double> p.N * p.Ho * p.Wo * p.K * d.dtype > physical_memory():
         # refused at once: an allocator asked for it would fail, or (TensorFlow's) wait and retry first

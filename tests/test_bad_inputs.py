@@ -291,8 +291,9 @@ HUGE_NUMPY = {
                                       padding=[(P6, P6)]),
     "input-grad-1e12": lambda: ops.conv2d_backprop_input((1, 10 ** 6, 10 ** 6, 1), np.ones((1, 1, 1, 1), F32),
                                                          np.ones((1, 1, 1, 1), F32), strides=10 ** 6),
-    "input-grad-past-int64": lambda: ops.conv2d_backprop_input((1, 2 ** 40, 2 ** 40, 1), np.ones((1, 1, 1, 1), F32),
-                                                               np.ones((1, 1, 1, 1), F32), strides=2 ** 40),
+    "input-grad-past-int64": lambda: ops.conv2d_backprop_input((1, 2 ** 31 - 1, 2 ** 31 - 1, 1),
+                                                               np.ones((1, 1, 1, 1), F32), np.ones((1, 1, 1, 1), F32),
+                                                               strides=2 ** 31 - 1),
     # the filter gradient's partial-sum buffer (splits, groups, K, taps*C) = 10^12 values
     "filter-grad-partial-1e12": lambda: ops.conv2d_backprop_filter(
         np.broadcast_to(F32(1), (1, 1, 1, 10 ** 6)), (1, 1, 10 ** 6, 10 ** 6),
