@@ -1,15 +1,19 @@
-"""The command line: `python -m kconv info`, `python -m kconv bench` (on the hidden --tiny set, seconds) and
-usage errors. Runs the CLI in subprocesses with PYTHONPATH at the repository root, as a user would. Timings
-on a shared machine are noise: nothing here asserts on speed."""
+"""The command line: `python -m kconv info`, `python -m kconv bench --smoke` (tiny models and layers, about
+half a minute with thread scaling and memory) and usage errors. Runs the CLI in subprocesses with PYTHONPATH
+at the repository root, as a user would; the selectors are also tested in-process. Timings on a shared
+machine are noise: nothing here asserts on speed, only on the shape of the report, the files, the agreement
+of kconv with TensorFlow, and that each layer graph ran exactly the one kconv kernel pass it times."""
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PASSES = {"forward", "input grad", "filter grad"}
 
 
 def run_cli(*args, timeout=240):
@@ -20,53 +24,195 @@ def run_cli(*args, timeout=240):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def smoke_run(tmp_path_factory):
     pytest.importorskip("tensorflow")
     out = tmp_path_factory.mktemp("bench")
-    proc = run_cli("bench", "--quick", "--tiny", "--repeats", "2", "--no-progress", "--out", str(out))
+    proc = run_cli("bench", "--smoke", "--scaling", "--memory", "--no-progress", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, out
 
 
-def test_bench_prints_a_well_formed_table(tiny_run):
-    proc, _ = tiny_run
-    lines = proc.stdout.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith("layer "))
-    for column in ("kconv ms", "TF ms", "speedup", "GFLOP/s", "% roof", "max err", "algorithm"):
-        assert column in lines[head]
-    assert set(lines[head + 1]) == {"-"}
-    body = lines[head + 2:head + 6]
-    assert [line.split()[0] for line in body] == ["tiny"] * 4
-    for line in body:
-        assert any(p in line for p in (" forward ", " train "))
-        assert "x " in line   # the speedup column
-    assert "fp32 FMA roof" in proc.stdout
-    assert "geometric-mean speedup" in proc.stdout
-    assert "thread scaling" in proc.stdout and "peak memory" in proc.stdout
+def markdown_tables(text):
+    """{first header cell: (the line before the table's blank line, header cells, body rows as cell lists)}."""
+    lines = text.splitlines()
+    tables = {}
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and re.fullmatch(r"\|(:?-+:?\|)+", lines[i + 1]):
+            head = [c.strip() for c in lines[i].strip("|").split("|")]
+            rule = lines[i + 1]
+            rows, j = [], i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                assert len(lines[j]) == len(lines[i]) == len(rule), "columns are padded to one width"
+                rows.append([c.strip() for c in lines[j].strip("|").split("|")])
+                j += 1
+            assert all(len(r) == len(head) for r in rows)
+            context = [line for line in lines[max(0, i - 4):i] if line.strip()]
+            tables[head[0]] = (context, head, rows)
+            i = j
+        else:
+            i += 1
+    return tables
 
 
-def test_bench_writes_csv_json_and_png(tiny_run):
-    _, out = tiny_run
-    with open(out / "results.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 4
-    assert {r["pass"] for r in rows} == {"forward", "train"}
-    for r in rows:
-        assert float(r["kconv_ms"]) > 0 and float(r["tf_ms"]) > 0 and float(r["speedup"]) > 0
-        assert float(r["gflops"]) > 0 and float(r["roof_pct"]) > 0
-        assert float(r["max_err"]) < 1e-4     # kconv agrees with TensorFlow
-        assert r["algorithm"].startswith(("direct", "winograd"))
+def ratio(cell):
+    assert cell.endswith("x"), cell
+    return float(cell[:-1])
+
+
+def test_bench_prints_well_formed_model_and_layer_tables(smoke_run):
+    proc, _ = smoke_run
+    tables = markdown_tables(proc.stdout)
+    assert {"model", "layer", "threads", "contender"} <= set(tables)
+    for context, _, _ in tables.values():   # machine, ISA and roof beside every table
+        assert any(line.startswith("machine: ") and " ISA: " in line and " roof: " in line and "GFLOP/s" in line
+                   for line in context), context
+    assert proc.stdout.index("| model") < proc.stdout.index("| layer")   # models first
+
+    _, head, rows = tables["model"]
+    for column in ("batch", "train kconv ms", "train keras ms", "train ratio", "predict kconv ms",
+                   "predict keras ms", "predict ratio", "max err"):
+        assert column in head
+    body, geo = rows[:-1], rows[-1]
+    assert len(body) == 2 and geo[0].startswith("geomean")
+    for r in body:
+        cells = dict(zip(head, r))
+        assert float(cells["train kconv ms"]) > 0 and float(cells["predict keras ms"]) > 0
+        assert ratio(cells["train ratio"]) > 0 and ratio(cells["predict ratio"]) > 0
+        assert float(cells["max err"]) < 1e-4
+    assert ratio(dict(zip(head, geo))["train ratio"]) > 0
+
+    _, head, rows = tables["layer"]
+    for column in ("batch", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv % roof", "TF % roof",
+                   "kconv algorithm", "max err"):
+        assert column in head
+    body = [dict(zip(head, r)) for r in rows if not r[0].startswith("geomean")]
+    geo = [r for r in rows if r[0].startswith("geomean")]
+    assert len(body) == 6 and {r["pass"] for r in body} == PASSES
+    assert {r["layer"] for r in body} == {"smoke 3x3 12x12 8->8", "smoke k3 d2 64x8->8 causal"}
+    for r in body:
+        assert float(r["kconv ms"]) > 0 and float(r["TF ms"]) > 0 and ratio(r["ratio"]) > 0
+        assert float(r["kconv GFLOP/s"]) >= 0 and float(r["TF % roof"]) >= 0
+        assert r["kconv algorithm"].startswith(("direct", "winograd"))
+        assert float(r["max err"]) < 1e-4
+    assert [g[0] for g in geo] == ["geomean forward", "geomean input grad", "geomean filter grad",
+                                   "geomean all passes"]
+    assert "geomean ratio: train_on_batch" in proc.stdout and "geomean ratio over 2 layers" in proc.stdout
+    assert "s in all (smoke run; roof " in proc.stdout
+
+
+def test_bench_writes_csv_json_markdown_and_png(smoke_run):
+    _, out = smoke_run
+    with open(out / "models.csv", newline="") as f:
+        models = list(csv.DictReader(f))
+    assert [m["key"] for m in models] == ["resnet20", "tcn"]
+    for m in models:
+        assert float(m["train_kconv_ms"]) > 0 and float(m["train_keras_ms"]) > 0 and float(m["predict_ratio"]) > 0
+    with open(out / "layers.csv", newline="") as f:
+        layers = list(csv.DictReader(f))
+    assert len(layers) == 6 and {r["pass"] for r in layers} == PASSES
+    for r in layers:
+        assert float(r["kconv_ms"]) > 0 and float(r["tf_ms"]) > 0 and float(r["ratio"]) > 0
+        assert float(r["kconv_gflops"]) > 0 and float(r["kconv_roof_pct"]) > 0 and float(r["max_err"]) < 1e-4
+        assert int(r["inner"]) >= 1 and int(r["calls"]) >= 1
+
     data = json.loads((out / "results.json").read_text())
-    assert data["roof_gflops"] > 0 and data["threads"] >= 1 and data["tensorflow"]
-    assert len(data["rows"]) == 4 and data["command"].startswith("python -m kconv bench")
+    assert data["command"].startswith("python -m kconv bench") and data["mode"] == "smoke"
+    machine = data["machine"]
+    assert machine["roof_gflops"] > 0 and machine["roof_end_gflops"] > 0 and machine["threads"] >= 1
+    assert machine["isa"] and machine["cpu"] and machine["tensorflow"]
+    assert len(data["models"]) == 2 and len(data["layers"]) == 6
+    assert set(data["geomean"]) == {"train", "predict"} | PASSES
     assert {s["threads"] for s in data["scaling"]} >= {1}
     assert {m["contender"] for m in data["memory"]} == {"kconv", "tf"}
     assert all(m["extra_mib"] >= 0 for m in data["memory"])
-    assert (out / "results.md").read_text().count("| tiny") == 4
-    png = (out / "speedup.png")
-    if pytest.importorskip("matplotlib"):
-        assert png.stat().st_size > 1000
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    md = (out / "results.md").read_text()
+    assert md.count("| smoke ") == 6 and "| ResNet-20" in md and md.count("machine: ") == 4
+
+    if machine["op_path"] == "native":
+        # each layer graph ran exactly one kconv kernel pass: TensorFlow pruned the forward and the other
+        # gradient, so the figure is the pass it names
+        kernel = {"forward": "forward", "input grad": "input", "filter grad": "filter"}
+        for r in data["layers"]:
+            if r["kernel_passes"] is not None:
+                assert r["kernel_passes"] == {kernel[r["pass"]]: 1}, r
+
+    png = out / "speedup.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert png.stat().st_size > 1000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _args(*argv):
+    from kconv.bench.cli import build_parser
+    return build_parser().parse_args(list(argv))
+
+
+def test_selectors():
+    from kconv.bench import layersets, models
+    from kconv.bench.cli import selection
+    m, l = selection(_args())
+    assert [x.key for x in m] == [x.key for x in models.MODELS] and l == layersets.LAYERS
+    m, l = selection(_args("--quick"))
+    assert [x.key for x in m] == models.QUICK_KEYS and l == layersets.QUICK
+    assert {x.group for x in layersets.QUICK} == set(layersets.GROUPS)   # quick covers every group
+    m, l = selection(_args("--models", "resnet20,tcn"))          # --models alone: no layers
+    assert [x.key for x in m] == ["resnet20", "tcn"] and l == []
+    m, l = selection(_args("--layers", "stride2,kim k3"))        # --layers alone: no models
+    assert m == [] and {x.group for x in l} == {"stride2", "text"} and len(l) == 5
+    m, l = selection(_args("--layers", "late", "--quick", "--batch", "3"))
+    assert l and all(x.group == "late" and x.batch == 3 for x in l) and len(l) < len(layersets.select("late"))
+    m, l = selection(_args("--models", "ResNet", "--layers", "vgg16", "--no-models"))
+    assert m == [] and len(l) == 9
+    m, l = selection(_args("--smoke"))
+    assert [x.key for x in m] == models.SMOKE_KEYS and l == layersets.SMOKE
+    for bad in (("--layers", "nope"), ("--models", "nope"), ("--models", "none", "--layers", "none"),
+                ("--no-models", "--no-layers")):
+        with pytest.raises(ValueError):
+            selection(_args(*bad))
+
+
+def test_layers_cover_the_geometries_asked_for():
+    from kconv.bench.layersets import LAYERS
+    have = lambda **kw: [x for x in LAYERS if all(getattr(x, k) == v for k, v in kw.items())]  # noqa: E731
+    assert have(c=1) and have(c=3, nd=2) and have(kernel=3, stride=2) and have(kernel=1, stride=2)
+    assert have(kernel=1, stride=1) and have(kernel=5) and have(kernel=7, stride=2, c=3)
+    assert {x.kernel for x in have(nd=1, group="text")} == set(range(2, 8))
+    assert [x for x in have(padding="CAUSAL", kernel=3) if x.dilation > 1]
+    assert all(x.batch <= 8 for x in have(group="late")) and have(group="late", batch=1)
+    assert {(x.spatial, x.c) for x in have(group="big")} == {((56, 56), 64), ((28, 28), 128), ((14, 14), 256)}
+    assert [x for x in have(group="small") if x.c == x.k == 16] and [x for x in have(group="small") if x.c == x.k == 32]
+    assert len({x.name for x in LAYERS}) == len(LAYERS)
+
+
+def test_model_twins_differ_only_in_their_conv_class():
+    pytest.importorskip("tensorflow")
+    import keras
+    import numpy as np
+    import kconv
+    from kconv.bench import models
+    for spec in models.MODELS:
+        ours, theirs = models.twins(spec, smoke=True)
+        conv_types = (keras.layers.Conv1D, keras.layers.Conv2D)
+        convs = lambda m: [type(l) for l in m.layers if isinstance(l, conv_types)]  # noqa: E731
+        assert convs(ours) and all(c in (kconv.Conv1D, kconv.Conv2D) for c in convs(ours)), spec.key
+        assert len(convs(ours)) == len(convs(theirs)) and not {kconv.Conv1D, kconv.Conv2D} & set(convs(theirs))
+        assert [type(l).__name__ for l in ours.layers] == [type(l).__name__ for l in theirs.layers]
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):
+            assert a.shape == b.shape and np.array_equal(a, b)
+        x, _ = spec.inputs(np.random.default_rng(0), 2, smoke=True)
+        assert ours(x).shape == theirs(x).shape
+
+
+def test_markdown_table_pads_and_aligns():
+    from kconv.bench.cli import markdown_table
+    text = markdown_table(["name", "ms"], [["a", "1.5"], ["longer", "10.25"]], "lr")
+    lines = text.splitlines()
+    assert lines[1] == "|:-------|------:|" and len({len(x) for x in lines}) == 1
+    assert lines[3] == "| longer | 10.25 |" and lines[2] == "| a      |   1.5 |"
 
 
 def test_info_prints_versions_and_build():
@@ -81,6 +227,9 @@ def test_info_prints_versions_and_build():
     ("bench", "--batch", "0"),
     ("bench", "--threads", "two"),
     ("bench", "--layers", "no-such-layer"),
+    ("bench", "--models", "no-such-model"),
+    ("bench", "--quick", "--smoke"),
+    ("bench", "--algorithm", "fft"),
     ("frobnicate",),
     (),
 ])

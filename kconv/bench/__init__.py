@@ -1,2 +1,6 @@
 """kconv's benchmark suite against TensorFlow: `python -m kconv bench` (see kconv.bench.cli)."""
-from .cli import main  # noqa: F401
+
+
+def main(argv=None):
+    from .cli import main as cli_main
+    return cli_main(argv)

@@ -1,7 +1,7 @@
 """Subprocess side of the suite: one fresh Python process per measurement that must not share a process.
 
-    python -m kconv.bench._worker '{"task": "memory", "contender": "kconv", "layer": [...]}'
-    python -m kconv.bench._worker '{"task": "scaling", "threads": 1, "layer": [...], "repeats": 5}'
+    python -m kconv.bench._worker '{"task": "memory", "contender": "kconv", "layer": {...}}'
+    python -m kconv.bench._worker '{"task": "scaling", "threads": 1, "layer": {...}, "rounds": 5}'
 
 Prints one JSON object as the last line of stdout.
 
@@ -11,10 +11,13 @@ C buffers of kconv's kernels, so the suite measures the operating system's figur
 inputs, the peak-RSS counter is reset (Linux: `echo 5 > /proc/self/clear_refs`), the step runs once (cold, as
 a model's first step does), and "extra" = VmHWM after the step - VmRSS before it. Where the counter cannot be
 reset, the baseline is resource.getrusage's ru_maxrss before the step (a high-water mark, so "extra" may read
-low). The kconv process does not import TensorFlow.
+low). The kconv process does not import TensorFlow (it runs kconv's numpy API, the kernels the op library
+also runs); the TF process runs tf.nn eagerly with a GradientTape. A layer is a kconv.bench.layersets.Layer
+as a dict.
 
 scaling: TensorFlow fixes its thread pools when it starts, so each thread count runs in a fresh process with
-tf.config.threading intra-op = n (inter-op = 1) and kconv threads = n, both timed there, interleaved.
+tf.config.threading intra-op = n (inter-op = 1) and kconv threads = n, both timed there as in the suite's
+layer table (kconv.bench.convs.time_layer: each pass in tf.function, alternating blocks).
 """
 import gc
 import json
@@ -49,38 +52,37 @@ def _maxrss_kib():
 
 def memory(task):
     import numpy as np
-    layer = tuple(task["layer"])
-    name, batch, spatial, c, k, kernel, stride, padding = layer
-    spatial = tuple(spatial)
-    layer = (name, batch, spatial, c, k, kernel, stride, padding)
-    nd = len(spatial)
+    from kconv.bench.convs import shapes
+    from kconv.bench.layersets import Layer
+    layer = Layer.from_dict(task["layer"])
     rng = np.random.default_rng(0)
-    from kconv.bench.convs import out_spatial
-    x_shape, w_shape = (batch,) + spatial + (c,), (kernel,) * nd + (c, k)
+    x_shape, w_shape, y_shape = shapes(layer)
     x = rng.standard_normal(x_shape, dtype=np.float32)
     w = rng.standard_normal(w_shape, dtype=np.float32)
-    dy = rng.standard_normal((batch,) + out_spatial(layer) + (k,), dtype=np.float32)
+    dy = rng.standard_normal(y_shape, dtype=np.float32)
+    geometry = (layer.stride, layer.padding)
     if task["contender"] == "kconv":
         from kconv import ops
-        if nd == 2:
-            step = lambda: (ops.conv2d(x, w, stride, padding), ops.conv2d_backprop_input(x_shape, w, dy, stride, padding),
-                            ops.conv2d_backprop_filter(x, w_shape, dy, stride, padding))
+        kw = dict(dilations=layer.dilation)
+        if layer.nd == 2:
+            fwd, bin_, bfil = ops.conv2d, ops.conv2d_backprop_input, ops.conv2d_backprop_filter
         else:
-            step = lambda: (ops.conv1d(x, w, stride, padding), ops.conv1d_backprop_input(x_shape, w, dy, stride, padding),
-                            ops.conv1d_backprop_filter(x, w_shape, dy, stride, padding))
+            fwd, bin_, bfil = ops.conv1d, ops.conv1d_backprop_input, ops.conv1d_backprop_filter
+        step = lambda: (fwd(x, w, *geometry, **kw), bin_(x_shape, w, dy, *geometry, **kw),  # noqa: E731
+                        bfil(x, w_shape, dy, *geometry, **kw))
     else:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
-        from kconv.bench.convs import _tf_conv1d_grads
-        a = dict(xt=tf.constant(x), wt=tf.constant(w), dyt=tf.constant(dy))
-        if nd == 2:
-            strides = [1, stride, stride, 1]
-            step = lambda: (tf.nn.conv2d(a["xt"], a["wt"], stride, padding).numpy(),
-                            tf.compat.v1.nn.conv2d_backprop_input(x_shape, a["wt"], a["dyt"], strides, padding).numpy(),
-                            tf.compat.v1.nn.conv2d_backprop_filter(a["xt"], w_shape, a["dyt"], strides, padding).numpy())
-        else:
-            step = lambda: (tf.nn.conv1d(a["xt"], a["wt"], stride, padding).numpy(),) + \
-                _tf_conv1d_grads(tf, a, stride, padding)
+        from kconv.bench.convs import _tf_conv
+        conv = _tf_conv(tf, layer)
+        xt, wt, dyt = tf.constant(x), tf.constant(w), tf.constant(dy)
+
+        def step():
+            with tf.GradientTape() as tape:
+                tape.watch([xt, wt])
+                y = conv(xt, wt)
+            dx, dw = tape.gradient(y, [xt, wt], output_gradients=dyt)
+            return y.numpy(), dx.numpy(), dw.numpy()
     gc.collect()
     hwm_before = _status_kib("VmHWM") or 0   # ru_maxrss would carry the parent's peak across fork + exec
     reset = _reset_peak()
@@ -102,10 +104,12 @@ def scaling(task):
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(n)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    import kconv
     from kconv.bench.convs import time_layer
-    layer = list(task["layer"])
-    layer[2] = tuple(layer[2])
-    rows = time_layer(tf, tuple(layer), task.get("repeats", 5), task.get("warmup", 1), threads=n)
+    from kconv.bench.layersets import Layer
+    kconv.set_num_threads(n)
+    rows = time_layer(tf, Layer.from_dict(task["layer"]), task.get("rounds", 5), task.get("pause", 0.05),
+                      task.get("block", 0.02), algorithm=task.get("algorithm", "auto"))
     return dict(threads=n, rows=rows, numpy=np.__version__)
 
 

@@ -1,19 +1,30 @@
-"""python -m kconv bench : kconv against TensorFlow's own convolution, on this machine, in one command.
+"""python -m kconv bench : kconv against TensorFlow on this machine, compiled, in one command.
 
-    python -m kconv bench --quick                 # ~1 minute: one layer of each kind, scaling, memory, models
-    python -m kconv bench                         # every distinct conv layer of VGG-16 and ResNet-50, MNIST, text
-    python -m kconv bench --layers resnet50 --batch 8 --threads 2 --out results/
+    python -m kconv bench --quick                  # ~1-2 minutes: 4 models, 14 layers
+    python -m kconv bench                          # 6 models, 36 layers, thread scaling, peak memory
+    python -m kconv bench --models resnet20,tcn    # only those models
+    python -m kconv bench --layers stride2,late    # only those layer groups (or text in layer names)
+    python -m kconv bench --out results/           # CSV, JSON, Markdown (+ PNG chart with matplotlib)
 
-Every layer is timed against tf.nn.conv2d / conv1d (oneDNN) in the same process: interleaved, after
-warm-up, median of repeats, 3 input sets rotated so the cache does not flatter either side. Passes:
-"forward", and "train" = forward + both gradients (kconv.ops.conv*_backprop_input/filter against
-tf.compat.v1.nn.conv2d_backprop_input/filter; 1-D: tf.GradientTape). speedup = TF time / kconv time.
-GFLOP/s counts a direct convolution's flops (train: 3x forward), so Winograd can pass the roof; % roof is
-against kconv.measure_roof(threads), this machine's fp32 FMA peak measured by the suite at start. max err =
-max|kconv - TF| / max|TF|. For Winograd layers, "products" is the share of the forward time spent in the
-alpha^2 GEMMs (timed alone as one kconv matmul of the same flops), the rest being transforms.
-Thread scaling and peak memory run in fresh subprocesses (see kconv/bench/_worker.py for the method).
-Outputs in --out: results.csv, results.json, results.md (the table in Markdown) and speedup.png.
+1. Whole models (kconv/bench/models.py): the demo's image and text CNNs, a CIFAR ResNet-20, a VGG-style CIFAR
+   net, a dilated causal TCN and a net with an ImageNet-style RGB 7x7/2 stem, each built twice by the same
+   code, on kconv.Conv1D/Conv2D and on keras.layers.Conv1D/Conv2D, with identical weights; compiled
+   train_on_batch and predict_on_batch timed as Keras runs them.
+2. Layers (kconv/bench/layersets.py, convs.py): each pass (forward = conv + bias + ReLU, input gradient,
+   filter gradient) inside tf.function, against TensorFlow's own ops inside tf.function, with the fusion each
+   gets (TF: Conv + BiasAdd + Relu fused by grappler; kconv: bias and activation fused in its op).
+
+Timing (GUIDE section 6, "Fair timing"): after warm-up, contenders run in alternating blocks, each after a
+pause and one discarded warm call; figures are medians over rounds; inputs rotate. ratio = TensorFlow (or
+keras.layers) time / kconv time: > 1 means kconv is faster. GFLOP/s counts a direct convolution's flops
+(2 per multiply-add; the same count for each pass), so Winograd can pass the roof; % roof is against
+kconv.measure_roof(), this machine's fp32 FMA peak measured at start. max err = max |kconv - TF| / max |TF|.
+Every table is printed with the machine, instruction set, threads and roof it was measured on, and a
+geometric mean. No eager (call-by-call) figures are reported: Keras runs models compiled.
+
+A full run adds thread scaling (one fresh process per thread count) and the peak memory of one training
+step's convolutions (one process per contender); see kconv/bench/_worker.py. --quick skips them unless
+--scaling / --memory ask. Outputs in --out: models.csv, layers.csv, results.json, results.md, speedup.png.
 """
 import argparse
 import csv
@@ -26,34 +37,57 @@ import time
 
 import numpy as np
 
-from . import layersets
+from . import layersets, models as model_zoo
+from .._args import ALGORITHMS
 from .._config import cpu_name
-from .convs import algorithm_of, flops, products_seconds, time_layer
+from .timing import geomean
 
-COLUMNS = ["set", "layer", "batch", "pass", "kconv_ms", "tf_ms", "speedup", "gflops", "roof_pct", "algorithm",
-           "max_err", "products_pct", "transforms_pct"]
+# Timing settings per mode: (rounds, pause s, block s) for models and for layers.
+SETTINGS = {
+    "full": dict(model_rounds=7, model_pause=0.05, model_block=0.15, layer_rounds=7, layer_pause=0.05,
+                 layer_block=0.04),
+    "quick": dict(model_rounds=5, model_pause=0.05, model_block=0.1, layer_rounds=5, layer_pause=0.05,
+                  layer_block=0.02),
+    "smoke": dict(model_rounds=2, model_pause=0.01, model_block=0.01, layer_rounds=2, layer_pause=0.01,
+                  layer_block=0.005),
+}
+
+MODEL_COLUMNS = ["model", "key", "batch", "train_kconv_ms", "train_keras_ms", "train_ratio", "predict_kconv_ms",
+                 "predict_keras_ms", "predict_ratio", "max_err", "train_calls", "predict_calls", "rounds"]
+LAYER_COLUMNS = ["layer", "group", "batch", "pass", "kconv_ms", "tf_ms", "ratio", "kconv_gflops", "kconv_roof_pct",
+                 "tf_gflops", "tf_roof_pct", "algorithm", "max_err", "inner", "calls", "rounds"]
 
 
 def build_parser():
     p = argparse.ArgumentParser(prog="kconv bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="one layer of each kind, small batches: about a minute")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a subset: 4 models and 14 layers, 1-2 minutes")
+    mode.add_argument("--smoke", action="store_true",
+                      help="tiny models and layers, seconds: checks the harness (the figures mean nothing)")
+    p.add_argument("--models", default=None, metavar="SPEC",
+                   help="comma-separated models (" + ", ".join(m.key for m in model_zoo.MODELS) +
+                        "), all, none, or text in a model's name. Given alone, no layers run")
     p.add_argument("--layers", default=None, metavar="SPEC",
-                   help="comma-separated sets (vgg16, resnet50, mnist, text, models, all) or text in layer names "
-                        "(e.g. '3x3', '1x1/2'); default: all sets + models")
-    p.add_argument("--batch", type=_positive, default=None, help="batch size for every layer and model "
-                   "(default: each set's own: 4 for VGG/ResNet, 64 MNIST, 32 text)")
+                   help="comma-separated groups (" + ", ".join(layersets.GROUPS) + "), sets (" +
+                        ", ".join(layersets.EXTRA_SETS) + "), all, none, or text in layer names (e.g. '3x3/2', "
+                        "'kim'). Given alone, no models run")
+    p.add_argument("--no-models", action="store_true", help="skip the models (same as --models none)")
+    p.add_argument("--no-layers", action="store_true", help="skip the layers (same as --layers none)")
+    p.add_argument("--batch", type=_positive, default=None,
+                   help="batch size for every model and layer (default: each one's own)")
     p.add_argument("--threads", type=_positive, default=None,
-                   help="threads for kconv and TensorFlow's intra-op pool (default: kconv's default, all cores)")
-    p.add_argument("--out", default="kconv-bench", help="folder for results.csv/.json/.md and speedup.png "
-                   "(default: ./kconv-bench)")
-    p.add_argument("--repeats", type=_positive, default=None, help="timed runs per contender (default 9, quick 5)")
-    p.add_argument("--algorithm", default="auto", help="kconv algorithm: auto, direct, winograd, winograd2/4/6")
-    p.add_argument("--no-scaling", action="store_true", help="skip thread scaling")
-    p.add_argument("--no-memory", action="store_true", help="skip peak memory")
-    p.add_argument("--no-models", action="store_true", help="skip the Keras training steps")
+                   help="threads for kconv and TensorFlow's intra-op pool (default: all the CPUs allowed)")
+    p.add_argument("--rounds", "--repeats", dest="rounds", type=_positive, default=None,
+                   help="timed blocks per contender (default 7, --quick 5)")
+    p.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
+                   help="kconv's algorithm for the layers (default auto; the models always run auto)")
+    p.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
+                   help="thread scaling on one layer (default: on, off with --quick/--smoke)")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="peak memory of one training step (default: on, off with --quick/--smoke)")
+    p.add_argument("--out", default="kconv-bench", help="folder for the results (default: ./kconv-bench)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)   # the CLI test: seconds
     return p
 
 
@@ -68,8 +102,8 @@ def _positive(text):
 
 
 class _Progress:
-    """A rich progress bar on stderr (rich comes with Keras, so it is there whenever TensorFlow is; tqdm is
-    not a Keras/TF dependency). Falls back to one line per step without rich or a terminal."""
+    """A rich progress bar on stderr (rich comes with Keras), else one line per step; `write` prints a finished
+    table to stdout without tearing the bar."""
 
     def __init__(self, total, enabled):
         self.bar = None
@@ -82,12 +116,13 @@ class _Progress:
                 console = Console(stderr=True)
                 if console.is_terminal:
                     self.bar = Progress(TextColumn("{task.description:40s}"), BarColumn(), MofNCompleteColumn(),
-                                        TimeElapsedColumn(), console=console, transient=True)
+                                        TimeElapsedColumn(), console=console, transient=True,
+                                        redirect_stdout=False, redirect_stderr=False)
                     self.bar.start()
                     self.task = self.bar.add_task("", total=total)
             except ImportError:
                 pass
-        self.total, self.done = total, 0
+        self.total, self.done, self.written = total, 0, False
 
     def step(self, text):
         """Announce the step about to run; the previous one is done."""
@@ -96,6 +131,14 @@ class _Progress:
         elif self.enabled:
             print(f"[{self.done + 1}/{self.total}] {text}", file=sys.stderr, flush=True)
         self.done += 1
+
+    def write(self, text):
+        if self.bar is not None:
+            self.bar.stop()
+        print(("\n" if self.written else "") + text, flush=True)
+        self.written = True
+        if self.bar is not None:
+            self.bar.start()
 
     def close(self):
         if self.bar is not None:
@@ -106,17 +149,16 @@ class _Progress:
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    settings = dict(SETTINGS[mode])
+    if args.rounds:
+        settings.update(model_rounds=args.rounds, layer_rounds=args.rounds)
     try:
-        layers = layersets.with_batch(layersets.select(args.layers, quick=args.quick, tiny=args.tiny), args.batch)
+        chosen_models, layers = selection(args)
     except ValueError as e:
         parser.error(str(e))
-    want_models = not args.no_models and not args.tiny and (
-        args.layers is None or "models" in [p.strip() for p in args.layers.split(",")])
-    if not layers and not want_models:
-        parser.error("--layers selected nothing")
-    fast = args.quick or args.tiny
-    repeats = args.repeats or (3 if args.tiny else 5 if args.quick else 9)
-    warmup = 1 if fast else 2
+    want_scaling = bool(layers) and (args.scaling if args.scaling is not None else mode == "full")
+    want_memory = bool(layers) and (args.memory if args.memory is not None else mode == "full")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     t_start = time.perf_counter()
@@ -126,75 +168,220 @@ def main(argv=None):
         print("kconv bench compares against TensorFlow, which is not installed: pip install 'kconv[tf]'",
               file=sys.stderr)
         return 2
+    tf.get_logger().setLevel("ERROR")   # retracing notices from the many small graphs the suite traces
+    import keras
     import kconv
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    threads = args.threads or kconv.get_num_threads()
-    cores = kconv.get_num_threads() if args.threads is None else max(args.threads, kconv.get_num_threads())
-    scaling_layer = None if args.no_scaling or not layers else _scaling_layer(layers)
-    memory_layer = None if args.no_memory or not layers else _scaling_layer(layers)
-    scale_counts = _thread_counts(cores) if scaling_layer else []
+        kconv.set_num_threads(args.threads)
+    threads = kconv.get_num_threads()
+    scale_layer = _scaling_layer(layers) if want_scaling else None
+    scale_counts = _thread_counts(threads) if want_scaling else []
 
-    steps = 1 + len(layers) + len(scale_counts) + (2 if memory_layer else 0) + \
-        (len(__import__("kconv.bench.models", fromlist=["MODELS"]).MODELS) if want_models else 0)
+    steps = 1 + len(chosen_models) + len(layers) + len(scale_counts) + (2 if want_memory else 0)
     progress = _Progress(steps, not args.no_progress)
     progress.step("measuring the FMA roof")
+    op = kconv.load_op_library()
     roof = kconv.measure_roof(threads)
     roof1 = kconv.measure_roof(1) if scale_counts else None
     cfg = kconv.config()
-    header = (f"kconv {cfg['version']} ({cfg['isa']}, OpenMP {'on' if cfg['openmp'] else 'off'}, {threads} threads, "
-              f"algorithm={args.algorithm}) vs TensorFlow {tf.__version__} (oneDNN) on {cpu_name()}, "
-              f"{os.cpu_count()} CPUs; fp32 FMA roof {roof:.1f} GFLOP/s on {threads} threads")
-    rows = []
+    machine = dict(cpu=cpu_name(), cpus=os.cpu_count(), isa=cfg["isa"], threads=threads,
+                   tf_intra_op=tf.config.threading.get_intra_op_parallelism_threads() or threads,
+                   roof_gflops=roof, roof_1thread_gflops=roof1, tensorflow=tf.__version__,
+                   keras=keras.__version__, kconv=cfg["version"], op_path=op["path"], op_reason=op.get("reason"),
+                   openmp=cfg["openmp"], platform=platform.platform(), numpy=np.__version__)
+    header = machine_line(machine)
+    sections, model_rows, layer_rows, scaling, memory = [], [], [], [], []
     try:
-        for layer in layers:
-            progress.step(layer[0])
-            algo = algorithm_of(layer, args.algorithm)
-            split = None
-            for row in time_layer(tf, layer, repeats, warmup, threads=args.threads, algorithm=args.algorithm):
-                row.update(set=layer[0].split()[0], layer=layer[0], batch=layer[1], algorithm=algo,
-                           roof_pct=100 * row["gflops"] / roof)
-                if algo.startswith("winograd") and row["pass_"] == "forward":
-                    tile = int(algo.split("F(")[1].split("x")[0].split(",")[0])
-                    share = products_seconds(layer, tile, args.threads, repeats) / (row["kconv_ms"] / 1e3)
-                    split = min(100.0, 100 * share)
-                    row.update(products_pct=split, transforms_pct=100 - split)
-                rows.append(row)
-        scaling = []
+        t0 = time.perf_counter()
+        for spec in chosen_models:
+            progress.step(f"model: {spec.key}")
+            model_rows.append(model_zoo.time_model(spec, settings["model_rounds"], settings["model_pause"],
+                                                   settings["model_block"], batch=args.batch, smoke=args.smoke))
+        if model_rows:
+            sections.append(model_section(header, model_rows, settings["model_rounds"], time.perf_counter() - t0))
+            progress.write(sections[-1])
+        if layers:
+            from .convs import time_layer
+            t0 = time.perf_counter()
+            for layer in layers:
+                progress.step(layer.name)
+                for row in time_layer(tf, layer, settings["layer_rounds"], settings["layer_pause"],
+                                      settings["layer_block"], algorithm=args.algorithm):
+                    row.update(kconv_roof_pct=100 * row["kconv_gflops"] / roof,
+                               tf_roof_pct=100 * row["tf_gflops"] / roof)
+                    layer_rows.append(row)
+            sections.append(layer_section(header, layer_rows, settings["layer_rounds"], args.algorithm,
+                                          time.perf_counter() - t0))
+            progress.write(sections[-1])
         for n in scale_counts:
-            progress.step(f"threads {n}: {scaling_layer[0]}")
-            result = _subprocess(dict(task="scaling", threads=n, layer=scaling_layer, repeats=repeats, warmup=warmup))
+            progress.step(f"threads {n}: {scale_layer.name}")
+            result = _subprocess(dict(task="scaling", threads=n, layer=scale_layer.to_dict(),
+                                      rounds=settings["layer_rounds"], pause=settings["layer_pause"],
+                                      block=settings["layer_block"], algorithm=args.algorithm))
             for r in result["rows"]:
-                scaling.append(dict(layer=scaling_layer[0], threads=n, pass_=r["pass_"], kconv_ms=r["kconv_ms"],
-                                    tf_ms=r["tf_ms"], speedup=r["speedup"], gflops=r["gflops"]))
-        memory = []
-        if memory_layer:
+                scaling.append(dict(layer=scale_layer.name, threads=n, pass_=r["pass_"], kconv_ms=r["kconv_ms"],
+                                    tf_ms=r["tf_ms"], ratio=r["ratio"], kconv_gflops=r["kconv_gflops"]))
+        if scaling:
+            sections.append(scaling_section(header, scaling, roof1, roof))
+            progress.write(sections[-1])
+        if want_memory:
+            mem_layer = _scaling_layer(layers)
             for who in ("kconv", "tf"):
                 progress.step(f"peak memory: {who}")
-                memory.append(dict(layer=memory_layer[0], **_subprocess(dict(task="memory", contender=who,
-                                                                             layer=memory_layer))))
-        if want_models:
-            from .models import MODELS, time_models
-            for name in MODELS:
-                progress.step(f"model: {name}")
-            rows += time_models(repeats, warmup, batch=args.batch, quick=fast)
+                memory.append(dict(layer=mem_layer.name, **_subprocess(dict(task="memory", contender=who,
+                                                                            layer=mem_layer.to_dict()))))
+            sections.append(memory_section(header, memory))
+            progress.write(sections[-1])
     finally:
         progress.close()
 
+    # The roof again: on a shared or virtual machine the cores a process gets can change during a run (seen
+    # here: 2-thread roofs of 150 and 460 GFLOP/s on one VM, an hour apart). Ratios hold; % roof does not then.
+    machine["roof_end_gflops"] = roof_end = kconv.measure_roof(threads)
     elapsed = time.perf_counter() - t_start
     command = "python -m kconv bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = render(header, rows, scaling, memory, roof, roof1, elapsed)
-    print(text)
+    if abs(roof_end - roof) > 0.2 * roof:
+        print(f"\nnote: the FMA roof changed during the run ({roof:.0f} GFLOP/s at the start, {roof_end:.0f} at the "
+              f"end): this machine's cores are shared or throttled, so read the ratios (measured side by side), "
+              f"not % roof.")
+    print(f"\n{elapsed:.0f} s in all ({mode} run; roof {roof:.1f} GFLOP/s at the start, {roof_end:.1f} at the end)")
     os.makedirs(args.out, exist_ok=True)
-    paths = write_outputs(args.out, header, command, rows, scaling, memory, roof, roof1, cfg, tf.__version__,
-                          threads, elapsed)
-    print("\nwrote " + ", ".join(paths))
+    paths = write_outputs(args.out, command, header, sections, machine, settings, mode, model_rows, layer_rows,
+                          scaling, memory, elapsed)
+    print("wrote " + ", ".join(paths))
     return 0
 
 
+def selection(args):
+    """(models, layers) that the parsed arguments ask for: --models alone runs no layers and --layers alone no
+    models; neither runs both defaults. ValueError for a selector that matches nothing it knows, or when
+    nothing is left to run."""
+    models_spec, layers_spec = args.models, args.layers
+    if models_spec is not None and layers_spec is None:
+        layers_spec = "none"
+    if layers_spec is not None and models_spec is None:
+        models_spec = "none"
+    chosen_models = [] if args.no_models else model_zoo.select(models_spec, args.quick, args.smoke)
+    layers = [] if args.no_layers else layersets.with_batch(
+        layersets.select(layers_spec, args.quick, args.smoke), args.batch)
+    if not chosen_models and not layers:
+        raise ValueError("nothing to run: the selectors chose no model and no layer")
+    return chosen_models, layers
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+def machine_line(m):
+    op = "native op" if m["op_path"] == "native" else f"tf.numpy_function FALLBACK ({m.get('op_reason')})"
+    return (f"machine: {m['cpu']}, {m['cpus']} CPUs | ISA: {m['isa']} | threads: kconv {m['threads']}, "
+            f"TensorFlow intra-op {m['tf_intra_op']} | roof: {m['roof_gflops']:.1f} GFLOP/s fp32 FMA on "
+            f"{m['threads']} threads | TensorFlow {m['tensorflow']}, Keras {m['keras']}, kconv {m['kconv']} ({op})")
+
+
+def _num(value, digits=None):
+    """Milliseconds and rates with about 3 significant digits."""
+    if value is None:
+        return ""
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    a = abs(value)
+    return f"{value:.3f}" if a < 1 else f"{value:.2f}" if a < 100 else f"{value:.1f}"
+
+
+def markdown_table(head, rows, align):
+    """A Markdown table padded into columns (readable as text too). align: 'l' or 'r' per column."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(head)]
+
+    def line(values):
+        return "| " + " | ".join(v.ljust(w) if a == "l" else v.rjust(w)
+                                 for v, w, a in zip(values, widths, align)) + " |"
+    rule = "|" + "|".join((":" + "-" * (w + 1)) if a == "l" else ("-" * (w + 1) + ":")
+                          for w, a in zip(widths, align)) + "|"
+    return "\n".join([line(head), rule] + [line(r) for r in cells])
+
+
+def model_section(header, rows, rounds, seconds=None):
+    head = ["model", "batch", "train kconv ms", "train keras ms", "train ratio", "predict kconv ms",
+            "predict keras ms", "predict ratio", "max err"]
+    body = [[r["model"], r["batch"], _num(r["train_kconv_ms"]), _num(r["train_keras_ms"]), f"{r['train_ratio']:.2f}x",
+             _num(r["predict_kconv_ms"]), _num(r["predict_keras_ms"]), f"{r['predict_ratio']:.2f}x",
+             f"{r['max_err']:.1e}"] for r in rows]
+    g_train, g_pred = geomean(r["train_ratio"] for r in rows), geomean(r["predict_ratio"] for r in rows)
+    body.append([f"geomean ({len(rows)} models)", "", "", "", f"{g_train:.2f}x", "", "", f"{g_pred:.2f}x", ""])
+    return "\n".join([
+        "## Whole models: compiled train_on_batch / predict_on_batch, kconv layers vs keras.layers twin",
+        "", header, "",
+        markdown_table(head, body, "lrrrrrrrr"), "",
+        f"geomean ratio: train_on_batch {g_train:.2f}x (range {min(r['train_ratio'] for r in rows):.2f}x - "
+        f"{max(r['train_ratio'] for r in rows):.2f}x), predict_on_batch {g_pred:.2f}x (range "
+        f"{min(r['predict_ratio'] for r in rows):.2f}x - {max(r['predict_ratio'] for r in rows):.2f}x) over "
+        f"{len(rows)} models.",
+        f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per call, median of {rounds} alternating "
+        f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch"
+        + (f". {seconds:.0f} s." if seconds is not None else ".")])
+
+
+def layer_section(header, rows, rounds, algorithm, seconds=None):
+    head = ["layer", "batch", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv % roof", "TF % roof",
+            "kconv algorithm", "max err"]
+    body = [[r["layer"], r["batch"], r["pass_"], _num(r["kconv_ms"]), _num(r["tf_ms"]), f"{r['ratio']:.2f}x",
+             _num(r["kconv_gflops"], 1), _num(r["kconv_roof_pct"], 0), _num(r["tf_roof_pct"], 0), r["algorithm"],
+             "" if r["max_err"] is None else f"{r['max_err']:.1e}"] for r in rows]
+    passes = list(dict.fromkeys(r["pass_"] for r in rows))
+    summary = []
+    for p in passes:
+        ratios = [r["ratio"] for r in rows if r["pass_"] == p]
+        body.append([f"geomean {p}", "", "", "", "", f"{geomean(ratios):.2f}x", "", "", "", "", ""])
+        summary.append(f"{p} {geomean(ratios):.2f}x (range {min(ratios):.2f}x - {max(ratios):.2f}x)")
+    if len(passes) > 1:
+        body.append(["geomean all passes", "", "", "", "", f"{geomean(r['ratio'] for r in rows):.2f}x",
+                     "", "", "", "", ""])
+        summary.append(f"all passes {geomean(r['ratio'] for r in rows):.2f}x")
+    n_layers = len(dict.fromkeys(r["layer"] for r in rows))
+    return "\n".join([
+        "## Layers: each pass in tf.function, kconv vs TensorFlow's own ops",
+        "", header, "",
+        markdown_table(head, body, "lrlrrrrrrlr"), "",
+        f"geomean ratio over {n_layers} layers: " + ", ".join(summary) + ".",
+        f"ratio = TF time / kconv time (> 1: kconv faster); ms per pass, median of {rounds} alternating blocks. "
+        f"forward = conv + bias + ReLU (TF: grappler-fused Conv+BiasAdd+Relu; kconv: fused epilogue, "
+        f"algorithm={algorithm}); input grad / filter grad = one gradient of the convolution by GradientTape "
+        f"(the other passes pruned). Inputs and weights rotate between calls (a training step; no cached weight "
+        f"transforms). GFLOP/s counts direct-convolution flops, so Winograd can pass 100 % roof"
+        + (f". {seconds:.0f} s." if seconds is not None else ".")])
+
+
+def scaling_section(header, rows, roof1, roof):
+    base = {r["pass_"]: r for r in rows if r["threads"] == rows[0]["threads"]}
+    head = ["threads", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv speedup", "TF speedup"]
+    body = [[r["threads"], r["pass_"], _num(r["kconv_ms"]), _num(r["tf_ms"]), f"{r['ratio']:.2f}x",
+             _num(r["kconv_gflops"], 1), f"{base[r['pass_']]['kconv_ms'] / r['kconv_ms']:.2f}x",
+             f"{base[r['pass_']]['tf_ms'] / r['tf_ms']:.2f}x"] for r in rows]
+    return "\n".join([
+        f"## Thread scaling: {rows[0]['layer']} (a fresh process per count: TF intra-op = kconv threads = n)",
+        "", header, "",
+        markdown_table(head, body, "rlrrrrrr"), "",
+        f"speedup = time on {rows[0]['threads']} thread(s) / time on n; roof {roof1:.1f} GFLOP/s on 1 thread, "
+        f"{roof:.1f} on all."])
+
+
+def memory_section(header, rows):
+    head = ["contender", "extra MiB", "process peak MiB"]
+    body = [[m["contender"], f"{m['extra_mib']:.1f}", f"{m['process_peak_mib']:.1f}"] for m in rows]
+    return "\n".join([
+        f"## Peak memory: one training step's convolutions on {rows[0]['layer']}",
+        "", header, "", markdown_table(head, body, "lrr"), "",
+        f"One process per contender, one cold step (forward + both gradients; kconv through its numpy API, with no "
+        f"TensorFlow in the process; TF eagerly); extra = peak RSS during the step - RSS before it "
+        f"({rows[0]['method']})."])
+
+
 def _scaling_layer(layers):
-    """The layer used for thread scaling and memory: the selected layer with the most flops that is cheap
-    enough for a few seconds a thread count (the largest under 2 GFLOP, else the smallest)."""
+    """The layer for thread scaling and memory: the selected layer with the most flops that is cheap enough
+    (the largest under 2 GFLOP, else the smallest)."""
+    from .convs import flops
     cheap = [layer for layer in layers if flops(layer) <= 2e9]
     return max(cheap, key=flops) if cheap else min(layers, key=flops)
 
@@ -219,93 +406,48 @@ def _subprocess(task):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _fmt(value, spec, empty=""):
-    return empty if value is None else format(value, spec)
+# ----------------------------------------------------------------------------------------------- files
 
-
-def table_lines(rows):
-    """The layer table, fixed width, one row per layer and pass."""
-    width = max([28] + [len(r["layer"]) for r in rows])
-    head = (f"{'layer':{width}s} {'batch':>5s} {'pass':14s} {'kconv ms':>9s} {'TF ms':>9s} {'speedup':>8s} "
-            f"{'GFLOP/s':>8s} {'% roof':>6s} {'max err':>8s}  {'algorithm':22s} products/transforms")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        split = f"{r['products_pct']:.0f}% / {r['transforms_pct']:.0f}%" if r.get("products_pct") is not None else ""
-        lines.append(f"{r['layer']:{width}s} {r['batch']:5d} {r['pass_']:14s} {r['kconv_ms']:9.2f} {r['tf_ms']:9.2f} "
-                     f"{r['speedup']:7.2f}x {_fmt(r.get('gflops'), '8.1f', ' ' * 8)} "
-                     f"{_fmt(r.get('roof_pct'), '5.0f', '     ')}{'%' if r.get('roof_pct') is not None else ' '} "
-                     f"{r['max_err']:8.1e}  {r['algorithm']:22s} {split}".rstrip())
-    return lines
-
-
-def summary_lines(rows):
-    lines = []
-    for pass_name in ("forward", "train", "train_on_batch"):
-        ratios = [r["speedup"] for r in rows if r["pass_"] == pass_name]
-        if ratios:
-            lines.append(f"{pass_name}: geometric-mean speedup {float(np.exp(np.mean(np.log(ratios)))):.2f}x over "
-                         f"{len(ratios)} rows, range {min(ratios):.2f}x - {max(ratios):.2f}x")
-    return lines
-
-
-def render(header, rows, scaling, memory, roof, roof1, elapsed):
-    out = [header, ""] + table_lines(rows) + [""] + summary_lines(rows)
-    if scaling:
-        out += ["", f"thread scaling on {scaling[0]['layer']} (a fresh process per count: TF intra-op = kconv "
-                    f"threads = n; roof {roof1:.1f} GFLOP/s on 1 thread, {roof:.1f} on all)",
-                f"{'threads':>7s} {'pass':8s} {'kconv ms':>9s} {'TF ms':>9s} {'speedup':>8s} {'GFLOP/s':>8s} "
-                f"{'kconv x1':>9s} {'TF x1':>7s}"]
-        base = {r["pass_"]: r for r in scaling if r["threads"] == scaling[0]["threads"]}
-        for r in scaling:
-            b = base[r["pass_"]]
-            out.append(f"{r['threads']:7d} {r['pass_']:8s} {r['kconv_ms']:9.2f} {r['tf_ms']:9.2f} {r['speedup']:7.2f}x "
-                       f"{r['gflops']:8.1f} {b['kconv_ms'] / r['kconv_ms']:8.2f}x {b['tf_ms'] / r['tf_ms']:6.2f}x")
-    if memory:
-        out += ["", f"peak memory, one training step's convolutions on {memory[0]['layer']} (one subprocess per "
-                    f"contender; extra = peak RSS during the step - RSS before it, {memory[0]['method']})",
-                f"{'contender':10s} {'extra MiB':>10s} {'process peak MiB':>17s}"]
-        for m in memory:
-            out.append(f"{m['contender']:10s} {m['extra_mib']:10.1f} {m['process_peak_mib']:17.1f}")
-    out += ["", f"{elapsed:.0f} s in all"]
-    return "\n".join(out)
-
-
-def write_outputs(folder, header, command, rows, scaling, memory, roof, roof1, cfg, tf_version, threads, elapsed):
+def write_outputs(folder, command, header, sections, machine, settings, mode, model_rows, layer_rows, scaling,
+                  memory, elapsed):
     paths = []
-    csv_path = os.path.join(folder, "results.csv")
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({c: _csv_value(r.get("pass_" if c == "pass" else c)) for c in COLUMNS})
-    paths.append(csv_path)
+    if model_rows:
+        paths.append(_write_csv(os.path.join(folder, "models.csv"), MODEL_COLUMNS, model_rows))
+    if layer_rows:
+        paths.append(_write_csv(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, layer_rows))
 
     json_path = os.path.join(folder, "results.json")
     with open(json_path, "w") as f:
-        json.dump(dict(command=command, header=header, machine=dict(cpu=cpu_name(), cpus=os.cpu_count(),
-                                                                     platform=platform.platform()),
-                       kconv={k: str(v) for k, v in cfg.items()}, tensorflow=tf_version, numpy=np.__version__,
-                       threads=threads, roof_gflops=roof, roof_1thread_gflops=roof1, seconds=elapsed,
-                       rows=[_rename(r) for r in rows], scaling=[_rename(r) for r in scaling], memory=memory),
-                  f, indent=1)
+        json.dump(dict(command=command, header=header, mode=mode, machine=machine, settings=settings,
+                       seconds=elapsed, models=model_rows, layers=[_rename(r) for r in layer_rows],
+                       scaling=[_rename(r) for r in scaling], memory=memory,
+                       geomean=dict(train=geomean(r["train_ratio"] for r in model_rows),
+                                    predict=geomean(r["predict_ratio"] for r in model_rows),
+                                    **{p: geomean(r["ratio"] for r in layer_rows if r["pass_"] == p)
+                                       for p in dict.fromkeys(r["pass_"] for r in layer_rows)})),
+                  f, indent=1, default=str)
     paths.append(json_path)
 
     md_path = os.path.join(folder, "results.md")
     with open(md_path, "w") as f:
-        f.write(f"`{command}`\n\n{header}\n\n")
-        f.write("| layer | batch | pass | kconv ms | TF ms | speedup | GFLOP/s | % roof | algorithm | max err |\n")
-        f.write("|---|---|---|---|---|---|---|---|---|---|\n")
-        for r in rows:
-            f.write(f"| {r['layer']} | {r['batch']} | {r['pass_']} | {r['kconv_ms']:.2f} | {r['tf_ms']:.2f} | "
-                    f"{r['speedup']:.2f}x | {_fmt(r.get('gflops'), '.1f')} | {_fmt(r.get('roof_pct'), '.0f')} | "
-                    f"{r['algorithm']} | {r['max_err']:.1e} |\n")
-        f.write("\n" + "\n".join(summary_lines(rows)) + "\n")
+        f.write(f"`{command}` ({elapsed:.0f} s)\n\n" + "\n\n".join(sections) + "\n")
     paths.append(md_path)
 
-    png = plot(os.path.join(folder, "speedup.png"), rows, header)
+    title = (f"{machine['cpu']}, {machine['isa']}, {machine['threads']} threads, roof {machine['roof_gflops']:.0f} "
+             f"GFLOP/s; TensorFlow {machine['tensorflow']}, kconv {machine['kconv']}")
+    png = plot(os.path.join(folder, "speedup.png"), model_rows, layer_rows, title)
     if png:
         paths.append(png)
     return paths
+
+
+def _write_csv(path, columns, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: _csv_value(r.get("pass_" if c == "pass" else c)) for c in columns})
+    return path
 
 
 def _rename(r):
@@ -320,8 +462,9 @@ def _csv_value(v):
     return v
 
 
-def plot(path, rows, title):
-    """Horizontal bars: speedup vs TensorFlow per layer, forward and train side by side (1.0 = parity)."""
+def plot(path, model_rows, layer_rows, title):
+    """Horizontal bars of the ratios (> 1: kconv faster): models (train, predict) above, layers (three passes)
+    below."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -329,23 +472,32 @@ def plot(path, rows, title):
     except ImportError:
         print("matplotlib is not installed: no chart (pip install 'kconv[bench]')", file=sys.stderr)
         return None
-    names = list(dict.fromkeys(r["layer"] for r in rows))
-    passes = list(dict.fromkeys(r["pass_"] for r in rows))
-    lookup = {(r["layer"], r["pass_"]): r["speedup"] for r in rows}
-    height = 0.8 / max(len(passes), 1)
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.35 * len(names) * max(1, len(passes) / 2)))
-    for i, p in enumerate(passes):
-        ys = [j + i * height for j, n in enumerate(names) if (n, p) in lookup]
-        xs = [lookup[(n, p)] for n in names if (n, p) in lookup]
-        ax.barh(ys, xs, height=height, label=p)
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks([j + height * (len(passes) - 1) / 2 for j in range(len(names))])
-    ax.set_yticklabels(names, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("speedup vs TensorFlow (TF time / kconv time; > 1: kconv faster)")
-    ax.set_title(title if len(title) < 110 else title[:107] + "...", fontsize=7)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    panels = []
+    if model_rows:
+        panels.append(("models: keras.layers time / kconv time", [r["model"] for r in model_rows],
+                       {"train_on_batch": [r["train_ratio"] for r in model_rows],
+                        "predict_on_batch": [r["predict_ratio"] for r in model_rows]}))
+    if layer_rows:
+        names = list(dict.fromkeys(r["layer"] for r in layer_rows))
+        passes = list(dict.fromkeys(r["pass_"] for r in layer_rows))
+        lookup = {(r["layer"], r["pass_"]): r["ratio"] for r in layer_rows}
+        panels.append(("layers: TF time / kconv time", names,
+                       {p: [lookup.get((n, p), 0.0) for n in names] for p in passes}))
+    sizes = [len(names) for _, names, _ in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.5 + 0.32 * sum(sizes) + 0.8 * len(panels)),
+                             gridspec_kw=dict(height_ratios=[max(s, 2) for s in sizes]), squeeze=False)
+    for ax, (label, names, series) in zip(axes[:, 0], panels):
+        height = 0.8 / max(len(series), 1)
+        for i, (name, values) in enumerate(series.items()):
+            ax.barh([j + i * height for j in range(len(names))], values, height=height, label=name)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_ylim(len(names) - 1 + len(series) * height, -height)
+        ax.set_yticks([j + height * (len(series) - 1) / 2 for j in range(len(names))])
+        ax.set_yticklabels(names, fontsize=7)
+        ax.set_xlabel(label + " (> 1: kconv faster)", fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,120 +1,221 @@
-"""One layer, kconv against tf.nn: the callables, the algorithm kconv picks, the flops, the errors."""
+"""One layer, kconv against TensorFlow, each pass compiled: the graphs, the algorithm kconv plans, the flops,
+the errors, the timing.
+
+Three passes, each a `tf.function` for both contenders:
+
+    forward       TF: tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, ...), b)), which grappler's remapper fuses
+                  into one oneDNN call (Conv + BiasAdd + Relu); kconv: kconv.conv2d(x, w, ..., bias=b,
+                  activation="relu"), the epilogue fused into the native op's output store.
+    input grad    dx of the convolution: a GradientTape over the forward, with respect to x only, given dy.
+    filter grad   dw, the same with respect to w only.
+
+For the gradients both sides differentiate the plain convolution (no bias, no activation) with a
+GradientTape restricted to one gradient: TensorFlow prunes the unused forward and the other gradient, so TF
+runs one Conv2DBackpropInput / Conv2DBackpropFilter and kconv one KconvConvBackpropInput / ...Filter (the suite
+checks kconv's kernel pass counters). 1-D layers go through tf.nn.conv1d (as Keras's Conv1D does); a causal
+layer is tf.pad + a VALID convolution on TF's side (as Keras does it) and padding="CAUSAL" on kconv's.
+
+A tf.function call costs TensorFlow tens to hundreds of microseconds before any op runs (about 0.2 ms on a
+2-core VM), the same for both, but enough to flatten a small layer's ratio. So a graph runs `inner` passes in a
+chain, with `inner` chosen so that one graph call lasts a few milliseconds; the figure is per pass. Each pass
+of the chain has its own inputs (so grappler merges none of them) and waits for the previous one through a
+control dependency taken on an Identity of the previous result, not on the result itself: a control edge out
+of the Relu would stop grappler's remapper from fusing it into the convolution (checked by optimizing the
+graphs: a chained TF forward has one _FusedConv2D per pass and nothing else, like a single one).
+
+Inputs, weights included, rotate between calls, and no graph sees the same weights twice in a row: the forward
+is a training step's forward (kconv keeps the transform of weights that repeat, for inference; that does not
+apply here; predict_on_batch in the model table covers inference).
+"""
 import math
 
 import numpy as np
 
-from .timing import interleaved, rotating
+from .timing import blocks, calls_for, estimate
 
-
-def algorithm_of(layer, algorithm="auto"):
-    """What kconv runs for this layer's forward pass: "direct", or "winograd F(4x4,3x3)" etc. Asks kconv.ops
-    the plan its forward pass runs (ops._describe + ops._plan)."""
-    from kconv import ops
-    name, batch, spatial, c, k, kernel, stride, padding = layer
-    nd = len(spatial)
-    conv = ops._describe(nd, (batch,) + tuple(spatial) + (c,), (kernel,) * nd + (c, k), stride, padding,
-                         "NHWC" if nd == 2 else "NWC", 1)
-    tile = ops._plan(conv, np.dtype(np.float32), algorithm, None).tiles[0]
-    if not tile:
-        return "direct"
-    return f"winograd F({tile}x{tile},3x3)" if nd == 2 else f"winograd F({tile},3)"
+PASSES = ("forward", "input grad", "filter grad")
 
 
 def out_spatial(layer):
-    _, _, spatial, _, _, kernel, stride, padding = layer
-    if padding == "SAME":
-        return tuple(-(-n // stride) for n in spatial)
-    return tuple((n - kernel) // stride + 1 for n in spatial)
+    if layer.padding == "CAUSAL":
+        return tuple(layer.spatial)
+    span = layer.dilation * (layer.kernel - 1) + 1
+    if layer.padding == "SAME":
+        return tuple(-(-n // layer.stride) for n in layer.spatial)
+    return tuple((n - span) // layer.stride + 1 for n in layer.spatial)
 
 
 def flops(layer):
-    """A direct convolution's flops for the forward pass (2 per multiply-add). Winograd does fewer, so its
-    GFLOP/s on this count can pass the roof."""
-    _, batch, spatial, c, k, kernel, _, _ = layer
-    return 2.0 * batch * math.prod(out_spatial(layer)) * c * k * kernel ** len(spatial)
+    """A direct convolution's flops (2 per multiply-add), the same for each pass. Winograd does fewer
+    multiplications, so its GFLOP/s on this count can pass the roof."""
+    return 2.0 * layer.batch * math.prod(out_spatial(layer)) * layer.c * layer.k * layer.kernel ** layer.nd
 
 
-def contenders(tf, layer, threads=None, algorithm="auto", seed=0):
-    """(inputs, sample, {pass: (kconv_fn, tf_fn)}) for passes "forward" and "train" (forward + both
-    gradients, a training step's convolution work). inputs() hands out one of 3 rotated input sets."""
-    from kconv import ops
-    name, batch, spatial, c, k, kernel, stride, padding = layer
-    nd = len(spatial)
+def shapes(layer):
+    nd = layer.nd
+    x = (layer.batch,) + tuple(layer.spatial) + (layer.c,)
+    w = (layer.kernel,) * nd + (layer.c, layer.k)
+    y = (layer.batch,) + out_spatial(layer) + (layer.k,)
+    return x, w, y
+
+
+def algorithms(layer, algorithm="auto"):
+    """What kconv plans for each pass: {"forward": "direct" | "winograd F(4x4,3x3)" ...}. Asks kconv.ops for
+    its plan (kconv's numpy API plans the same way as its op library); "?" if kconv cannot say."""
+    try:
+        from kconv import ops
+        x, w, _ = shapes(layer)
+        conv = ops._describe(layer.nd, x, w, layer.stride, layer.padding, "NHWC" if layer.nd == 2 else "NWC",
+                             layer.dilation)
+        tiles = tuple(ops._plan(conv, np.dtype(np.float32), algorithm, None).tiles)
+    except Exception:   # an internal that moved: the table says "?" rather than the suite failing
+        return {p: "?" for p in PASSES}
+
+    def name(m):
+        if not m:
+            return "direct"
+        return f"winograd F({m}x{m},3x3)" if layer.nd == 2 else f"winograd F({m},3)"
+    return {p: name(m) for p, m in zip(PASSES, tiles)}
+
+
+def _tf_conv(tf, layer):
+    """TensorFlow's convolution as Keras's layers run it."""
+    if layer.nd == 2:
+        return lambda x, w: tf.nn.conv2d(x, w, layer.stride, layer.padding, dilations=layer.dilation)
+    if layer.padding == "CAUSAL":
+        left = layer.dilation * (layer.kernel - 1)
+        return lambda x, w: tf.nn.conv1d(tf.pad(x, [[0, 0], [left, 0], [0, 0]]), w, layer.stride, "VALID",
+                                         dilations=layer.dilation)
+    return lambda x, w: tf.nn.conv1d(x, w, layer.stride, layer.padding, dilations=layer.dilation)
+
+
+def _kconv_conv(layer, algorithm, threads):
+    import kconv
+    fn = kconv.conv2d if layer.nd == 2 else kconv.conv1d
+    return lambda x, w, **kw: fn(x, w, layer.stride, layer.padding, dilations=layer.dilation, algorithm=algorithm,
+                                 threads=threads, **kw)
+
+
+def pass_functions(tf, layer, algorithm="auto", threads=None):
+    """{pass: {"kconv": f, "tf": f}}: each f takes one input set (x, w, b, dy) and returns the pass's result."""
+    tf_conv = _tf_conv(tf, layer)
+    kc_conv = _kconv_conv(layer, algorithm, threads)
+
+    def gradient(conv, wrt):
+        def f(x, w, b, dy):
+            with tf.GradientTape() as tape:
+                tape.watch(x if wrt == "x" else w)
+                y = conv(x, w)
+            return tape.gradient(y, x if wrt == "x" else w, output_gradients=dy)
+        return f
+
+    return {
+        "forward": {"kconv": lambda x, w, b, dy: kc_conv(x, w, bias=b, activation="relu"),
+                    "tf": lambda x, w, b, dy: tf.nn.relu(tf.nn.bias_add(tf_conv(x, w), b))},
+        "input grad": {"kconv": gradient(kc_conv, "x"), "tf": gradient(tf_conv, "x")},
+        "filter grad": {"kconv": gradient(kc_conv, "w"), "tf": gradient(tf_conv, "w")},
+    }
+
+
+def chained(tf, fn):
+    """A tf.function that runs fn on each of the input sets it is given, one after another."""
+    @tf.function(autograph=False)
+    def run(sets):
+        outs, done = [], None
+        for args in sets:
+            if done is not None:
+                with tf.control_dependencies([done]):
+                    args = [tf.identity(a) for a in args]
+            y = fn(*args)
+            outs.append(y)
+            done = tf.identity(y)
+        return outs
+    return run
+
+
+def make_inputs(tf, layer, count, seed=0):
+    """`count` independent input sets (x, w, b, dy) as tensors."""
     rng = np.random.default_rng(seed)
-    x_shape, w_shape = (batch,) + tuple(spatial) + (c,), (kernel,) * nd + (c, k)
-    y_shape = (batch,) + out_spatial(layer) + (k,)
-
-    def make():
-        x = rng.standard_normal(x_shape, dtype=np.float32)
-        w = (rng.standard_normal(w_shape, dtype=np.float32) / np.float32(np.sqrt(kernel ** nd * c))).astype(np.float32)
-        dy = rng.standard_normal(y_shape, dtype=np.float32)
-        return dict(x=x, w=w, dy=dy, xt=tf.constant(x), wt=tf.constant(w), dyt=tf.constant(dy))
-    inputs = rotating(make)
-    kw = dict(threads=threads, algorithm=algorithm)
-    if nd == 2:
-        strides = [1, stride, stride, 1]
-        kc_fwd = lambda a: ops.conv2d(a["x"], a["w"], stride, padding, **kw)
-        tf_fwd = lambda a: tf.nn.conv2d(a["xt"], a["wt"], stride, padding).numpy()
-        kc_bwd = lambda a: (ops.conv2d_backprop_input(x_shape, a["w"], a["dy"], stride, padding, **kw),
-                            ops.conv2d_backprop_filter(a["x"], w_shape, a["dy"], stride, padding, **kw))
-        tf_bwd = lambda a: (
-            tf.compat.v1.nn.conv2d_backprop_input(x_shape, a["wt"], a["dyt"], strides, padding).numpy(),
-            tf.compat.v1.nn.conv2d_backprop_filter(a["xt"], w_shape, a["dyt"], strides, padding).numpy())
-    else:
-        kc_fwd = lambda a: ops.conv1d(a["x"], a["w"], stride, padding, **kw)
-        tf_fwd = lambda a: tf.nn.conv1d(a["xt"], a["wt"], stride, padding).numpy()
-        kc_bwd = lambda a: (ops.conv1d_backprop_input(x_shape, a["w"], a["dy"], stride, padding, **kw),
-                            ops.conv1d_backprop_filter(a["x"], w_shape, a["dy"], stride, padding, **kw))
-        tf_bwd = lambda a: _tf_conv1d_grads(tf, a, stride, padding)
-    passes = {"forward": (kc_fwd, tf_fwd),
-              # a training step: weights change every step, so no transformed filters are reused
-              "train": (lambda a: (ops.clear_cache(), (kc_fwd(a),) + kc_bwd(a))[1],
-                        lambda a: (tf_fwd(a),) + tf_bwd(a))}
-    return inputs, passes
-
-
-def _tf_conv1d_grads(tf, a, stride, padding):
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(a["xt"])
-        tape.watch(a["wt"])
-        y = tf.nn.conv1d(a["xt"], a["wt"], stride, padding)
-    dx, dw = tape.gradient(y, [a["xt"], a["wt"]], output_gradients=a["dyt"])
-    return dx.numpy(), dw.numpy()
+    xs, ws, ys = shapes(layer)
+    scale = np.float32(1 / np.sqrt(layer.kernel ** layer.nd * layer.c))
+    sets = []
+    for _ in range(count):
+        x = rng.standard_normal(xs, dtype=np.float32)
+        w = rng.standard_normal(ws, dtype=np.float32) * scale
+        b = rng.standard_normal((layer.k,), dtype=np.float32) * np.float32(0.1)
+        dy = rng.standard_normal(ys, dtype=np.float32)
+        sets.append(tuple(tf.constant(a) for a in (x, w, b, dy)))
+    return sets
 
 
 def max_rel_error(got, want):
-    """max |kconv - TF| / max |TF|, over every output of the pass."""
-    got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
-    return max(float(np.abs(g - w).max() / max(float(np.abs(w).max()), 1e-30)) for g, w in zip(got, want))
+    """max |kconv - TF| / max |TF|."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
 
 
-def time_layer(tf, layer, repeats, warmup, threads=None, algorithm="auto"):
-    """Rows for the forward and train passes: medians of kconv and TF, interleaved, inputs rotated."""
-    inputs, passes = contenders(tf, layer, threads, algorithm)
+def _pass_counts():
+    try:
+        from kconv._backend import core
+        return dict(core.pass_counts())
+    except Exception:   # counters are a test hook; without them the check is skipped
+        return None
+
+
+def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max_inner=16, algorithm="auto",
+               threads=None, check=True):
+    """Rows, one per pass: ms per pass of kconv and of TF (median of `rounds` alternating blocks, each after a
+    `pause` and a discarded warm call, each block about `block_s` seconds of graph calls, each graph call
+    chaining `inner` passes for about `graph_s` seconds), ratio = TF time / kconv time, GFLOP/s of each (the
+    caller relates them to the roof), max relative error of kconv against TF, and kernel_passes: the kconv
+    kernel passes one single-pass graph ran ({"input": 1} for the input gradient: TF pruned the rest)."""
+    fns = pass_functions(tf, layer, algorithm, threads)
+    algos = algorithms(layer, algorithm)
     f = flops(layer)
+    sets = make_inputs(tf, layer, 3)
     rows = []
-    for pass_name, (kc_fn, tf_fn) in passes.items():
-        times = interleaved({"kconv": lambda: kc_fn(inputs()), "tf": lambda: tf_fn(inputs())},
-                            repeats=repeats, warmup=warmup)
-        kc_t, tf_t = float(np.median(times["kconv"])), float(np.median(times["tf"]))
-        sample = inputs()
-        pass_flops = f if pass_name == "forward" else 3 * f
-        rows.append(dict(pass_=pass_name, kconv_ms=kc_t * 1e3, tf_ms=tf_t * 1e3, speedup=tf_t / kc_t,
-                         gflops=pass_flops / kc_t / 1e9, max_err=max_rel_error(kc_fn(sample), tf_fn(sample))))
+    for pass_name in PASSES:
+        single = {who: chained(tf, fn) for who, fn in fns[pass_name].items()}
+        # warm up (trace, plan, first touch), and check kconv against TensorFlow on the first set. No graph sees
+        # the same weights twice in a row: kconv keeps the transform of weights that repeat (inference).
+        outs = {who: g([sets[0]])[0] for who, g in single.items()}
+        err = max_rel_error(outs["kconv"], outs["tf"]) if check else None
+        del outs
+        for g in single.values():
+            g([sets[1]])
+        before = _pass_counts()
+        single["kconv"]([sets[2]])
+        after = _pass_counts()
+        kernel_passes = None if before is None else {k: after[k] - before[k] for k in after if after[k] != before[k]}
+        single["tf"]([sets[2]])
+        turn = {who: 2 for who in single}
+
+        def call_single(who):
+            turn[who] = (turn[who] + 1) % len(sets)
+            return single[who]([sets[turn[who]]])
+        # passes chained in one graph call: enough for about graph_s seconds
+        one = min(estimate(lambda who=who: call_single(who), 3) for who in single)
+        inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
+        if inner == 1:
+            call = call_single
+        else:
+            graphs = {who: chained(tf, fn) for who, fn in fns[pass_name].items()}
+            if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
+                sets += make_inputs(tf, layer, inner + 1 - len(sets), seed=len(sets))
+            state = {who: 0 for who in graphs}
+
+            def call(who):
+                i = state[who] = (state[who] + 1) % len(sets)
+                return graphs[who]([sets[(i + j) % len(sets)] for j in range(inner)])
+            for who in graphs:   # trace the chained graphs
+                call(who)
+        per_call = {who: estimate(lambda who=who: call(who), 2) for who in single}
+        n = min(calls_for(t, block_s) for t in per_call.values())   # the same for both; the slower sets it
+        times = blocks({who: (lambda who=who: call(who)) for who in single}, rounds=rounds, calls=n, pause=pause)
+        kc_t = float(np.median(times["kconv"])) / inner
+        tf_t = float(np.median(times["tf"])) / inner
+        rows.append(dict(layer=layer.name, group=layer.group, batch=layer.batch, pass_=pass_name,
+                         kconv_ms=kc_t * 1e3, tf_ms=tf_t * 1e3, ratio=tf_t / kc_t, kconv_gflops=f / kc_t / 1e9,
+                         tf_gflops=f / tf_t / 1e9, algorithm=algos[pass_name], max_err=err, inner=inner,
+                         calls=n, rounds=rounds, kernel_passes=kernel_passes))
     return rows
-
-
-def products_seconds(layer, tile, threads, repeats):
-    """Median seconds of a Winograd forward's products alone: its alpha^2 GEMMs [tiles x C] x [C x K], run as
-    one kconv matmul of the same flops on the same micro-kernel. The rest of the forward time is the input,
-    filter and output transforms (and packing)."""
-    from kconv import ops
-    _, batch, spatial, c, k, _, _, _ = layer
-    outs = out_spatial(layer)
-    tiles = batch * math.prod(-(-n // tile) for n in outs)
-    alpha2 = (tile + 2) ** len(outs)
-    rng = np.random.default_rng(1)
-    v = rng.standard_normal((alpha2 * tiles, c), dtype=np.float32)
-    u = rng.standard_normal((c, k), dtype=np.float32)
-    t = interleaved({"p": lambda: ops.matmul(v, u, threads=threads)}, repeats=repeats, warmup=1)["p"]
-    return float(np.median(t))

@@ -1,119 +1,179 @@
 """The benchmark's layers, as data.
 
-A layer is (name, batch, spatial, C, K, kernel, stride, padding): spatial is (H, W) for a 2-D layer and (W,)
-for a 1-D one; padding is "SAME" or "VALID" as in tf.nn. `batch` is the set's default; `--batch` replaces it.
-Each set lists the *distinct* convolution geometries of its network once (ResNet-50 repeats most of its
-layers; they are timed once here). Sizes are those of the networks at their usual input size.
+A `Layer` is one convolution geometry at one batch size: spatial is (H, W) for a 2-D layer and (W,) for a 1-D
+one; padding is "SAME", "VALID" or (1-D) "CAUSAL", as in kconv.conv1d / Keras. Names say where a layer comes
+from (the network, its input size) and what it is: "resnet20 3x3/2 32x32 16->32" is a 3x3 stride-2
+convolution of a 32x32 map from 16 to 32 channels.
+
+The default list (LAYERS) is grouped by the kind of layer a user meets; `--layers GROUP` picks groups:
+
+    first    first layers: C = 1 (MNIST, a time series) and C = 3 (RGB)
+    small    C = K = 16 / 32 at 28-56 px (CIFAR nets, the first stages of small nets)
+    stride2  3x3 stride 2 and 1x1 stride 2 (ResNet stage entries and projection shortcuts)
+    1x1      1x1 convolutions (bottlenecks)
+    5x5      5x5 convolutions
+    stem     the ImageNet 7x7 stride-2 stem
+    text     Kim's sentence CNN, kernel widths 2..7
+    tcn      dilated causal k=3 (TCN / WaveNet)
+    late     the small late layers, at batch 1-8
+    big      big 3x3 layers (VGG / ResNet 56x56x64, 28x28x128, 14x14x256)
+
+Two more sets are there on request only (`--layers vgg16`, `--layers resnet50`): every distinct conv layer
+of VGG-16 and of ResNet-50 at 224x224, batch 4.
 """
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    batch: int
+    spatial: tuple
+    c: int
+    k: int
+    kernel: int
+    stride: int = 1
+    padding: str = "SAME"
+    dilation: int = 1
+    group: str = ""
+
+    @property
+    def nd(self):
+        return len(self.spatial)
+
+    def to_dict(self):
+        d = asdict(self)
+        d["spatial"] = list(self.spatial)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**dict(d, spatial=tuple(d["spatial"])))
+
+    def with_batch(self, batch):
+        return Layer(**dict(asdict(self), batch=batch)) if batch else self
+
+
+def _L(group, name, batch, spatial, c, k, kernel, stride=1, padding="SAME", dilation=1):
+    return Layer(name, batch, tuple(spatial), c, k, kernel, stride, padding, dilation, group)
+
+
+LAYERS = [
+    # first layers
+    _L("first", "mnist 3x3 28x28 1->32", 64, (28, 28), 1, 32, 3, padding="VALID"),
+    _L("first", "demo 5x5 28x28 1->32", 64, (28, 28), 1, 32, 5),
+    _L("first", "resnet20 3x3 32x32 3->16", 32, (32, 32), 3, 16, 3),
+    _L("first", "vgg-cifar 3x3 32x32 3->32", 32, (32, 32), 3, 32, 3),
+    _L("first", "tcn k3 512x1->64 causal", 16, (512,), 1, 64, 3, padding="CAUSAL"),
+    # C = K = 16 / 32 at 28-56 px
+    _L("small", "resnet20 3x3 32x32 16->16", 32, (32, 32), 16, 16, 3),
+    _L("small", "3x3 28x28 32->32", 32, (28, 28), 32, 32, 3),
+    _L("small", "3x3 56x56 16->16", 8, (56, 56), 16, 16, 3),
+    _L("small", "3x3 56x56 32->32", 8, (56, 56), 32, 32, 3),
+    # stride 2
+    _L("stride2", "resnet20 3x3/2 32x32 16->32", 32, (32, 32), 16, 32, 3, 2),
+    _L("stride2", "resnet18 3x3/2 56x56 64->128", 8, (56, 56), 64, 128, 3, 2),
+    _L("stride2", "resnet20 1x1/2 32x32 16->32", 32, (32, 32), 16, 32, 1, 2, "VALID"),
+    _L("stride2", "resnet18 1x1/2 56x56 64->128", 8, (56, 56), 64, 128, 1, 2, "VALID"),
+    # 1x1
+    _L("1x1", "resnet50 1x1 56x56 64->256", 8, (56, 56), 64, 256, 1, padding="VALID"),
+    _L("1x1", "resnet50 1x1 28x28 512->128", 8, (28, 28), 512, 128, 1, padding="VALID"),
+    # 5x5
+    _L("5x5", "5x5 14x14 32->64", 32, (14, 14), 32, 64, 5),
+    _L("5x5", "5x5 28x28 32->32", 16, (28, 28), 32, 32, 5),
+    # the 7x7 stride-2 stem
+    _L("stem", "resnet50 7x7/2 224x224 3->64", 4, (224, 224), 3, 64, 7, 2),
+    _L("stem", "rgb-stem 7x7/2 128x128 3->32", 16, (128, 128), 3, 32, 7, 2),
+    # Kim (2014) sentence CNN over the demo's 128-d embeddings, 400 tokens, 100 maps, "narrow" (VALID)
+    *[_L("text", f"kim k{k} 400x128->100", 32, (400,), 128, 100, k, padding="VALID") for k in range(2, 8)],
+    # TCN / WaveNet: dilated causal k=3
+    _L("tcn", "tcn k3 d1 512x64->64 causal", 16, (512,), 64, 64, 3, padding="CAUSAL"),
+    _L("tcn", "tcn k3 d4 512x64->64 causal", 16, (512,), 64, 64, 3, padding="CAUSAL", dilation=4),
+    _L("tcn", "tcn k3 d16 512x64->64 causal", 16, (512,), 64, 64, 3, padding="CAUSAL", dilation=16),
+    # the small late layers, batch 1-8
+    _L("late", "resnet20 3x3 8x8 64->64", 8, (8, 8), 64, 64, 3),
+    _L("late", "vgg-cifar 3x3 4x4 128->128", 8, (4, 4), 128, 128, 3),
+    _L("late", "resnet50 3x3 14x14 256->256 b2", 2, (14, 14), 256, 256, 3),
+    _L("late", "resnet50 3x3 7x7 512->512 b1", 1, (7, 7), 512, 512, 3),
+    _L("late", "resnet50 1x1 7x7 2048->512 b1", 1, (7, 7), 2048, 512, 1, padding="VALID"),
+    # big 3x3
+    _L("big", "3x3 56x56 64->64", 8, (56, 56), 64, 64, 3),
+    _L("big", "3x3 28x28 128->128", 8, (28, 28), 128, 128, 3),
+    _L("big", "3x3 14x14 256->256", 8, (14, 14), 256, 256, 3),
+]
+
+GROUPS = list(dict.fromkeys(layer.group for layer in LAYERS))
+
+# --quick: one or two layers of each group (about half a minute on 2 cores).
+QUICK_NAMES = [
+    "mnist 3x3 28x28 1->32", "resnet20 3x3 32x32 3->16",
+    "resnet20 3x3 32x32 16->16",
+    "resnet20 3x3/2 32x32 16->32", "resnet20 1x1/2 32x32 16->32",
+    "resnet50 1x1 56x56 64->256",
+    "5x5 14x14 32->64",
+    "resnet50 7x7/2 224x224 3->64",
+    "kim k3 400x128->100", "kim k7 400x128->100",
+    "tcn k3 d4 512x64->64 causal",
+    "resnet20 3x3 8x8 64->64", "resnet50 3x3 7x7 512->512 b1",
+    "3x3 56x56 64->64",
+]
+QUICK = [layer for layer in LAYERS if layer.name in QUICK_NAMES]
+
+# --smoke (the CLI test: seconds): tiny layers of each dimensionality, with causal dilation.
+SMOKE = [
+    _L("smoke", "smoke 3x3 12x12 8->8", 2, (12, 12), 8, 8, 3),
+    _L("smoke", "smoke k3 d2 64x8->8 causal", 2, (64,), 8, 8, 3, padding="CAUSAL", dilation=2),
+]
 
 # VGG-16 (Simonyan & Zisserman 2014) at 224x224: 13 conv layers, 9 distinct; all 3x3, stride 1, SAME.
-VGG16 = [
-    ("vgg16 3x3 224x224 3->64", 4, (224, 224), 3, 64, 3, 1, "SAME"),
-    ("vgg16 3x3 224x224 64->64", 4, (224, 224), 64, 64, 3, 1, "SAME"),
-    ("vgg16 3x3 112x112 64->128", 4, (112, 112), 64, 128, 3, 1, "SAME"),
-    ("vgg16 3x3 112x112 128->128", 4, (112, 112), 128, 128, 3, 1, "SAME"),
-    ("vgg16 3x3 56x56 128->256", 4, (56, 56), 128, 256, 3, 1, "SAME"),
-    ("vgg16 3x3 56x56 256->256", 4, (56, 56), 256, 256, 3, 1, "SAME"),
-    ("vgg16 3x3 28x28 256->512", 4, (28, 28), 256, 512, 3, 1, "SAME"),
-    ("vgg16 3x3 28x28 512->512", 4, (28, 28), 512, 512, 3, 1, "SAME"),
-    ("vgg16 3x3 14x14 512->512", 4, (14, 14), 512, 512, 3, 1, "SAME"),
-]
+VGG16 = [_L("vgg16", f"vgg16 3x3 {s}x{s} {c}->{k}", 4, (s, s), c, k, 3) for s, c, k in [
+    (224, 3, 64), (224, 64, 64), (112, 64, 128), (112, 128, 128), (56, 128, 256), (56, 256, 256),
+    (28, 256, 512), (28, 512, 512), (14, 512, 512)]]
 
-# ResNet-50 (He et al. 2015) as keras.applications.ResNet50 builds it (stride 2 on the first 1x1 of a
-# stage's first block): 53 conv layers, 20 distinct. The 7x7 stem is ZeroPadding2D(3) + a VALID conv, so its
-# input here is the padded 230x230.
-RESNET50 = [
-    ("resnet50 7x7/2 230x230 3->64", 4, (230, 230), 3, 64, 7, 2, "VALID"),
-    # stage 2, 56x56
-    ("resnet50 1x1 56x56 64->64", 4, (56, 56), 64, 64, 1, 1, "VALID"),
-    ("resnet50 3x3 56x56 64->64", 4, (56, 56), 64, 64, 3, 1, "SAME"),
-    ("resnet50 1x1 56x56 64->256", 4, (56, 56), 64, 256, 1, 1, "VALID"),
-    ("resnet50 1x1 56x56 256->64", 4, (56, 56), 256, 64, 1, 1, "VALID"),
-    # stage 3, 28x28
-    ("resnet50 1x1/2 56x56 256->128", 4, (56, 56), 256, 128, 1, 2, "VALID"),
-    ("resnet50 3x3 28x28 128->128", 4, (28, 28), 128, 128, 3, 1, "SAME"),
-    ("resnet50 1x1 28x28 128->512", 4, (28, 28), 128, 512, 1, 1, "VALID"),
-    ("resnet50 1x1/2 56x56 256->512", 4, (56, 56), 256, 512, 1, 2, "VALID"),
-    ("resnet50 1x1 28x28 512->128", 4, (28, 28), 512, 128, 1, 1, "VALID"),
-    # stage 4, 14x14
-    ("resnet50 1x1/2 28x28 512->256", 4, (28, 28), 512, 256, 1, 2, "VALID"),
-    ("resnet50 3x3 14x14 256->256", 4, (14, 14), 256, 256, 3, 1, "SAME"),
-    ("resnet50 1x1 14x14 256->1024", 4, (14, 14), 256, 1024, 1, 1, "VALID"),
-    ("resnet50 1x1/2 28x28 512->1024", 4, (28, 28), 512, 1024, 1, 2, "VALID"),
-    ("resnet50 1x1 14x14 1024->256", 4, (14, 14), 1024, 256, 1, 1, "VALID"),
-    # stage 5, 7x7
-    ("resnet50 1x1/2 14x14 1024->512", 4, (14, 14), 1024, 512, 1, 2, "VALID"),
-    ("resnet50 3x3 7x7 512->512", 4, (7, 7), 512, 512, 3, 1, "SAME"),
-    ("resnet50 1x1 7x7 512->2048", 4, (7, 7), 512, 2048, 1, 1, "VALID"),
-    ("resnet50 1x1/2 14x14 1024->2048", 4, (14, 14), 1024, 2048, 1, 2, "VALID"),
-    ("resnet50 1x1 7x7 2048->512", 4, (7, 7), 2048, 512, 1, 1, "VALID"),
-]
+# ResNet-50 (He et al. 2015) as keras.applications.ResNet50 builds it (stride 2 on the first 1x1 of a stage's
+# first block): 53 conv layers, 20 distinct. The 7x7 stem is ZeroPadding2D(3) + a VALID conv on 230x230.
+RESNET50 = [_L("resnet50", f"resnet50 {kk}x{kk}{'/2' if st > 1 else ''} {s}x{s} {c}->{k}", 4, (s, s), c, k, kk, st,
+               "SAME" if kk == 3 else "VALID") for kk, st, s, c, k in [
+    (7, 2, 230, 3, 64),
+    (1, 1, 56, 64, 64), (3, 1, 56, 64, 64), (1, 1, 56, 64, 256), (1, 1, 56, 256, 64),
+    (1, 2, 56, 256, 128), (3, 1, 28, 128, 128), (1, 1, 28, 128, 512), (1, 2, 56, 256, 512), (1, 1, 28, 512, 128),
+    (1, 2, 28, 512, 256), (3, 1, 14, 256, 256), (1, 1, 14, 256, 1024), (1, 2, 28, 512, 1024),
+    (1, 1, 14, 1024, 256),
+    (1, 2, 14, 1024, 512), (3, 1, 7, 512, 512), (1, 1, 7, 512, 2048), (1, 2, 14, 1024, 2048),
+    (1, 1, 7, 2048, 512)]]
 
-# MNIST-size layers: the Keras MNIST convnet (Conv2D(32, 3) -> pool -> Conv2D(64, 3)) and the README's
-# example model's second layer (3x3 SAME, 32->64 on the pooled 13x13 map).
-MNIST = [
-    ("mnist 3x3 28x28 1->32", 64, (28, 28), 1, 32, 3, 1, "VALID"),
-    ("mnist 3x3 13x13 32->64", 64, (13, 13), 32, 64, 3, 1, "VALID"),
-    ("mnist 3x3 13x13 32->64 same", 64, (13, 13), 32, 64, 3, 1, "SAME"),
-]
-
-# Kim (2014) sentence CNN: filter widths 3, 4, 5 x 100 maps over 300-d word vectors; sentences padded to
-# 400 tokens here; "narrow" (VALID) convolution as in the paper.
-TEXT = [
-    ("text k3 400x300->100", 32, (400,), 300, 100, 3, 1, "VALID"),
-    ("text k4 400x300->100", 32, (400,), 300, 100, 4, 1, "VALID"),
-    ("text k5 400x300->100", 32, (400,), 300, 100, 5, 1, "VALID"),
-]
-
-SETS = {"vgg16": VGG16, "resnet50": RESNET50, "mnist": MNIST, "text": TEXT}
-
-# --quick: one layer of each kind at batch 1-16, so the whole run (TF import, roof, scaling, memory,
-# models included) takes about a minute on 2 cores.
-QUICK = [
-    ("vgg16 3x3 28x28 512->512", 1, (28, 28), 512, 512, 3, 1, "SAME"),
-    ("resnet50 3x3 14x14 256->256", 2, (14, 14), 256, 256, 3, 1, "SAME"),
-    ("resnet50 1x1 14x14 1024->256", 2, (14, 14), 1024, 256, 1, 1, "VALID"),
-    ("resnet50 1x1/2 28x28 512->256", 2, (28, 28), 512, 256, 1, 2, "VALID"),
-    ("mnist 3x3 13x13 32->64", 16, (13, 13), 32, 64, 3, 1, "VALID"),
-    ("text k3 400x300->100", 4, (400,), 300, 100, 3, 1, "VALID"),
-    ("text k5 400x300->100", 4, (400,), 300, 100, 5, 1, "VALID"),
-]
-
-# --tiny (hidden; the CLI test): two small layers, a few seconds.
-TINY = [
-    ("tiny 3x3 12x12 16->16", 2, (12, 12), 16, 16, 3, 1, "SAME"),
-    ("tiny k3 64x16->16", 2, (64,), 16, 16, 3, 1, "VALID"),
-]
+EXTRA_SETS = {"vgg16": VGG16, "resnet50": RESNET50}
 
 
-def select(spec, quick=False, tiny=False):
-    """Layers for --layers SPEC: comma-separated set names (vgg16, resnet50, mnist, text, all) or text that
-    layer names contain (e.g. "3x3", "1x1/2"). Without SPEC: all sets, or the quick / tiny set."""
-    if tiny:
-        base = TINY
-    elif quick:
-        base = QUICK
-    else:
-        base = [layer for rows in SETS.values() for layer in rows]
-    if not spec:
+def select(spec, quick=False, smoke=False):
+    """Layers for --layers SPEC: comma-separated group names (see the module doc), set names (vgg16, resnet50),
+    "all" (every default layer), "none", or text that layer names contain (e.g. "3x3/2", "kim"). Without SPEC:
+    the default list, or the quick / smoke one. With --quick, a group name picks that group's quick layers
+    (its full list if it has none there)."""
+    base = SMOKE if smoke else QUICK if quick else LAYERS
+    if spec is None:
         return list(base)
+    everything = LAYERS + SMOKE + [layer for rows in EXTRA_SETS.values() for layer in rows]
     chosen = []
     for part in (p.strip() for p in spec.split(",")):
-        if not part or part == "models":
+        if not part or part == "none":
             continue
         if part == "all":
-            rows = [layer for rows in SETS.values() for layer in rows]
-        elif part in SETS:
-            rows = SETS[part] if not (quick or tiny) else [l for l in base if l[0].startswith(part)] or SETS[part]
+            rows = list(LAYERS)
+        elif part in GROUPS:
+            rows = [layer for layer in base if layer.group == part] or [l for l in LAYERS if l.group == part]
+        elif part in EXTRA_SETS:
+            rows = EXTRA_SETS[part]
         else:
-            pool = base + [layer for rows in SETS.values() for layer in rows]
-            rows = [layer for layer in pool if part in layer[0]]
+            rows = [layer for layer in everything if part in layer.name]
             if not rows:
-                raise ValueError(f"--layers: {part!r} is neither a set ({', '.join(SETS)}, all, models) "
-                                 f"nor part of a layer name")
-        chosen += [layer for layer in rows if layer not in chosen and layer[0] not in {c[0] for c in chosen}]
+                raise ValueError(f"--layers: {part!r} is neither a group ({', '.join(GROUPS)}), a set "
+                                 f"({', '.join(EXTRA_SETS)}), all, none, nor part of a layer name")
+        for layer in rows:
+            if layer.name not in {c.name for c in chosen}:
+                chosen.append(layer)
     return chosen
 
 
 def with_batch(layers, batch):
-    return [(name, batch) + tuple(rest) for name, _, *rest in layers] if batch else list(layers)
+    return [layer.with_batch(batch) for layer in layers]
