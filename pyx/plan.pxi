@@ -59,7 +59,7 @@ cdef extern from "kconv_api.h" nogil:
 
 # auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
 cdef enum:
-    AUTO_MIN_CHANNELS = 16
+    AUTO_MIN_CHANNELS = 32
     AUTO_MIN_GRAD_CHANNELS = 64
     BLOCK_PANELS = 4
 # Filter gradient (direct): tasks its pixel split aims at, and the cap on its partial sums.
