@@ -19,7 +19,6 @@ cdef enum:
     ACT_GELU = 9
     ACT_COUNT = 10
 
-ACTIVATIONS = ("linear", "relu", "relu6", "leaky_relu", "elu", "selu", "sigmoid", "tanh", "silu", "gelu")
 
 cdef double LEAKY_SLOPE = 0.2
 cdef double SELU_ALPHA = 1.6732632423543772848170429916717
