@@ -21,9 +21,6 @@ import threading
 from . import _runtime
 from ._backend import core
 
-# Below this many flops per thread, another thread costs more to wake than it saves (~20 us of work at
-# 100 GFLOP/s a core); the kernels apply the same rule. Splitting never changes results.
-FLOPS_PER_THREAD = 2e6
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 _requested = None
