@@ -1,7 +1,9 @@
-"""kconv's TensorFlow ops: drop-ins for tf.nn.conv2d / tf.nn.conv1d, differentiable, eager and tf.function.
+"""kconv's TensorFlow ops: drop-ins for tf.nn.conv2d / conv1d / conv2d_transpose / conv1d_transpose,
+differentiable, eager and tf.function.
 
     y = kconv.conv2d(x, w, strides=1, padding="SAME")                          # like tf.nn.conv2d
     y = kconv.conv1d(x, w, stride=1, padding="CAUSAL", bias=b, activation="relu")
+    y = kconv.tf_ops.conv2d_transpose(x, w, [n, 16, 16, 8], strides=2, padding="SAME")
 
 The convolution runs in kconv's native TensorFlow op library (kconv/native, built on first use against
 the installed TensorFlow, see kconv._oplib): graph ops `KconvConv`, `KconvConvBackpropInput`,
@@ -10,6 +12,10 @@ run path, plan each shape once, fuse bias and activation into the forward's outp
 in SavedModels (load them in a process that has imported kconv). A `tf.custom_gradient` around the forward
 op calls the two backprop ops (one each, so TensorFlow prunes an unused one, such as a first layer's input
 gradient) after one pass over dy that applies the activation's derivative and sums the bias gradient.
+A transposed convolution is the gradient of a convolution with respect to its input, so its forward is the
+`KconvConvBackpropInput` op, its input gradient the `KconvConv` op and its filter gradient
+`KconvConvBackpropFilter` (with the roles of input and out_backprop swapped); its bias and activation are
+TensorFlow ops after it.
 
 Where the op library cannot be built (no C++ compiler, no TensorFlow headers) or KCONV_NATIVE_OP=0, the
 same functions run the numpy kernels through `tf.numpy_function` (slower in graphs, not serialisable:
@@ -26,7 +32,8 @@ import tensorflow as tf
 
 from . import _args, _oplib, ops
 
-__all__ = ["conv1d", "conv2d", "ALGORITHMS", "ACTIVATIONS", "native_op_in_use"]
+__all__ = ["conv1d", "conv2d", "conv1d_transpose", "conv2d_transpose", "ALGORITHMS", "ACTIVATIONS",
+           "native_op_in_use"]
 
 ALGORITHMS = ops.ALGORITHMS
 ACTIVATIONS = ops.ACTIVATIONS
@@ -265,21 +272,36 @@ def _convolution(nd, input, filters, strides, padding, data_format, dilations, a
         return tf.cast(y, dtype) if dtype in _VIA_FLOAT32 else y
 
 
-def _run_native(geometry, fn, x, w, b):
-    """The native op works on NHWC (1-D: NWC): channels-first tensors are transposed around it."""
+def _checked_rank(geometry, x):
+    """x, checked to be rank nd + 2: now when the rank is static, else by the graph at run time."""
     rank = geometry.nd + 2
     if x.shape.rank is None:    # known only at run time: checked there, with kconv's message
         check = tf.debugging.assert_rank(x, rank, message=f"input must be rank {rank} ({geometry.layout})")
         with tf.control_dependencies([check]):
-            x = tf.identity(x)
-    elif x.shape.rank != rank:
+            return tf.identity(x)
+    if x.shape.rank != rank:
         raise ValueError(f"input must be rank {rank} ({geometry.layout}), got shape {tuple(x.shape.as_list())}")
+    return x
+
+
+def _to_channels_last(x, rank):
+    return tf.transpose(x, [0] + list(range(2, rank)) + [1])
+
+
+def _to_channels_first(y, rank):
+    return tf.transpose(y, [0, rank - 1] + list(range(1, rank - 1)))
+
+
+def _run_native(geometry, fn, x, w, b):
+    """The native op works on NHWC (1-D: NWC): channels-first tensors are transposed around it."""
+    x = _checked_rank(geometry, x)
+    rank = geometry.nd + 2
     channels_first = geometry.layout.startswith("NC")
     if channels_first:
-        x = tf.transpose(x, [0] + list(range(2, rank)) + [1])
+        x = _to_channels_last(x, rank)
     y = fn(x, w) if b is None else fn(x, w, b)
     if channels_first:
-        y = tf.transpose(y, [0, rank - 1] + list(range(1, rank - 1)))
+        y = _to_channels_first(y, rank)
     return y
 
 
@@ -347,6 +369,211 @@ def conv1d(input, filters, stride, padding, data_format="NWC", dilations=None, a
     data_format = {None: "NWC", "NHWC": "NWC", "NCHW": "NCW"}.get(data_format, data_format)
     return _convolution(1, input, filters, stride, padding, data_format, dilations, algorithm, threads, bias,
                         activation, name or "kconv_conv1d")
+
+
+# ------------------------------------------------------------------------------ transposed convolutions
+#
+# conv_transpose(x, w, output_shape) is the gradient of conv(y, w) (y of output_shape) with respect to y:
+# the filters keep the convolution's layout (k..., C/groups, K), where C is the transposed convolution's
+# output channels and K its input channels, which is exactly tf.nn's and Keras's (k..., out, in) layout.
+
+
+def _native_transpose_function(geometry):
+    """The differentiable native transposed convolution for these arguments, on NHWC (1-D: NWC) tensors.
+    output_sizes is an int32 tensor (the batch can be a run-time value), so one function serves all calls."""
+    lib = _oplib.load()
+    attrs = geometry.op_attrs()
+
+    @tf.custom_gradient
+    def conv_transpose(x, w, output_sizes):
+        y = lib.kconv_conv_backprop_input(output_sizes, w, x, **attrs)
+
+        def grad(dy):
+            # the roles swap: dy is the convolution's input, x its out_backprop (two ops, pruned apart)
+            dx = lib.kconv_conv(dy, w, _no_bias(dy.dtype), activation="linear", **attrs)[0]
+            dw = lib.kconv_conv_backprop_filter(dy, tf.shape(w), x, **attrs)
+            return dx, dw, None
+        return y, grad
+    return conv_transpose
+
+
+def _fallback_transpose_function(geometry, raw):
+    """The same on the numpy kernels through tf.numpy_function (no op library), in the caller's layout."""
+    nd = geometry.nd
+    forward = ops.conv1d if nd == 1 else ops.conv2d
+    backprop_input = ops.conv1d_backprop_input if nd == 1 else ops.conv2d_backprop_input
+    backprop_filter = ops.conv1d_backprop_filter if nd == 1 else ops.conv2d_backprop_filter
+    kwargs = dict(algorithm=geometry.algorithm, threads=geometry.threads)
+
+    def np_forward(x, w, output_sizes):
+        return backprop_input(output_sizes, w, x, *raw, **kwargs)
+
+    def np_input_gradient(w, dy):
+        return forward(dy, w, *raw, **kwargs)
+
+    def np_filter_gradient(x, w, dy):
+        return backprop_filter(dy, w.shape, x, *raw, **kwargs)
+
+    @tf.custom_gradient
+    def conv_transpose(x, w, output_sizes):
+        _refuse_saving()
+        y = tf.numpy_function(np_forward, [x, w, output_sizes], x.dtype, stateful=False,
+                              name="kconv_conv%dd_transpose" % nd)
+
+        def grad(dy):
+            dx = tf.numpy_function(np_input_gradient, [w, dy], x.dtype, stateful=False)
+            dw = tf.numpy_function(np_filter_gradient, [x, w, dy], w.dtype, stateful=False)
+            dx.set_shape(x.shape)
+            dw.set_shape(w.shape)
+            return dx, dw, None
+        return y, grad
+    return conv_transpose
+
+
+def _output_sizes(output_shape, rank):
+    """output_shape (ints and int scalar tensors, a 1-D int tensor, or a TensorShape) as a list of `rank`
+    entries, and the list of their static values (None where only the run time knows one)."""
+    if isinstance(output_shape, tf.TensorShape):
+        output_shape = output_shape.as_list()
+    if isinstance(output_shape, np.ndarray):
+        output_shape = output_shape.tolist()
+    if tf.is_tensor(output_shape):
+        if output_shape.shape.rank != 1 or output_shape.shape[0] != rank:
+            raise ValueError(f"output_shape must be {rank} sizes, got a tensor of shape {output_shape.shape}")
+        entries = tf.unstack(output_shape)
+    else:
+        try:
+            entries = list(output_shape)
+        except TypeError:
+            raise ValueError(f"output_shape must be {rank} sizes, got {output_shape!r}") from None
+        if len(entries) != rank:
+            raise ValueError(f"output_shape must be {rank} sizes (batch, spatial..., channels in the input's "
+                             f"layout), got {output_shape!r}")
+    static = []
+    for i, entry in enumerate(entries):
+        if tf.is_tensor(entry):
+            if not entry.dtype.is_integer or entry.shape.rank not in (0, None):
+                raise ValueError(f"output_shape[{i}] must be an int scalar, got a {entry.dtype.name} tensor "
+                                 f"of shape {entry.shape}")
+            entries[i] = entry = tf.cast(entry, tf.int32)
+            value = tf.get_static_value(entry)
+            value = None if value is None else int(value)
+        elif isinstance(entry, (int, np.integer)) and not isinstance(entry, (bool, np.bool_)):
+            value = entries[i] = int(entry)
+        else:
+            raise ValueError(f"output_shape must hold ints, got {output_shape!r}")
+        if value is not None and not 0 <= value <= _args.INT32_MAX:
+            raise ValueError(f"output_shape sizes must be in [0, 2**31), got {output_shape!r}")
+        static.append(value)
+    return entries, static
+
+
+def _stack_sizes(entries):
+    if not any(tf.is_tensor(e) for e in entries):
+        return tf.constant(entries, tf.int32)
+    return tf.stack(entries)
+
+
+def _check_transpose_static(geometry, x_shape, w_shape, out_static, raw):
+    """kconv's own ValueErrors for what the static shapes already show: the convolution of a tensor of
+    output_shape with the filters must give the input's shape (spatial sizes and channels)."""
+    nd = geometry.nd
+    if x_shape is None or w_shape is None:
+        return
+    if len(x_shape) != nd + 2 or len(w_shape) != nd + 2:
+        raise ValueError(f"input and filters must be rank {nd + 2} ({geometry.layout}; filters: kernel size..., "
+                         f"output channels / groups, input channels), got input {x_shape} and filters {w_shape}")
+    channels_first = geometry.layout.startswith("NC")
+    out_channels = out_static[1] if channels_first else out_static[-1]
+    out_spatial = out_static[2:] if channels_first else out_static[1:-1]
+    if any(d is None for d in w_shape) or out_channels is None or any(d is None for d in out_spatial):
+        return    # the op checks at run time
+    probe = ((1, out_channels) if channels_first else (1,)) + tuple(out_spatial) + \
+        (() if channels_first else (out_channels,))
+    conv = ops._describe(nd, probe, w_shape, *raw, input_name="output_shape")
+    expected = conv.user_shape(conv.out_hw, conv.filters_out)[1:]
+    if any(got is not None and got != want for got, want in zip(x_shape[1:], expected)):
+        raise ValueError(
+            f"input shape {x_shape} does not fit output_shape {tuple(out_static)} and filters {w_shape}: the "
+            f"convolution of output_shape with these filters (strides {conv.strides[2 - nd:]}, padding "
+            f"{raw[1]!r}, dilations {conv.dilations[2 - nd:]}) has shape {(x_shape[0],) + tuple(expected)}")
+
+
+def _bias_activation(y, b, activation, channels_first):
+    """Bias and activation as TensorFlow ops after the transposed convolution (not fused into it yet)."""
+    if b is not None:
+        y = tf.nn.bias_add(y, b, data_format="NCHW" if channels_first else "NHWC")   # NCHW: any N, C, ...
+    act = _TF_ACTIVATIONS[activation]
+    return y if act is None else act(y)
+
+
+def _convolution_transpose(nd, input, filters, output_shape, strides, padding, data_format, dilations, algorithm,
+                           threads, bias, activation, name):
+    raw = (strides, padding, data_format, dilations)
+    key = ("transpose", nd, _freeze(strides), _freeze(padding), data_format, _freeze(dilations), algorithm,
+           activation, threads)
+    entry = _FUNCTIONS.get(key) if _hashable(key) else None
+    if entry is None:
+        geometry = _Geometry(nd, strides, padding, data_format, dilations, algorithm, activation, threads)
+        if geometry.padding == "CAUSAL":
+            raise ValueError("padding must be 'VALID', 'SAME' or explicit pairs for a transposed convolution "
+                             "(as in tf.nn.conv1d_transpose), got 'CAUSAL'")
+        lib = _oplib.load()
+        fn = _native_transpose_function(geometry) if lib is not None else _fallback_transpose_function(geometry, raw)
+        entry = (geometry, fn, lib is not None)
+        if _hashable(key):
+            _FUNCTIONS[key] = entry
+    geometry, fn, native = entry
+    rank = nd + 2
+    channels_first = geometry.layout.startswith("NC")
+    with tf.name_scope(name):
+        x = tf.convert_to_tensor(input)
+        w = tf.convert_to_tensor(filters)
+        b = None if bias is None else tf.convert_to_tensor(bias)
+        _check_dtypes(x, w, b)
+        sizes, static = _output_sizes(output_shape, rank)
+        _check_transpose_static(geometry, _static_shape(x), _static_shape(w), static, raw)
+        dtype = x.dtype
+        if dtype in _VIA_FLOAT32:
+            x, w = tf.cast(x, tf.float32), tf.cast(w, tf.float32)
+            b = None if b is None else tf.cast(b, tf.float32)
+        if native:    # NHWC op: channels-first tensors (and output_shape) are transposed around it
+            x = _checked_rank(geometry, x)
+            if channels_first:
+                x, sizes = _to_channels_last(x, rank), [sizes[0]] + sizes[2:] + [sizes[1]]
+            y = _bias_activation(fn(x, w, _stack_sizes(sizes)), b, geometry.activation, False)
+            if channels_first:
+                y = _to_channels_first(y, rank)
+        else:
+            y = fn(x, w, _stack_sizes(sizes))
+            y.set_shape(static)
+            y = _bias_activation(y, b, geometry.activation, channels_first)
+        return tf.cast(y, dtype) if dtype in _VIA_FLOAT32 else y
+
+
+def conv2d_transpose(input, filters, output_shape, strides, padding="SAME", data_format="NHWC", dilations=None,
+                     algorithm="auto", threads=None, name=None, bias=None, activation=None):
+    """tf.nn.conv2d_transpose on kconv's kernels (the gradient of conv2d with respect to its input).
+
+    input (N, H, W, K) or (N, K, H, W); filters (kh, kw, C/groups, K), as tf.nn (output channels C, input
+    channels K); output_shape: the result's 4 sizes in the input's layout (ints, int scalar tensors such as
+    tf.shape(x)[0], or a 1-D int tensor); strides, padding ("VALID", "SAME" or explicit pairs), dilations as
+    in conv2d. The convolution of the result with filters must have input's shape. algorithm and threads
+    as in conv2d. bias (C values) and activation (None or a name in ACTIVATIONS, Keras's defaults): the
+    result is activation(conv2d_transpose(...) + bias), computed with TensorFlow ops after kconv's.
+    """
+    data_format = "NHWC" if data_format is None else data_format
+    return _convolution_transpose(2, input, filters, output_shape, strides, padding, data_format, dilations,
+                                  algorithm, threads, bias, activation, name or "kconv_conv2d_transpose")
+
+
+def conv1d_transpose(input, filters, output_shape, strides, padding="SAME", data_format="NWC", dilations=None,
+                     algorithm="auto", threads=None, name=None, bias=None, activation=None):
+    """tf.nn.conv1d_transpose on kconv's kernels: input (N, W, K) or (N, K, W), filters (k, C/groups, K),
+    output_shape (N, W', C) or (N, C, W'); the rest as in conv2d_transpose."""
+    data_format = {None: "NWC", "NHWC": "NWC", "NCHW": "NCW"}.get(data_format, data_format)
+    return _convolution_transpose(1, input, filters, output_shape, strides, padding, data_format, dilations,
+                                  algorithm, threads, bias, activation, name or "kconv_conv1d_transpose")
 
 
 def _no_second_order(op, *grads):
