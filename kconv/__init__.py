@@ -6,8 +6,8 @@
     y = kconv.conv2d(x, w, 1, "SAME")                 # tf.nn.conv2d on kconv's kernels
     from kconv import ops                             # numpy API, no TensorFlow needed
 
-The TensorFlow parts (conv1d, conv2d, conv1d_transpose, conv2d_transpose, the Keras layers, to_keras) load on
-first use, so `import kconv` alone does not import TensorFlow. Where TensorFlow is already imported,
+The TensorFlow parts (conv1d, conv2d, conv1d_transpose, conv2d_transpose, the Keras layers, convert, to_keras)
+load on first use, so `import kconv` alone does not import TensorFlow. Where TensorFlow is already imported,
 `import kconv` also registers kconv's TensorFlow ops (building the op library once per TensorFlow version), so
 SavedModels that contain them load; otherwise `kconv.load_op_library()` does it.
 """
@@ -25,17 +25,18 @@ from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 _LAYERS = ("Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D",
            "SeparableConv1D", "SeparableConv2D")
-__all__ = list(_LAYERS) + ["config", "conv1d", "conv1d_transpose", "conv2d", "conv2d_transpose", "get_num_threads",
-                           "load_op_library", "measure_roof", "ops", "set_num_threads", "show_config", "to_keras"]
+__all__ = list(_LAYERS) + ["config", "convert", "conv1d", "conv1d_transpose", "conv2d", "conv2d_transpose",
+                           "get_num_threads", "load_op_library", "measure_roof", "ops", "set_num_threads",
+                           "show_config", "to_keras"]
 __version__ = "0.1.0"
 
 _TF_EXPORTS = {"conv1d": "tf_ops", "conv2d": "tf_ops", "conv1d_transpose": "tf_ops", "conv2d_transpose": "tf_ops",
-               "to_keras": "serving", **{name: "layers" for name in _LAYERS}}
+               "to_keras": "serving", "convert": "serving", **{name: "layers" for name in _LAYERS}}
 
 
 def __getattr__(name):
-    """kconv.conv1d/conv2d/..._transpose (TF ops), kconv.Conv2D etc. (Keras layers), kconv.to_keras: loaded on
-    first use."""
+    """kconv.conv1d/conv2d/..._transpose (TF ops), kconv.Conv2D etc. (Keras layers), kconv.convert /
+    to_keras: loaded on first use."""
     module = _TF_EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'kconv' has no attribute {name!r}")

@@ -28,9 +28,9 @@ The ops are kconv's native TensorFlow ops (kconv.tf_ops), so:
 
   * `jit_compile=True` falls back to jit_compile=False with a warning (supports_jit = False);
   * `model.export()` writes a SavedModel that runs in any process that has imported kconv; for a
-    kconv-free SavedModel (TF Serving, TFLite), export `kconv.to_keras(model)` (which swaps Conv1D / Conv2D
-    for their twins; KERAS_TWINS maps every kconv layer to its keras.layers class, same config minus
-    algorithm / threads, same weights).
+    kconv-free SavedModel (TF Serving, TFLite), export `kconv.to_keras(model)`, which swaps every layer here
+    for its keras.layers twin (and `kconv.convert(model)` the other way; kconv.serving finds the twins from
+    this module's __all__).
 
 `.keras` files save and load (the layers are registered as "kconv>Conv2D", "kconv>DepthwiseConv2D", ...;
 import kconv before keras.models.load_model).
@@ -231,10 +231,3 @@ class SeparableConv2D(_KconvSeparable, keras.layers.SeparableConv2D):
         super().__init__(*args, **kwargs)
         self._kconv_init(algorithm, threads)
 
-
-# Each kconv layer and the keras.layers class it is a drop-in for (same config minus algorithm / threads,
-# same weights)
-KERAS_TWINS = {Conv1D: keras.layers.Conv1D, Conv2D: keras.layers.Conv2D,
-               Conv1DTranspose: keras.layers.Conv1DTranspose, Conv2DTranspose: keras.layers.Conv2DTranspose,
-               DepthwiseConv1D: keras.layers.DepthwiseConv1D, DepthwiseConv2D: keras.layers.DepthwiseConv2D,
-               SeparableConv1D: keras.layers.SeparableConv1D, SeparableConv2D: keras.layers.SeparableConv2D}
