@@ -26,8 +26,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import kconv  # noqa: E402
-from kconv import layers as kl  # noqa: E402
-from kconv import tf_ops  # noqa: E402
+from kconv import serving, tf_ops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW_LAYERS = ["Conv1DTranspose", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",
@@ -222,7 +221,7 @@ def test_weights_config_and_shapes_match_keras(name, rng):
     cls = getattr(kconv, name)
     clone = cls.from_config(cls(**(kwargs | dict(algorithm="direct", threads=1))).get_config())
     assert (clone.algorithm, clone.threads, type(clone)) == ("direct", 1, cls)
-    assert kl.KERAS_TWINS[cls] is getattr(keras.layers, name)
+    assert serving.twins()[cls] is getattr(keras.layers, name)     # kconv.to_keras / convert know it
     # the defaults are Keras's
     minimal = dict(kernel_size=3) | ({} if name.startswith("Depthwise") else dict(filters=4))
     ours, theirs = cls(**minimal).get_config(), getattr(keras.layers, name)(**minimal).get_config()
@@ -438,9 +437,23 @@ def _all_six(module):
     return keras.Model([image, sequence], [keras.layers.Flatten()(a), keras.layers.Flatten()(b)])
 
 
+def test_to_keras_and_convert_swap_all_six(rng):
+    model = _all_six(kconv)
+    x = [rng.standard_normal((2, 7, 6, 3)).astype(np.float32), rng.standard_normal((2, 9, 4)).astype(np.float32)]
+    want = model.predict_on_batch(x)
+    plain = kconv.to_keras(model)
+    assert not any(type(layer).__module__.startswith("kconv") for layer in plain.layers)
+    back = kconv.convert(plain)
+    assert sorted(type(layer).__name__ for layer in back.layers if type(layer).__module__ == "kconv.layers") == \
+        sorted(NEW_LAYERS)
+    for other in (plain, back):
+        for got, w in zip(other.predict_on_batch(x), want):
+            assert _rel_err(got, w) < 1e-5
+
+
 def test_keras_file_round_trip_in_fresh_process(tmp_path, rng):
     model = _all_six(kconv)
-    layers = {type(layer).__name__: layer for layer in model.layers if type(layer) in kl.KERAS_TWINS}
+    layers = {type(layer).__name__: layer for layer in model.layers if type(layer).__module__ == "kconv.layers"}
     assert sorted(layers) == sorted(NEW_LAYERS)
     layers["Conv2DTranspose"].threads = 1
     layers["DepthwiseConv1D"].algorithm = "direct"
