@@ -43,6 +43,8 @@
 /* aligned(4/8): loads and stores of C rows and B panels need not be vector-aligned. */
 typedef float kc_vf32 __attribute__((vector_size(KC_VEC_BYTES), aligned(4)));
 typedef double kc_vf64 __attribute__((vector_size(KC_VEC_BYTES), aligned(8)));
+typedef int kc_vi32 __attribute__((vector_size(KC_VEC_BYTES)));          /* comparison masks */
+typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
 
 /* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
 #define KC_DEFINE_IGEMM(NAME, T, V, NR)                                                           \
@@ -90,6 +92,164 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long l
 
 KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, KC_NR_F32)
 KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, KC_NR_F64)
+
+/* Depthwise convolution: every channel is its own 1-channel convolution, so there is no reduction over
+ * channels for a GEMM tile to use. Channels go across the vector lanes instead, and the same register tile
+ * (KC_MR rows x NV vectors) holds other things:
+ *
+ *   kc_dw_<T>_nv<NV>       forward / input gradient: rows are KC_MR destination pixels.
+ *       c[i][0..NV*LANES) = sum over t < ntaps of a[t*KC_MR + i][a_off + ..] * w[t][w_off + ..]
+ *     a: for each tap, the source pixel of each row (a row of zeros in the padding); rows past mr repeat a
+ *     valid pointer and are not stored.
+ *   kc_dwgrad_<T>_nv<NV>   filter gradient: rows are up to KC_MR taps, the reduction runs over npix pixels.
+ *       out[r*ldo + ..] += sum over p < npix of a[p*lda + r][a_off + ..] * dy[p*ldd + ..]
+ *     a: for each pixel, the source pixel of each tap.
+ *
+ * NV = 2 is the main case, NV = 1 the tail of channels narrower than two vectors (the caller does the last
+ * channels that fill no vector with plain loops). Each vector of channels is loaded once per tap and pixel
+ * and used for one FMA: depthwise layers are bound by memory, and this keeps the traffic at the images. */
+/* The forward's common epilogues, applied to the tile before it is stored: bias (NULL: none) and clamp
+ * 1 = relu, 2 = relu6 (the caller applies any other activation after the store). */
+#define KC_DW_EPILOGUE(T, V, VI, NV)                                                                   \
+    if (bias) {                                                                                    \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                     \
+            V bv = *(const V *)(bias + v * LANES);                                                 \
+            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) acc[i][v] += bv;               \
+        }                                                                                          \
+    }                                                                                              \
+    if (clamp) { /* as epilogue.pxi: v < 0 -> 0, v > 6 -> 6 (relu6), NaN kept; by bit masks (C has no   \
+                    vector ?:) */                                                                  \
+        V six = (V){0} + (T)6;                                                                     \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                 \
+                VI bits = (VI)acc[i][v];                                                           \
+                bits &= ~(acc[i][v] < (V){0});                                                     \
+                if (clamp == 2) {                                                                  \
+                    VI over = acc[i][v] > six;                                                     \
+                    bits = (bits & ~over) | ((VI)six & over);                                      \
+                }                                                                                  \
+                acc[i][v] = (V)bits;                                                               \
+            }                                                                                      \
+    }
+
+#define KC_DEFINE_DW(NAME, GRAD, T, V, VI, NV)                                                         \
+static inline void NAME(int ntaps, const T *const *a, long a_off, const T *const *w, long w_off,   \
+                        T *const *c, long c_off, int mr, const T *bias, int clamp)                 \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V acc[KC_MR][NV];                                                                              \
+    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                        \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};                   \
+    for (int t = 0; t < ntaps; t++) {                                                              \
+        V wv[NV];                                                                                  \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
+            wv[v] = *(const V *)(w[t] + w_off + v * LANES);                                        \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                                  \
+            const T *ai = a[t * KC_MR + i] + a_off;                                                \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
+                acc[i][v] += *(const V *)(ai + v * LANES) * wv[v];                                 \
+        }                                                                                          \
+    }                                                                                              \
+    KC_DW_EPILOGUE(T, V, VI, NV)                                                                     \
+    for (int i = 0; i < mr; i++)                                                                   \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
+            *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                          \
+}                                                                                                  \
+static inline void GRAD(int npix, int rows, const T *const *a, long lda, long a_off,               \
+                        const T *dy, long ldd, T *out, long ldo)                                   \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V acc[KC_MR][NV];                                                                              \
+    _Pragma("GCC unroll 8") for (int r = 0; r < KC_MR; r++)                                        \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[r][v] = (V){0};                   \
+    if (rows == KC_MR) {                                                                           \
+        for (int p = 0; p < npix; p++) {                                                           \
+            V dv[NV];                                                                              \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
+                dv[v] = *(const V *)(dy + p * ldd + v * LANES);                                    \
+            _Pragma("GCC unroll 8") for (int r = 0; r < KC_MR; r++) {                              \
+                const T *ar = a[p * lda + r] + a_off;                                              \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
+                    acc[r][v] += *(const V *)(ar + v * LANES) * dv[v];                             \
+            }                                                                                      \
+        }                                                                                          \
+    } else {                                                                                       \
+        for (int p = 0; p < npix; p++) {                                                           \
+            V dv[NV];                                                                              \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
+                dv[v] = *(const V *)(dy + p * ldd + v * LANES);                                    \
+            for (int r = 0; r < rows; r++) {                                                       \
+                const T *ar = a[p * lda + r] + a_off;                                              \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
+                    acc[r][v] += *(const V *)(ar + v * LANES) * dv[v];                             \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    for (int r = 0; r < rows; r++)                                                                 \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                     \
+            V *o = (V *)(out + r * ldo + v * LANES);                                               \
+            *o = *o + acc[r][v];                                                                   \
+        }                                                                                          \
+}
+
+/* The same two loops where every pixel of the tile is inside the image (most of it): pixel i of tap t is
+ * a[t] + i*xs, so no pointer table is built. The forward tile is full (KC_MR pixels, stored cs apart). */
+#define KC_DEFINE_DW_RUN(NAME, GRAD, T, V, VI, NV)                                                     \
+static inline void NAME(int ntaps, const T *const *a, long xs, long a_off, const T *const *w,      \
+                        long w_off, T *c, long cs, const T *bias, int clamp)                       \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V acc[KC_MR][NV];                                                                              \
+    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                        \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};                   \
+    for (int t = 0; t < ntaps; t++) {                                                              \
+        V wv[NV];                                                                                  \
+        const T *at = a[t] + a_off;                                                                \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
+            wv[v] = *(const V *)(w[t] + w_off + v * LANES);                                        \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
+                acc[i][v] += *(const V *)(at + i * xs + v * LANES) * wv[v];                        \
+    }                                                                                              \
+    KC_DW_EPILOGUE(T, V, VI, NV)                                                                     \
+    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                        \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
+            *(V *)(c + i * cs + v * LANES) = acc[i][v];                                            \
+}                                                                                                  \
+static inline void GRAD(int npix, int rows, const T *const *a, long xs, long a_off,                \
+                        const T *dy, long ldd, T *out, long ldo)                                   \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V acc[KC_MR][NV];                                                                              \
+    const T *ar[KC_MR];                                                                            \
+    _Pragma("GCC unroll 8") for (int r = 0; r < KC_MR; r++) {                                      \
+        ar[r] = a[r < rows ? r : 0] + a_off;                                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[r][v] = (V){0};                   \
+    }                                                                                              \
+    for (int p = 0; p < npix; p++) {                                                               \
+        V dv[NV];                                                                                  \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
+            dv[v] = *(const V *)(dy + p * ldd + v * LANES);                                        \
+        _Pragma("GCC unroll 8") for (int r = 0; r < KC_MR; r++)                                    \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
+                acc[r][v] += *(const V *)(ar[r] + p * xs + v * LANES) * dv[v];                     \
+    }                                                                                              \
+    for (int r = 0; r < rows; r++)                                                                 \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                     \
+            V *o = (V *)(out + r * ldo + v * LANES);                                               \
+            *o = *o + acc[r][v];                                                                   \
+        }                                                                                          \
+}
+
+KC_DEFINE_DW_RUN(kc_dwrun_f32_nv2, kc_dwgradrun_f32_nv2, float, kc_vf32, kc_vi32, 2)
+KC_DEFINE_DW_RUN(kc_dwrun_f32_nv1, kc_dwgradrun_f32_nv1, float, kc_vf32, kc_vi32, 1)
+KC_DEFINE_DW_RUN(kc_dwrun_f64_nv2, kc_dwgradrun_f64_nv2, double, kc_vf64, kc_vi64, 2)
+KC_DEFINE_DW_RUN(kc_dwrun_f64_nv1, kc_dwgradrun_f64_nv1, double, kc_vf64, kc_vi64, 1)
+
+KC_DEFINE_DW(kc_dw_f32_nv2, kc_dwgrad_f32_nv2, float, kc_vf32, kc_vi32, 2)
+KC_DEFINE_DW(kc_dw_f32_nv1, kc_dwgrad_f32_nv1, float, kc_vf32, kc_vi32, 1)
+KC_DEFINE_DW(kc_dw_f64_nv2, kc_dwgrad_f64_nv2, double, kc_vf64, kc_vi64, 2)
+KC_DEFINE_DW(kc_dw_f64_nv1, kc_dwgrad_f64_nv1, double, kc_vf64, kc_vi64, 1)
 
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller

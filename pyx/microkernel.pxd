@@ -6,6 +6,38 @@ cdef extern from "microkernel.h" nogil:
                       float* const* c, long c_off, int mr, int nr, int accumulate)
     void kc_igemm_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,
                       double* const* c, long c_off, int mr, int nr, int accumulate)
+    void kc_dw_f32_nv2(int ntaps, const float* const* a, long a_off, const float* const* w, long w_off,
+                       float* const* c, long c_off, int mr, const float* bias, int clamp)
+    void kc_dw_f32_nv1(int ntaps, const float* const* a, long a_off, const float* const* w, long w_off,
+                       float* const* c, long c_off, int mr, const float* bias, int clamp)
+    void kc_dw_f64_nv2(int ntaps, const double* const* a, long a_off, const double* const* w, long w_off,
+                       double* const* c, long c_off, int mr, const double* bias, int clamp)
+    void kc_dw_f64_nv1(int ntaps, const double* const* a, long a_off, const double* const* w, long w_off,
+                       double* const* c, long c_off, int mr, const double* bias, int clamp)
+    void kc_dwgrad_f32_nv2(int npix, int rows, const float* const* a, long lda, long a_off,
+                           const float* dy, long ldd, float* out, long ldo)
+    void kc_dwgrad_f32_nv1(int npix, int rows, const float* const* a, long lda, long a_off,
+                           const float* dy, long ldd, float* out, long ldo)
+    void kc_dwgrad_f64_nv2(int npix, int rows, const double* const* a, long lda, long a_off,
+                           const double* dy, long ldd, double* out, long ldo)
+    void kc_dwgrad_f64_nv1(int npix, int rows, const double* const* a, long lda, long a_off,
+                           const double* dy, long ldd, double* out, long ldo)
+    void kc_dwrun_f32_nv2(int ntaps, const float* const* a, long xs, long a_off, const float* const* w, long w_off,
+                          float* c, long cs, const float* bias, int clamp)
+    void kc_dwgradrun_f32_nv2(int npix, int rows, const float* const* a, long xs, long a_off,
+                              const float* dy, long ldd, float* out, long ldo)
+    void kc_dwrun_f32_nv1(int ntaps, const float* const* a, long xs, long a_off, const float* const* w, long w_off,
+                          float* c, long cs, const float* bias, int clamp)
+    void kc_dwgradrun_f32_nv1(int npix, int rows, const float* const* a, long xs, long a_off,
+                              const float* dy, long ldd, float* out, long ldo)
+    void kc_dwrun_f64_nv2(int ntaps, const double* const* a, long xs, long a_off, const double* const* w, long w_off,
+                          double* c, long cs, const double* bias, int clamp)
+    void kc_dwgradrun_f64_nv2(int npix, int rows, const double* const* a, long xs, long a_off,
+                              const double* dy, long ldd, double* out, long ldo)
+    void kc_dwrun_f64_nv1(int ntaps, const double* const* a, long xs, long a_off, const double* const* w, long w_off,
+                          double* c, long cs, const double* bias, int clamp)
+    void kc_dwgradrun_f64_nv1(int npix, int rows, const double* const* a, long xs, long a_off,
+                              const double* dy, long ldd, double* out, long ldo)
     float kc_fma_chains(long iters)
     int kc_cpu_supports_avx2()
     int kc_cpu_supports_avx512()

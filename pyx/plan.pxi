@@ -61,6 +61,8 @@ cdef extern from "kconv_api.h" nogil:
 cdef enum:
     AUTO_MIN_CHANNELS = 32
     AUTO_MIN_GRAD_CHANNELS = 64
+    DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
+    DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
 # Filter gradient (direct): tasks its pixel split aims at, and the cap on its partial sums.
 cdef enum:
@@ -148,6 +150,7 @@ cdef struct Plan:
     Py_ssize_t sh, sw, dh, dw, pt, pb, pl, pr, Ho, Wo
     int itemsize, act, threads
     int fwd_m, bwd_m, grad_m       # Winograd output tile per pass; 0: direct
+    bint depthwise                 # one input channel per group: depthwise.pxi's kernels, every pass
     bint fwd_staged, bwd_staged
     Py_ssize_t block, fg_chunk, fg_splits, wg_chunk
     double flops
@@ -340,6 +343,7 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     cdef Py_ssize_t tiles
     cdef bint unsupported = winograd_reason(p, reason, sizeof(reason))
     p.fwd_m = p.bwd_m = p.grad_m = 0
+    p.depthwise = p.cg == 1 and p.groups > 1 and p.kg <= DEPTHWISE_MAX_MULTIPLIER
     if algo == KC_ALGO_DIRECT:
         return KC_OK
     if algo == KC_ALGO_AUTO:
@@ -678,6 +682,112 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
     return status
 
 
+cdef int depthwise_grid(const Plan* p, ConvGrid* grid, bint input_gradient) noexcept nogil:
+    """The ConvGrid of a depthwise pass: the forward over x, or the input gradient over dy (the caller sets
+    each phase's Qh, Qw, dst_h0, dst_w0). Channels are K on both sides (a multiplier's input is expanded)."""
+    grid.N, grid.groups, grid.cin, grid.cout = p.N, 1, 1, p.K
+    grid.Cs = grid.Cd = p.K
+    if not input_gradient:
+        grid.Hs, grid.Ws, grid.Hd, grid.Wd = p.H, p.W, p.Ho, p.Wo
+        grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
+        grid.dst_h0 = grid.dst_w0 = 0
+        grid.dstep_h = grid.dstep_w = 1
+    else:
+        grid.Hs, grid.Ws, grid.Hd, grid.Wd = p.Ho, p.Wo, p.H, p.W
+        grid.step_h = grid.step_w = 1
+        grid.dstep_h, grid.dstep_w = p.sh, p.sw
+    return 0
+
+
+cdef real* expanded_input(const Plan* p, const real* x, int n_threads) noexcept nogil:
+    """x with each channel repeated kg times (a depth multiplier's input), or NULL when out of memory."""
+    cdef real* xr = <real*> malloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
+    if xr != NULL:
+        expand_channels(x, p.N * p.H * p.W, p.C, p.kg, xr, n_threads)
+    return xr
+
+
+cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real* y, const Epilogue* ep,
+                               int n_threads) noexcept nogil:
+    cdef ConvGrid grid
+    cdef real* xr = NULL
+    cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
+    cdef int status = -1
+    if p.kg > 1:
+        xr = expanded_input(p, x, n_threads)
+    if zeros != NULL and (p.kg == 1 or xr != NULL):
+        depthwise_grid(p, &grid, False)
+        status = depthwise_conv(x if xr == NULL else xr, y, grid, p.tap_h, p.tap_w, p.tap_off, p.ntaps, w, zeros,
+                                ep, n_threads)
+    free(xr)
+    free(zeros)
+    return status
+
+
+cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real* dx, int n_threads) noexcept nogil:
+    """dx phase by phase (as direct_run); with a multiplier, into an expanded dx whose copies are then added."""
+    cdef ConvGrid grid
+    cdef Py_ssize_t ph, t0
+    cdef real* dxr = NULL
+    cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
+    cdef int status = 0
+    if p.kg > 1:
+        dxr = <real*> malloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
+    if zeros == NULL or (p.kg > 1 and dxr == NULL):
+        free(zeros)
+        free(dxr)
+        return -1
+    depthwise_grid(p, &grid, True)
+    for ph in range(p.nphases):
+        if status:
+            break
+        t0 = p.phases[ph].t0
+        grid.Qh, grid.Qw = p.phases[ph].qh, p.phases[ph].qw
+        grid.dst_h0, grid.dst_w0 = p.phases[ph].rh, p.phases[ph].rw
+        status = depthwise_conv(dy, dx if dxr == NULL else dxr, grid, p.ph_tap_h + t0, p.ph_tap_w + t0,
+                                p.ph_tap_off + t0, p.phases[ph].nt, w, zeros, NULL, n_threads)
+    if status == 0 and dxr != NULL:
+        fold_channels(dxr, p.N * p.H * p.W, p.C, p.kg, dx, n_threads)
+    free(dxr)
+    free(zeros)
+    return status
+
+
+cdef int depthwise_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
+    """dw (kh, kw, 1, K) from fixed row chunks of partial sums, added in order in float64."""
+    cdef ConvGrid grid
+    cdef Py_ssize_t rows = p.N * p.Ho, plane = p.ntaps * p.K, i
+    cdef Py_ssize_t nsplit = rows if rows < DEPTHWISE_SPLITS else DEPTHWISE_SPLITS, chunk
+    cdef double* total = NULL
+    cdef real* xr = NULL
+    cdef real* partial
+    cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
+    cdef int status = -1
+    if nsplit > 1 and nsplit * plane * p.itemsize > FILTER_GRAD_PARTIAL_BYTES:
+        nsplit = FILTER_GRAD_PARTIAL_BYTES // (plane * p.itemsize)
+        if nsplit < 1:
+            nsplit = 1
+    chunk = ceil_div(rows, nsplit)
+    nsplit = ceil_div(rows, chunk)
+    partial = <real*> malloc((nsplit * plane + 1) * sizeof(real))
+    if p.kg > 1:
+        xr = expanded_input(p, x, n_threads)
+    if partial != NULL and zeros != NULL and (p.kg == 1 or xr != NULL):
+        depthwise_grid(p, &grid, False)
+        status = depthwise_filter_grad(x if xr == NULL else xr, dy, partial, grid, p.tap_h, p.tap_w, p.ntaps,
+                                       nsplit, chunk, zeros, n_threads)
+        if status == 0 and sum_splits(partial, nsplit, plane, &total, n_threads) == 0:
+            for i in range(plane):         # (taps, K) is already dw's layout (kh, kw, 1, K)
+                dw[i] = <real> total[i]
+        elif status == 0:
+            status = -1
+    free(total)
+    free(xr)
+    free(partial)
+    free(zeros)
+    return status
+
+
 cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bias, real* y, real* z) noexcept nogil:
     cdef Epilogue ep
     cdef const Epilogue* use = NULL
@@ -690,9 +800,11 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
     if bias != NULL or p.act != ACT_LINEAR:
         use = &ep
     n_threads = claim_threads(p.flops, p.threads)
-    if p.fwd_m:
+    if p.depthwise:
+        status = depthwise_forward_run(p, x, w, y, use, n_threads)
+    elif p.fwd_m:
         status = winograd_run(p, x, w, False, y, use, n_threads)
-    if p.fwd_m == 0 or status == 1:     # direct, or Winograd met a NaN/Inf (it smears one over a tile)
+    if not p.depthwise and (p.fwd_m == 0 or status == 1):     # direct, or Winograd met a NaN/Inf (it smears one over a tile)
         status = direct_run(p, x, w, y, False, use, n_threads)
     kc_release_threads(n_threads)
     return status
@@ -707,9 +819,11 @@ cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, real* 
         memset(dx, 0, p.N * p.H * p.W * p.C * sizeof(real))
         return 0
     n_threads = claim_threads(p.flops, p.threads)
-    if p.bwd_m:
+    if p.depthwise:
+        status = depthwise_input_run(p, w, dy, dx, n_threads)
+    elif p.bwd_m:
         status = winograd_run(p, dy, w, True, dx, NULL, n_threads)
-    if p.bwd_m == 0 or status == 1:
+    if not p.depthwise and (p.bwd_m == 0 or status == 1):
         status = direct_run(p, dy, w, dx, True, NULL, n_threads)
     kc_release_threads(n_threads)
     return status
@@ -821,9 +935,11 @@ cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real*
         memset(dw, 0, nw * sizeof(real))
         return 0
     n_threads = claim_threads(p.flops, p.threads)
-    if p.grad_m:
+    if p.depthwise:
+        status = depthwise_filter_run(p, x, dy, dw, n_threads)
+    elif p.grad_m:
         status = winograd_filter_run(p, x, dy, dw, n_threads)
-    if p.grad_m == 0 or status == 1:    # direct, or a NaN/Inf that Winograd would spread over the taps
+    if not p.depthwise and (p.grad_m == 0 or status == 1):    # direct, or a NaN/Inf that Winograd would spread over the taps
         status = direct_filter_run(p, x, dy, dw, n_threads)
     kc_release_threads(n_threads)
     return status
@@ -955,6 +1071,7 @@ cdef class ConvPlan:
     cdef readonly tuple out_hw
     cdef readonly tuple tiles
     cdef readonly tuple staged
+    cdef readonly bint depthwise
 
     def __cinit__(self, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
                   Py_ssize_t cg, Py_ssize_t K, strides, dilations, pads, int algorithm, int itemsize,
@@ -974,6 +1091,7 @@ cdef class ConvPlan:
         self.out_hw = (self.p.Ho, self.p.Wo)
         self.tiles = (self.p.fwd_m, self.p.bwd_m, self.p.grad_m)    # Winograd m per pass, 0: direct
         self.staged = (bool(self.p.fwd_staged), bool(self.p.bwd_staged))
+        self.depthwise = self.p.depthwise      # every pass on depthwise.pxi's channel-vectorised kernels
 
     def __dealloc__(self):
         plan_free(self.p)

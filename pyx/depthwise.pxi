@@ -1,0 +1,329 @@
+# Depthwise convolution (groups == input channels, one or a few filters per channel), on channels.
+#
+# A depthwise layer has no reduction over channels, so the GEMM tile of igemm_conv.pxi would multiply 1 x 1
+# blocks. Here channels run across the vector lanes instead (microkernel.h, kc_dw_* / kc_dwgrad_*): a tile
+# is MR pixels (or MR taps, for the filter gradient) x two vectors of channels, and the reduction runs over
+# taps (or pixels). The three passes share the geometry of the rest of kconv (ConvGrid, the plan's taps and
+# stride phases):
+#
+#   forward         rows = output pixels, sources = input pixels through the forward taps;
+#   input gradient  the same loop over dy, once per stride phase (plan.pxi, build_taps), as direct_run does;
+#   filter gradient dw[t, k] = sum over output pixels of x(pixel through tap t)[k] * dy(pixel)[k], split over
+#                   rows of pixels into fixed chunks whose partial sums are added in order.
+#
+# A depth multiplier dm > 1 (output channel k = c * dm + m reads input channel c) runs on a copy of the
+# input with each channel repeated dm times (expand_channels), so every pass is the dm = 1 loop; the input
+# gradient adds the dm copies back (fold_channels). Every output element is owned by one task and reduced in
+# a fixed order, so results do not depend on the thread count.
+
+cdef enum:
+    DW_PIXELS = 64          # pixels per filter-gradient pointer table
+
+
+cdef inline int vector_lanes(real* dummy) noexcept nogil:
+    return tile_cols(dummy) // 2
+
+
+cdef inline real tail_epilogue(real s, const real* bias, Py_ssize_t k, int clamp) noexcept nogil:
+    if bias != NULL:
+        s = s + bias[k]
+    if clamp == 1:
+        return activate(s, ACT_RELU)
+    if clamp == 2:
+        return activate(s, ACT_RELU6)
+    return s
+
+
+cdef inline void dw_tile(int ntaps, const real* const* a, const real* const* wp, real* const* c, int mr,
+                         Py_ssize_t C, const real* bias, int clamp) noexcept nogil:
+    """c[i][0..C) = sum over taps of a[t*MR + i][..] * wp[t][..]: all channels of a tile of mr pixels; then
+    + bias (unless NULL) and relu (clamp 1) or relu6 (clamp 2)."""
+    cdef int MR = tile_rows(c[0])
+    cdef Py_ssize_t L = vector_lanes(c[0]), c0 = 0, i, k
+    cdef int t
+    cdef real s
+    while c0 + 2 * L <= C:
+        if real is float:
+            kc_dw_f32_nv2(ntaps, a, c0, wp, c0, c, c0, mr, bias + c0 if bias != NULL else NULL, clamp)
+        else:
+            kc_dw_f64_nv2(ntaps, a, c0, wp, c0, c, c0, mr, bias + c0 if bias != NULL else NULL, clamp)
+        c0 += 2 * L
+    if c0 + L <= C:
+        if real is float:
+            kc_dw_f32_nv1(ntaps, a, c0, wp, c0, c, c0, mr, bias + c0 if bias != NULL else NULL, clamp)
+        else:
+            kc_dw_f64_nv1(ntaps, a, c0, wp, c0, c, c0, mr, bias + c0 if bias != NULL else NULL, clamp)
+        c0 += L
+    for i in range(mr):             # channels that fill no vector
+        for k in range(c0, C):
+            s = 0
+            for t in range(ntaps):
+                s = s + a[t * MR + i][k] * wp[t][k]
+            c[i][k] = tail_epilogue(s, bias, k, clamp)
+
+
+cdef inline void dw_run_tile(int ntaps, const real* const* a, Py_ssize_t xs, const real* const* wp, real* c,
+                             Py_ssize_t cs, Py_ssize_t C, const real* bias, int clamp) noexcept nogil:
+    """dw_tile for a full tile of MR pixels inside the image: pixel i of tap t is a[t] + i*xs, its output
+    c + i*cs."""
+    cdef int MR = tile_rows(c)
+    cdef Py_ssize_t L = vector_lanes(c), c0 = 0, i, k
+    cdef int t
+    cdef real s
+    while c0 + 2 * L <= C:
+        if real is float:
+            kc_dwrun_f32_nv2(ntaps, a, xs, c0, wp, c0, c + c0, cs, bias + c0 if bias != NULL else NULL, clamp)
+        else:
+            kc_dwrun_f64_nv2(ntaps, a, xs, c0, wp, c0, c + c0, cs, bias + c0 if bias != NULL else NULL, clamp)
+        c0 += 2 * L
+    if c0 + L <= C:
+        if real is float:
+            kc_dwrun_f32_nv1(ntaps, a, xs, c0, wp, c0, c + c0, cs, bias + c0 if bias != NULL else NULL, clamp)
+        else:
+            kc_dwrun_f64_nv1(ntaps, a, xs, c0, wp, c0, c + c0, cs, bias + c0 if bias != NULL else NULL, clamp)
+        c0 += L
+    for i in range(MR):
+        for k in range(c0, C):
+            s = 0
+            for t in range(ntaps):
+                s = s + a[t][i * xs + k] * wp[t][k]
+            c[i * cs + k] = tail_epilogue(s, bias, k, clamp)
+
+
+cdef inline void inside_range(const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t step, Py_ssize_t Ws,
+                              Py_ssize_t Q, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the destination columns q whose source columns q*step + tap_w[t] are inside 0..Ws-1 for
+    every tap (empty when lo >= hi)."""
+    cdef Py_ssize_t t, wmin = 0, wmax = 0
+    for t in range(ntaps):
+        if t == 0 or tap_w[t] < wmin:
+            wmin = tap_w[t]
+        if t == 0 or tap_w[t] > wmax:
+            wmax = tap_w[t]
+    lo[0] = 0 if wmin >= 0 else (-wmin + step - 1) // step
+    hi[0] = 0 if Ws - 1 - wmax < 0 else (Ws - 1 - wmax) // step + 1
+    if hi[0] > Q:
+        hi[0] = Q
+    if lo[0] > hi[0]:
+        lo[0] = hi[0]
+
+
+cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssize_t* tap_h,
+                        const Py_ssize_t* tap_w, const Py_ssize_t* tap_off, Py_ssize_t ntaps, const real* w,
+                        const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
+    """dst = the depthwise convolution of src over grid (grid.Cs == grid.Cd channels; tap t reads filter
+    row w + tap_off[t]). One task per destination row; taps whose source row is in the padding for the whole
+    row are dropped, and tiles inside the image run without pointer tables. Returns 0, or -1 when the
+    pointer tables cannot be allocated."""
+    cdef int MR = tile_rows(dst)
+    cdef Py_ssize_t C = grid.Cd
+    cdef Py_ssize_t nt = ntaps if ntaps > 0 else 1
+    cdef Py_ssize_t per_thread = nt * MR + MR + 3 * nt
+    cdef void** tables = <void**> malloc(n_threads * per_thread * sizeof(void*))
+    cdef const real** a
+    cdef real** crow
+    cdef const real** wp
+    cdef const real** base
+    cdef Py_ssize_t* live
+    cdef Py_ssize_t task, n, qh, qw, qw0, blk, sh, sw, t, j, i, nlive, dh, tid, qlo, qhi
+    cdef Py_ssize_t xs = grid.step_w * grid.Cs, cs = grid.dstep_w * C
+    cdef int mr
+    cdef real* c
+    # bias with no activation, relu or relu6 are applied in the tile; anything else after it is stored
+    cdef bint in_tile = ep != NULL and ep.z0 == NULL and (ep.act == ACT_LINEAR or ep.act == ACT_RELU or
+                                                          ep.act == ACT_RELU6)
+    cdef const real* bias = <const real*> ep.bias if in_tile else NULL
+    cdef int clamp = (1 if ep.act == ACT_RELU else 2 if ep.act == ACT_RELU6 else 0) if in_tile else 0
+    if tables == NULL:
+        return -1
+    inside_range(tap_w, ntaps, grid.step_w, grid.Ws, grid.Qw, &qlo, &qhi)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        a = <const real**> (tables + tid * per_thread)
+        crow = <real**> (tables + tid * per_thread + nt * MR)
+        wp = <const real**> (tables + tid * per_thread + nt * MR + MR)
+        base = <const real**> (tables + tid * per_thread + nt * MR + MR + nt)
+        live = <Py_ssize_t*> (tables + tid * per_thread + nt * MR + MR + 2 * nt)
+        for task in prange(grid.N * grid.Qh, schedule='dynamic'):
+            n = task // grid.Qh
+            qh = task - n * grid.Qh
+            nlive = 0
+            for t in range(ntaps):
+                sh = qh * grid.step_h + tap_h[t]
+                if 0 <= sh < grid.Hs:
+                    live[nlive] = t
+                    wp[nlive] = w + tap_off[t]
+                    nlive = nlive + 1
+            dh = grid.dst_h0 + qh * grid.dstep_h
+            for blk in range((grid.Qw + MR - 1) // MR):
+                qw0 = blk * MR
+                mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)
+                c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C
+                if qw0 >= qlo and qw0 + MR <= qhi:
+                    for j in range(nlive):
+                        t = live[j]
+                        base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
+                                         + qw0 * grid.step_w + tap_w[t]) * grid.Cs
+                    dw_run_tile(<int> nlive, base, xs, wp, c, cs, C, bias, clamp)
+                else:
+                    for i in range(MR):    # rows past the edge repeat the first one and are never stored
+                        qw = qw0 + (i if i < mr else 0)
+                        crow[i] = c + (qw - qw0) * cs
+                        for j in range(nlive):
+                            t = live[j]
+                            sh = qh * grid.step_h + tap_h[t]
+                            sw = qw * grid.step_w + tap_w[t]
+                            if 0 <= sw < grid.Ws:
+                                a[j * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                            else:
+                                a[j * MR + i] = zeros
+                    dw_tile(<int> nlive, a, wp, crow, mr, C, bias, clamp)
+                if ep != NULL and not in_tile:
+                    for i in range(mr):
+                        apply_epilogue(c + i * cs, C, <const real*> ep.bias, ep)
+    free(tables)
+    return 0
+
+
+cdef inline void dw_grad_channels(int npix, int rows, const real* const* a, Py_ssize_t step, bint strided,
+                                  const real* dy, Py_ssize_t C, real* out) noexcept nogil:
+    """out[r, k] += sum over npix pixels p of x_p,r[k] * dy[p, k], for rows (taps) r < rows and every
+    channel k. strided: x_p,r = a[r] + p*step; else a table, x_p,r = a[p*step + r]."""
+    cdef Py_ssize_t L = vector_lanes(out), c0 = 0, k, p
+    cdef int r
+    cdef real acc
+    while c0 + 2 * L <= C:
+        if real is float:
+            if strided:
+                kc_dwgradrun_f32_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+            else:
+                kc_dwgrad_f32_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+        else:
+            if strided:
+                kc_dwgradrun_f64_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+            else:
+                kc_dwgrad_f64_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+        c0 += 2 * L
+    if c0 + L <= C:
+        if real is float:
+            if strided:
+                kc_dwgradrun_f32_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+            else:
+                kc_dwgrad_f32_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+        else:
+            if strided:
+                kc_dwgradrun_f64_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+            else:
+                kc_dwgrad_f64_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+        c0 += L
+    for r in range(rows):        # channels that fill no vector
+        for k in range(c0, C):
+            acc = 0
+            for p in range(npix):
+                acc = acc + (a[r][p * step + k] if strided else a[p * step + r][k]) * dy[p * C + k]
+            out[r * C + k] = out[r * C + k] + acc
+
+
+cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, ConvGrid grid,
+                               const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                               Py_ssize_t nsplit, Py_ssize_t chunk, const real* zeros,
+                               int n_threads) noexcept nogil:
+    """partial[s, t, k] = sum over the output rows of split s (chunk rows of N x Ho each) of
+    x(pixel through tap t)[k] * dy(pixel)[k]. Pixels whose every tap is inside the image run strided, the
+    edges through pointer tables. Returns 0, or -1 when the tables cannot be allocated."""
+    cdef int MR = tile_rows(partial)
+    cdef Py_ssize_t C = grid.Cd
+    cdef Py_ssize_t plane = ntaps * C, rows = grid.N * grid.Qh
+    cdef Py_ssize_t per_thread = DW_PIXELS * ntaps + MR
+    cdef const real** tables = <const real**> malloc((n_threads * per_thread + 1) * sizeof(real*))
+    cdef const real** a
+    cdef const real** base
+    cdef real* out
+    cdef Py_ssize_t s, r, r0, r1, n, qh, q0, q1, blk, npix, p, t, t0, t_lo, t_hi, k, sh, sw, tid, edge
+    cdef Py_ssize_t qlo, qhi, xs = grid.step_w * grid.Cs
+    cdef int nrows
+    if tables == NULL:
+        return -1
+    inside_range(tap_w, ntaps, grid.step_w, grid.Ws, grid.Qw, &qlo, &qhi)
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        a = tables + tid * per_thread
+        base = tables + tid * per_thread + DW_PIXELS * ntaps
+        for s in prange(nsplit, schedule='dynamic'):
+            out = partial + s * plane
+            for k in range(plane):
+                out[k] = 0
+            r0 = s * chunk
+            r1 = r0 + chunk if r0 + chunk < rows else rows
+            for r in range(r0, r1):
+                n = r // grid.Qh
+                qh = r - n * grid.Qh
+                t_lo = ntaps     # taps t_lo..t_hi-1 read rows inside the image (taps go row by row)
+                t_hi = 0
+                for t in range(ntaps):
+                    sh = qh * grid.step_h + tap_h[t]
+                    if 0 <= sh < grid.Hs:
+                        if t < t_lo:
+                            t_lo = t
+                        t_hi = t + 1
+                # the inside pixels, qlo..qhi-1, in one run per group of MR taps
+                if qhi > qlo:
+                    t0 = t_lo
+                    while t0 < t_hi:
+                        nrows = <int> (t_hi - t0 if t_hi - t0 < MR else MR)
+                        for k in range(nrows):
+                            base[k] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t0 + k]) * grid.Ws
+                                             + qlo * grid.step_w + tap_w[t0 + k]) * grid.Cs
+                        dw_grad_channels(<int> (qhi - qlo), nrows, base, xs, True,
+                                         dy + ((n * grid.Hd + qh) * grid.Wd + qlo) * C, C, out + t0 * C)
+                        t0 = t0 + MR
+                # the edges, 0..qlo-1 and qhi..Qw-1, through tables (zeros outside the image)
+                for edge in range(2):
+                    q0 = 0 if edge == 0 else qhi
+                    q1 = qlo if edge == 0 else grid.Qw
+                    if qhi <= qlo:          # nothing inside: the whole row is one edge
+                        if edge == 1:
+                            break
+                        q1 = grid.Qw
+                    for blk in range((q1 - q0 + DW_PIXELS - 1) // DW_PIXELS):
+                        npix = q1 - q0 - blk * DW_PIXELS if q1 - q0 - blk * DW_PIXELS < DW_PIXELS else DW_PIXELS
+                        for p in range(npix):
+                            for t in range(t_lo, t_hi):
+                                sh = qh * grid.step_h + tap_h[t]
+                                sw = (q0 + blk * DW_PIXELS + p) * grid.step_w + tap_w[t]
+                                if 0 <= sw < grid.Ws:
+                                    a[p * ntaps + t] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                                else:
+                                    a[p * ntaps + t] = zeros
+                        t0 = t_lo
+                        while t0 < t_hi:
+                            nrows = <int> (t_hi - t0 if t_hi - t0 < MR else MR)
+                            dw_grad_channels(<int> npix, nrows, a + t0, ntaps, False,
+                                             dy + ((n * grid.Hd + qh) * grid.Wd + q0 + blk * DW_PIXELS) * C, C,
+                                             out + t0 * C)
+                            t0 = t0 + MR
+    free(tables)
+    return 0
+
+
+cdef void expand_channels(const real* x, Py_ssize_t pixels, Py_ssize_t C, Py_ssize_t dm, real* out,
+                          int n_threads) noexcept nogil:
+    """out[pixel, c * dm + m] = x[pixel, c]: the input each output channel of a depth multiplier reads."""
+    cdef Py_ssize_t q, c, m
+    for q in prange(pixels, schedule='static', num_threads=n_threads):
+        for c in range(C):
+            for m in range(dm):
+                out[(q * C + c) * dm + m] = x[q * C + c]
+
+
+cdef void fold_channels(const real* g, Py_ssize_t pixels, Py_ssize_t C, Py_ssize_t dm, real* out,
+                        int n_threads) noexcept nogil:
+    """out[pixel, c] = sum over m of g[pixel, c * dm + m]: expand_channels' adjoint."""
+    cdef Py_ssize_t q, c, m
+    cdef real s
+    for q in prange(pixels, schedule='static', num_threads=n_threads):
+        for c in range(C):
+            s = 0
+            for m in range(dm):
+                s = s + g[(q * C + c) * dm + m]
+            out[q * C + c] = s
