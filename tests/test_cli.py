@@ -14,6 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSES = {"forward", "input grad", "filter grad"}
+KERAS_PASSES = {"forward", "train step"}
 
 
 def run_cli(*args, timeout=240):
@@ -63,11 +64,11 @@ def ratio(cell):
 def test_bench_prints_well_formed_model_and_layer_tables(smoke_run):
     proc, _ = smoke_run
     tables = markdown_tables(proc.stdout)
-    assert {"model", "layer", "threads", "contender"} <= set(tables)
+    assert {"model", "layer", "Keras layer", "threads", "contender"} <= set(tables)
     for context, _, _ in tables.values():   # machine, ISA and roof beside every table
         assert any(line.startswith("machine: ") and " ISA: " in line and " roof: " in line and "GFLOP/s" in line
                    for line in context), context
-    assert proc.stdout.index("| model") < proc.stdout.index("| layer")   # models first
+    assert proc.stdout.index("| model") < proc.stdout.index("| layer ") < proc.stdout.index("| Keras layer")
 
     _, head, rows = tables["model"]
     for column in ("batch", "train kconv ms", "train keras ms", "train ratio", "predict kconv ms",
@@ -99,6 +100,22 @@ def test_bench_prints_well_formed_model_and_layer_tables(smoke_run):
                                    "geomean all passes"]
     assert "geomean ratio: train_on_batch" in proc.stdout and "geomean ratio over 2 layers" in proc.stdout
     assert "s in all (smoke run; roof " in proc.stdout
+    assert "kconv has no such layer" not in proc.stdout
+
+    # the other kinds, through the Keras layers: forward and train step of each
+    _, head, rows = tables["Keras layer"]
+    for column in ("batch", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv % roof", "max err"):
+        assert column in head
+    body = [dict(zip(head, r)) for r in rows if not r[0].startswith("geomean")]
+    assert len(body) == 6 and {r["pass"] for r in body} == KERAS_PASSES
+    assert {r["Keras layer"] for r in body} == {"smoke dw 3x3/2 12x12x8", "smoke sep k3 32x8->16",
+                                                "smoke convT 2x2/2 6x6 8->4"}
+    for r in body:
+        assert float(r["kconv ms"]) > 0 and float(r["TF ms"]) > 0 and ratio(r["ratio"]) > 0
+        assert float(r["max err"]) < 1e-4
+    geo = [r[0] for r in rows if r[0].startswith("geomean")]
+    assert geo == [f"geomean {k} {p}" for k in ("depthwise", "separable", "transpose")
+                   for p in ("forward", "train step")]
 
 
 def test_bench_writes_csv_json_markdown_and_png(smoke_run):
@@ -121,14 +138,20 @@ def test_bench_writes_csv_json_markdown_and_png(smoke_run):
     machine = data["machine"]
     assert machine["roof_gflops"] > 0 and machine["roof_end_gflops"] > 0 and machine["threads"] >= 1
     assert machine["isa"] and machine["cpu"] and machine["tensorflow"]
-    assert len(data["models"]) == 2 and len(data["layers"]) == 6
+    assert len(data["models"]) == 2 and len(data["layers"]) == 6 and len(data["keras_layers"]) == 6
+    assert {r["kind"] for r in data["keras_layers"]} == {"depthwise", "separable", "transpose"}
+    assert all(v > 0 for v in data["keras_layers_geomean"].values()) and len(data["keras_layers_geomean"]) == 6
+    with open(out / "keras_layers.csv", newline="") as f:
+        kinds = list(csv.DictReader(f))
+    assert len(kinds) == 6 and {r["pass"] for r in kinds} == KERAS_PASSES
+    assert all(float(r["ratio"]) > 0 and float(r["max_err"]) < 1e-4 for r in kinds)
     assert set(data["geomean"]) == {"train", "predict"} | PASSES
     assert {s["threads"] for s in data["scaling"]} >= {1}
     assert {m["contender"] for m in data["memory"]} == {"kconv", "tf"}
     assert all(m["extra_mib"] >= 0 for m in data["memory"])
 
     md = (out / "results.md").read_text()
-    assert md.count("| smoke ") == 6 and "| ResNet-20" in md and md.count("machine: ") == 4
+    assert md.count("| smoke ") == 12 and "| ResNet-20" in md and md.count("machine: ") == 5
 
     if machine["op_path"] == "native":
         # each layer graph ran exactly one kconv kernel pass: TensorFlow pruned the forward and the other
@@ -168,7 +191,14 @@ def test_selectors():
     m, l = selection(_args("--models", "ResNet", "--layers", "vgg16", "--no-models"))
     assert m == [] and len(l) == 9
     m, l = selection(_args("--smoke"))
-    assert [x.key for x in m] == models.SMOKE_KEYS and l == layersets.SMOKE
+    assert [x.key for x in m] == models.SMOKE_KEYS and l == layersets.SMOKE + layersets.SMOKE_MOBILE
+    m, l = selection(_args("--layers", "mobile"))                # the other kinds: on request only
+    assert m == [] and l == layersets.MOBILE and not set(l) & set(layersets.LAYERS)
+    assert not [x for x in layersets.LAYERS if x.kind != "conv"]
+    m, l = selection(_args("--layers", "depthwise,transpose"))
+    assert {x.kind for x in l} == {"depthwise", "transpose"} and len(l) == 14
+    m, l = selection(_args("--smoke", "--layers", "mobile"))
+    assert l == layersets.SMOKE_MOBILE
     for bad in (("--layers", "nope"), ("--models", "nope"), ("--models", "none", "--layers", "none"),
                 ("--no-models", "--no-layers")):
         with pytest.raises(ValueError):
@@ -188,23 +218,56 @@ def test_layers_cover_the_geometries_asked_for():
     assert len({x.name for x in LAYERS}) == len(LAYERS)
 
 
+def test_mobile_set_covers_depthwise_separable_and_transposed_layers():
+    from kconv.bench.layersets import MOBILE, SMOKE_MOBILE
+    sizes = {((112, 112), 32), ((56, 56), 64), ((28, 28), 128), ((14, 14), 256)}
+    of = lambda kind, **kw: [x for x in MOBILE if x.kind == kind and all(getattr(x, k) == v  # noqa: E731
+                                                                          for k, v in kw.items())]
+    for stride in (1, 2):
+        assert {(x.spatial, x.c) for x in of("depthwise", stride=stride, kernel=3)} == sizes
+    assert {(x.spatial, x.c) for x in of("separable", stride=1, kernel=3)} == sizes
+    assert all(x.k == x.c for x in of("depthwise")) and all(x.batch == 8 for x in MOBILE)
+    assert {x.kernel for x in of("transpose", stride=2)} == {2, 3}
+    assert len({x.name for x in MOBILE + SMOKE_MOBILE}) == len(MOBILE + SMOKE_MOBILE)
+    assert {x.kind for x in SMOKE_MOBILE} == {"depthwise", "separable", "transpose"}
+
+
 def test_model_twins_differ_only_in_their_conv_class():
     pytest.importorskip("tensorflow")
-    import keras
     import numpy as np
-    import kconv
     from kconv.bench import models
+    kinds = set()
     for spec in models.MODELS:
         ours, theirs = models.twins(spec, smoke=True)
-        conv_types = (keras.layers.Conv1D, keras.layers.Conv2D)
-        convs = lambda m: [type(l) for l in m.layers if isinstance(l, conv_types)]  # noqa: E731
-        assert convs(ours) and all(c in (kconv.Conv1D, kconv.Conv2D) for c in convs(ours)), spec.key
-        assert len(convs(ours)) == len(convs(theirs)) and not {kconv.Conv1D, kconv.Conv2D} & set(convs(theirs))
+        assert models.conv_layers(ours) and all(map(models.is_kconv, models.conv_layers(ours))), spec.key
+        assert len(models.conv_layers(ours)) == len(models.conv_layers(theirs))
+        assert not any(map(models.is_kconv, models.conv_layers(theirs)))
         assert [type(l).__name__ for l in ours.layers] == [type(l).__name__ for l in theirs.layers]
+        kinds |= {type(l).__name__ for l in models.conv_layers(ours)}
         for a, b in zip(ours.get_weights(), theirs.get_weights()):
             assert a.shape == b.shape and np.array_equal(a, b)
         x, _ = spec.inputs(np.random.default_rng(0), 2, smoke=True)
         assert ours(x).shape == theirs(x).shape
+    assert {"Conv1D", "Conv2D", "DepthwiseConv2D", "Conv2DTranspose"} <= kinds
+
+
+def test_model_twins_by_convert_are_the_twins_built_on_kconv_classes():
+    """The two routes to the kconv twin (kconv.serving.convert of the keras.layers twin; the builder run on
+    kconv's classes from the same seed, then set_weights) give the same model: same layer classes, weights and
+    outputs, so the models' figures mean what they meant when the builders took kconv's classes."""
+    pytest.importorskip("tensorflow")
+    import numpy as np
+    from kconv.bench import models
+    for spec in models.MODELS:
+        converted, theirs = models.twins(spec, smoke=True, route="convert")
+        built, _ = models.twins(spec, smoke=True, route="build")
+        assert [type(l) for l in converted.layers] == [type(l) for l in built.layers], spec.key
+        assert [l.get_config().get("algorithm") for l in models.conv_layers(converted)] == \
+            [l.get_config().get("algorithm") for l in models.conv_layers(built)]
+        for a, b in zip(converted.get_weights(), built.get_weights()):
+            assert np.array_equal(a, b)
+        x, _ = spec.inputs(np.random.default_rng(1), 2, smoke=True)
+        assert np.array_equal(np.asarray(converted(x)), np.asarray(built(x))), spec.key
 
 
 def test_markdown_table_pads_and_aligns():

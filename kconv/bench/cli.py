@@ -1,18 +1,25 @@
 """python -m kconv bench : kconv against TensorFlow on this machine, compiled, in one command.
 
     python -m kconv bench --quick                  # ~1-2 minutes: 4 models, 14 layers
-    python -m kconv bench                          # 6 models, 36 layers, thread scaling, peak memory
+    python -m kconv bench                          # 8 models, 36 layers, thread scaling, peak memory
     python -m kconv bench --models resnet20,tcn    # only those models
     python -m kconv bench --layers stride2,late    # only those layer groups (or text in layer names)
+    python -m kconv bench --layers mobile          # depthwise, separable and transposed layers
     python -m kconv bench --out results/           # CSV, JSON, Markdown (+ PNG chart with matplotlib)
 
 1. Whole models (kconv/bench/models.py): the demo's image and text CNNs, a CIFAR ResNet-20, a VGG-style CIFAR
-   net, a dilated causal TCN and a net with an ImageNet-style RGB 7x7/2 stem, each built twice by the same
-   code, on kconv.Conv1D/Conv2D and on keras.layers.Conv1D/Conv2D, with identical weights; compiled
-   train_on_batch and predict_on_batch timed as Keras runs them.
+   net, a dilated causal TCN, a net with an ImageNet-style RGB 7x7/2 stem, a MobileNet-v2-style net
+   (depthwise 3x3) and a small U-Net (transposed 2x2/2 upsampling), each built on keras.layers and converted to
+   kconv's layers (kconv.serving.convert: same weights); compiled train_on_batch and predict_on_batch timed as
+   Keras runs them.
 2. Layers (kconv/bench/layersets.py, convs.py): each pass (forward = conv + bias + ReLU, input gradient,
    filter gradient) inside tf.function, against TensorFlow's own ops inside tf.function, with the fusion each
    gets (TF: Conv + BiasAdd + Relu fused by grappler; kconv: bias and activation fused in its op).
+3. Other layer kinds, on request (--layers mobile, or its groups depthwise, separable, transpose;
+   kconv/bench/keraslayers.py): kconv's DepthwiseConv2D / SeparableConv2D / Conv2DTranspose layer against
+   keras.layers' (TensorFlow's tf.nn.depthwise_conv2d / separable_conv2d / conv2d_transpose), same weights,
+   with bias and ReLU, forward and a train step (forward + the gradients of x and of every weight), each in
+   tf.function.
 
 Timing (GUIDE section 6, "Fair timing"): after warm-up, contenders run in alternating blocks, each after a
 pause and one discarded warm call; figures are medians over rounds; inputs rotate. ratio = TensorFlow (or
@@ -53,9 +60,13 @@ SETTINGS = {
 }
 
 MODEL_COLUMNS = ["model", "key", "batch", "train_kconv_ms", "train_keras_ms", "train_ratio", "predict_kconv_ms",
-                 "predict_keras_ms", "predict_ratio", "max_err", "train_calls", "predict_calls", "rounds"]
+                 "predict_keras_ms", "predict_ratio", "max_err", "kconv_convs", "train_calls", "predict_calls",
+                 "rounds"]
 LAYER_COLUMNS = ["layer", "group", "batch", "pass", "kconv_ms", "tf_ms", "ratio", "kconv_gflops", "kconv_roof_pct",
                  "tf_gflops", "tf_roof_pct", "algorithm", "max_err", "inner", "calls", "rounds"]
+KERAS_LAYER_COLUMNS = ["layer", "group", "kind", "keras_class", "batch", "pass", "kconv_ms", "tf_ms", "ratio",
+                       "kconv_gflops", "kconv_roof_pct", "tf_gflops", "tf_roof_pct", "max_err", "inner", "calls",
+                       "rounds"]
 
 
 def build_parser():
@@ -69,7 +80,8 @@ def build_parser():
                    help="comma-separated models (" + ", ".join(m.key for m in model_zoo.MODELS) +
                         "), all, none, or text in a model's name. Given alone, no layers run")
     p.add_argument("--layers", default=None, metavar="SPEC",
-                   help="comma-separated groups (" + ", ".join(layersets.GROUPS) + "), sets (" +
+                   help="comma-separated groups (" + ", ".join(layersets.GROUPS + layersets.MOBILE_GROUPS) +
+                        "), sets (" +
                         ", ".join(layersets.EXTRA_SETS) + "), all, none, or text in layer names (e.g. '3x3/2', "
                         "'kim'). Given alone, no models run")
     p.add_argument("--no-models", action="store_true", help="skip the models (same as --models none)")
@@ -157,6 +169,9 @@ def main(argv=None):
         chosen_models, layers = selection(args)
     except ValueError as e:
         parser.error(str(e))
+    # convolutions (convs.py) and the other kinds (keraslayers.py); scaling and memory run on a convolution
+    kind_layers = [layer for layer in layers if layer.kind != "conv"]
+    layers = [layer for layer in layers if layer.kind == "conv"]
     want_scaling = bool(layers) and (args.scaling if args.scaling is not None else mode == "full")
     want_memory = bool(layers) and (args.memory if args.memory is not None else mode == "full")
 
@@ -178,7 +193,7 @@ def main(argv=None):
     scale_layer = _scaling_layer(layers) if want_scaling else None
     scale_counts = _thread_counts(threads) if want_scaling else []
 
-    steps = 1 + len(chosen_models) + len(layers) + len(scale_counts) + (2 if want_memory else 0)
+    steps = 1 + len(chosen_models) + len(layers) + len(kind_layers) + len(scale_counts) + (2 if want_memory else 0)
     progress = _Progress(steps, not args.no_progress)
     progress.step("measuring the FMA roof")
     op = kconv.load_op_library()
@@ -191,7 +206,7 @@ def main(argv=None):
                    keras=keras.__version__, kconv=cfg["version"], op_path=op["path"], op_reason=op.get("reason"),
                    openmp=cfg["openmp"], platform=platform.platform(), numpy=np.__version__)
     header = machine_line(machine)
-    sections, model_rows, layer_rows, scaling, memory = [], [], [], [], []
+    sections, model_rows, layer_rows, kind_rows, scaling, memory = [], [], [], [], [], []
     try:
         t0 = time.perf_counter()
         for spec in chosen_models:
@@ -213,6 +228,24 @@ def main(argv=None):
                     layer_rows.append(row)
             sections.append(layer_section(header, layer_rows, settings["layer_rounds"], args.algorithm,
                                           time.perf_counter() - t0))
+            progress.write(sections[-1])
+        if kind_layers:
+            from . import keraslayers
+            t0, missing = time.perf_counter(), []
+            for layer in kind_layers:
+                progress.step(layer.name)
+                try:
+                    rows = keraslayers.time_layer(tf, layer, settings["layer_rounds"], settings["layer_pause"],
+                                                  settings["layer_block"])
+                except keraslayers.Unavailable as e:
+                    missing.append(f"{layer.name} ({e})")
+                    continue
+                for row in rows:
+                    row.update(kconv_roof_pct=100 * row["kconv_gflops"] / roof,
+                               tf_roof_pct=100 * row["tf_gflops"] / roof)
+                    kind_rows.append(row)
+            sections.append(keras_layer_section(header, kind_rows, settings["layer_rounds"], missing,
+                                                time.perf_counter() - t0))
             progress.write(sections[-1])
         for n in scale_counts:
             progress.step(f"threads {n}: {scale_layer.name}")
@@ -248,7 +281,7 @@ def main(argv=None):
     print(f"\n{elapsed:.0f} s in all ({mode} run; roof {roof:.1f} GFLOP/s at the start, {roof_end:.1f} at the end)")
     os.makedirs(args.out, exist_ok=True)
     paths = write_outputs(args.out, command, header, sections, machine, settings, mode, model_rows, layer_rows,
-                          scaling, memory, elapsed)
+                          scaling, memory, elapsed, kind_rows)
     print("wrote " + ", ".join(paths))
     return 0
 
@@ -304,22 +337,23 @@ def markdown_table(head, rows, align):
 
 def model_section(header, rows, rounds, seconds=None):
     head = ["model", "batch", "train kconv ms", "train keras ms", "train ratio", "predict kconv ms",
-            "predict keras ms", "predict ratio", "max err"]
+            "predict keras ms", "predict ratio", "max err", "kconv convs"]
     body = [[r["model"], r["batch"], _num(r["train_kconv_ms"]), _num(r["train_keras_ms"]), f"{r['train_ratio']:.2f}x",
              _num(r["predict_kconv_ms"]), _num(r["predict_keras_ms"]), f"{r['predict_ratio']:.2f}x",
-             f"{r['max_err']:.1e}"] for r in rows]
+             f"{r['max_err']:.1e}", r.get("kconv_convs", "")] for r in rows]
     g_train, g_pred = geomean(r["train_ratio"] for r in rows), geomean(r["predict_ratio"] for r in rows)
-    body.append([f"geomean ({len(rows)} models)", "", "", "", f"{g_train:.2f}x", "", "", f"{g_pred:.2f}x", ""])
+    body.append([f"geomean ({len(rows)} models)", "", "", "", f"{g_train:.2f}x", "", "", f"{g_pred:.2f}x", "", ""])
     return "\n".join([
         "## Whole models: compiled train_on_batch / predict_on_batch, kconv layers vs keras.layers twin",
         "", header, "",
-        markdown_table(head, body, "lrrrrrrrr"), "",
+        markdown_table(head, body, "lrrrrrrrrr"), "",
         f"geomean ratio: train_on_batch {g_train:.2f}x (range {min(r['train_ratio'] for r in rows):.2f}x - "
         f"{max(r['train_ratio'] for r in rows):.2f}x), predict_on_batch {g_pred:.2f}x (range "
         f"{min(r['predict_ratio'] for r in rows):.2f}x - {max(r['predict_ratio'] for r in rows):.2f}x) over "
         f"{len(rows)} models.",
         f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per call, median of {rounds} alternating "
-        f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch"
+        f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch; "
+        f"kconv convs = the kconv twin's conv layers on kconv / all its conv layers"
         + (f". {seconds:.0f} s." if seconds is not None else ".")])
 
 
@@ -351,6 +385,38 @@ def layer_section(header, rows, rounds, algorithm, seconds=None):
         f"(the other passes pruned). Inputs and weights rotate between calls (a training step; no cached weight "
         f"transforms). GFLOP/s counts direct-convolution flops, so Winograd can pass 100 % roof"
         + (f". {seconds:.0f} s." if seconds is not None else ".")])
+
+
+def keras_layer_section(header, rows, rounds, missing=(), seconds=None):
+    """The other kinds' table (keraslayers.py): kconv's Keras layer against keras.layers', forward and train step."""
+    from .keraslayers import TF_OPS
+    title = ("## Other layer kinds: kconv's Keras layer vs keras.layers' (TensorFlow's " +
+             " / ".join(TF_OPS.values()) + "), same weights, each pass in tf.function")
+    notes = ([f"Not run, kconv has no such layer: {', '.join(missing)}."] if missing else [])
+    if not rows:
+        return "\n".join([title, "", header, "", *notes])
+    head = ["Keras layer", "batch", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv % roof",
+            "TF % roof", "max err"]
+    body = [[r["layer"], r["batch"], r["pass_"], _num(r["kconv_ms"]), _num(r["tf_ms"]), f"{r['ratio']:.2f}x",
+             _num(r["kconv_gflops"], 1), _num(r["kconv_roof_pct"], 0), _num(r["tf_roof_pct"], 0),
+             "" if r["max_err"] is None else f"{r['max_err']:.1e}"] for r in rows]
+    summary = []
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        for p in dict.fromkeys(r["pass_"] for r in rows):
+            ratios = [r["ratio"] for r in rows if r["pass_"] == p and r["kind"] == kind]
+            if ratios:
+                body.append([f"geomean {kind} {p}", "", "", "", "", f"{geomean(ratios):.2f}x", "", "", "", ""])
+                summary.append(f"{kind} {p} {geomean(ratios):.2f}x (range {min(ratios):.2f}x - {max(ratios):.2f}x)")
+    return "\n".join([
+        title, "", header, "",
+        markdown_table(head, body, "lrlrrrrrrr"), "",
+        "geomean ratio: " + ", ".join(summary) + ".",
+        f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per pass, median of {rounds} alternating "
+        f"blocks. Both layers with bias and ReLU (Keras: TF's op, BiasAdd, Relu as grappler leaves them; kconv: "
+        f"its layer as it runs, fused where it can), called by stateless_call with the same weight tensors, which "
+        f"rotate with the inputs. forward = the layer's output; train step = forward + the gradients of x and of "
+        f"every weight given dy. GFLOP/s counts a direct computation's flops (train step: 3x the forward's)"
+        + (f". {seconds:.0f} s." if seconds is not None else "."), *notes])
 
 
 def scaling_section(header, rows, roof1, roof):
@@ -409,17 +475,24 @@ def _subprocess(task):
 # ----------------------------------------------------------------------------------------------- files
 
 def write_outputs(folder, command, header, sections, machine, settings, mode, model_rows, layer_rows, scaling,
-                  memory, elapsed):
+                  memory, elapsed, kind_rows=()):
     paths = []
     if model_rows:
         paths.append(_write_csv(os.path.join(folder, "models.csv"), MODEL_COLUMNS, model_rows))
     if layer_rows:
         paths.append(_write_csv(os.path.join(folder, "layers.csv"), LAYER_COLUMNS, layer_rows))
+    if kind_rows:
+        paths.append(_write_csv(os.path.join(folder, "keras_layers.csv"), KERAS_LAYER_COLUMNS, kind_rows))
 
     json_path = os.path.join(folder, "results.json")
     with open(json_path, "w") as f:
         json.dump(dict(command=command, header=header, mode=mode, machine=machine, settings=settings,
                        seconds=elapsed, models=model_rows, layers=[_rename(r) for r in layer_rows],
+                       keras_layers=[_rename(r) for r in kind_rows],
+                       keras_layers_geomean={f"{k} {p}": geomean(r["ratio"] for r in kind_rows
+                                                                  if r["kind"] == k and r["pass_"] == p)
+                                             for k in dict.fromkeys(r["kind"] for r in kind_rows)
+                                             for p in dict.fromkeys(r["pass_"] for r in kind_rows)},
                        scaling=[_rename(r) for r in scaling], memory=memory,
                        geomean=dict(train=geomean(r["train_ratio"] for r in model_rows),
                                     predict=geomean(r["predict_ratio"] for r in model_rows),
@@ -435,7 +508,7 @@ def write_outputs(folder, command, header, sections, machine, settings, mode, mo
 
     title = (f"{machine['cpu']}, {machine['isa']}, {machine['threads']} threads, roof {machine['roof_gflops']:.0f} "
              f"GFLOP/s; TensorFlow {machine['tensorflow']}, kconv {machine['kconv']}")
-    png = plot(os.path.join(folder, "speedup.png"), model_rows, layer_rows, title)
+    png = plot(os.path.join(folder, "speedup.png"), model_rows, layer_rows, title, kind_rows)
     if png:
         paths.append(png)
     return paths
@@ -462,9 +535,9 @@ def _csv_value(v):
     return v
 
 
-def plot(path, model_rows, layer_rows, title):
+def plot(path, model_rows, layer_rows, title, kind_rows=()):
     """Horizontal bars of the ratios (> 1: kconv faster): models (train, predict) above, layers (three passes)
-    below."""
+    below, then the other kinds (forward, train step)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -482,6 +555,12 @@ def plot(path, model_rows, layer_rows, title):
         passes = list(dict.fromkeys(r["pass_"] for r in layer_rows))
         lookup = {(r["layer"], r["pass_"]): r["ratio"] for r in layer_rows}
         panels.append(("layers: TF time / kconv time", names,
+                       {p: [lookup.get((n, p), 0.0) for n in names] for p in passes}))
+    if kind_rows:
+        names = list(dict.fromkeys(r["layer"] for r in kind_rows))
+        passes = list(dict.fromkeys(r["pass_"] for r in kind_rows))
+        lookup = {(r["layer"], r["pass_"]): r["ratio"] for r in kind_rows}
+        panels.append(("other kinds: keras.layers time / kconv layer time", names,
                        {p: [lookup.get((n, p), 0.0) for n in names] for p in passes}))
     sizes = [len(names) for _, names, _ in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 1.5 + 0.32 * sum(sizes) + 0.8 * len(panels)),

@@ -118,17 +118,18 @@ def pass_functions(tf, layer, algorithm="auto", threads=None):
 
 
 def chained(tf, fn):
-    """A tf.function that runs fn on each of the input sets it is given, one after another."""
+    """A tf.function that runs fn on each of the input sets it is given, one after another. fn returns a
+    tensor or a list of tensors (the next pass waits for all of them)."""
     @tf.function(autograph=False)
     def run(sets):
         outs, done = [], None
         for args in sets:
             if done is not None:
-                with tf.control_dependencies([done]):
+                with tf.control_dependencies(done):
                     args = [tf.identity(a) for a in args]
             y = fn(*args)
             outs.append(y)
-            done = tf.identity(y)
+            done = [tf.identity(t) for t in y] if isinstance(y, (list, tuple)) else [tf.identity(y)]
         return outs
     return run
 

@@ -20,6 +20,16 @@ The default list (LAYERS) is grouped by the kind of layer a user meets; `--layer
 
 Two more sets are there on request only (`--layers vgg16`, `--layers resnet50`): every distinct conv layer
 of VGG-16 and of ResNet-50 at 224x224, batch 4.
+
+A third, `--layers mobile`, holds the other layer kinds (`kind` is not "conv"), timed through the Keras
+layers (kconv/bench/keraslayers.py) rather than the raw ops; its groups can be asked for alone:
+
+    depthwise  DepthwiseConv2D 3x3, stride 1 and 2, at MobileNet-v1/v2 sizes (112x112x32 ... 14x14x256), batch 8
+    separable  SeparableConv2D 3x3, C -> 2C (MobileNet-v1's depthwise + pointwise pairs), the same sizes
+    transpose  Conv2DTranspose 2x2 and 3x3, stride 2, at U-Net decoder sizes, batch 8
+
+For these, `c` is the input channels and `k` the output channels (= c for a depthwise layer, whose depth
+multiplier is 1); `spatial` is the input's size (a transposed layer's output is `stride` times it).
 """
 from dataclasses import asdict, dataclass
 
@@ -36,6 +46,7 @@ class Layer:
     padding: str = "SAME"
     dilation: int = 1
     group: str = ""
+    kind: str = "conv"      # conv (tf.nn.conv1d/2d, convs.py) or depthwise, separable, transpose (keraslayers.py)
 
     @property
     def nd(self):
@@ -54,8 +65,8 @@ class Layer:
         return Layer(**dict(asdict(self), batch=batch)) if batch else self
 
 
-def _L(group, name, batch, spatial, c, k, kernel, stride=1, padding="SAME", dilation=1):
-    return Layer(name, batch, tuple(spatial), c, k, kernel, stride, padding, dilation, group)
+def _L(group, name, batch, spatial, c, k, kernel, stride=1, padding="SAME", dilation=1, kind="conv"):
+    return Layer(name, batch, tuple(spatial), c, k, kernel, stride, padding, dilation, group, kind)
 
 
 LAYERS = [
@@ -142,18 +153,43 @@ RESNET50 = [_L("resnet50", f"resnet50 {kk}x{kk}{'/2' if st > 1 else ''} {s}x{s} 
     (1, 2, 14, 1024, 512), (3, 1, 7, 512, 512), (1, 1, 7, 512, 2048), (1, 2, 14, 1024, 2048),
     (1, 1, 7, 2048, 512)]]
 
-EXTRA_SETS = {"vgg16": VGG16, "resnet50": RESNET50}
+# MobileNet v1/v2 (Howard et al. 2017, Sandler et al. 2018) at 224x224: the depthwise 3x3 layers (stride 1 and
+# the stride-2 ones entering the next size) and v1's depthwise-separable pairs (3x3 depthwise, then 1x1 C -> 2C),
+# batch 8; and U-Net decoder upsamplings (Conv2DTranspose, stride 2, SAME: 2x2 as in the paper, 3x3 as
+# common variants use), batch 8. All with bias and ReLU, which Keras applies after TF's op and kconv fuses where
+# it can.
+MOBILE_SIZES = ((112, 32), (56, 64), (28, 128), (14, 256))
+MOBILE = [
+    *[_L("depthwise", f"dw 3x3 {s}x{s}x{c}", 8, (s, s), c, c, 3, kind="depthwise") for s, c in MOBILE_SIZES],
+    *[_L("depthwise", f"dw 3x3/2 {s}x{s}x{c}", 8, (s, s), c, c, 3, 2, kind="depthwise") for s, c in MOBILE_SIZES],
+    *[_L("separable", f"sep 3x3 {s}x{s} {c}->{2 * c}", 8, (s, s), c, 2 * c, 3, kind="separable")
+      for s, c in MOBILE_SIZES],
+    *[_L("transpose", f"convT {kk}x{kk}/2 {s}x{s} {c}->{c // 2}", 8, (s, s), c, c // 2, kk, 2, kind="transpose")
+      for kk in (2, 3) for s, c in ((16, 256), (32, 128), (64, 64))],
+]
+MOBILE_GROUPS = list(dict.fromkeys(layer.group for layer in MOBILE))
+
+# --smoke's other kinds (in its default list; alone with --smoke --layers mobile): a tiny layer of each kind,
+# one of them 1-D.
+SMOKE_MOBILE = [
+    _L("smoke", "smoke dw 3x3/2 12x12x8", 2, (12, 12), 8, 8, 3, 2, kind="depthwise"),
+    _L("smoke", "smoke sep k3 32x8->16", 2, (32,), 8, 16, 3, kind="separable"),
+    _L("smoke", "smoke convT 2x2/2 6x6 8->4", 2, (6, 6), 8, 4, 2, 2, kind="transpose"),
+]
+
+EXTRA_SETS = {"vgg16": VGG16, "resnet50": RESNET50, "mobile": MOBILE}
 
 
 def select(spec, quick=False, smoke=False):
-    """Layers for --layers SPEC: comma-separated group names (see the module doc), set names (vgg16, resnet50),
-    "all" (every default layer), "none", or text that layer names contain (e.g. "3x3/2", "kim"). Without SPEC:
-    the default list, or the quick / smoke one. With --quick, a group name picks that group's quick layers
-    (its full list if it has none there)."""
+    """Layers for --layers SPEC: comma-separated group names (see the module doc), set names (vgg16, resnet50,
+    mobile), "all" (every default layer), "none", or text that layer names contain (e.g. "3x3/2", "kim").
+    Without SPEC: the default list, or the quick one, or the smoke one and SMOKE_MOBILE. With --quick, a group
+    name picks that group's quick layers (its full list if it has none there). With --smoke, "mobile" and its
+    groups pick the tiny SMOKE_MOBILE layers of those kinds."""
     base = SMOKE if smoke else QUICK if quick else LAYERS
-    if spec is None:
-        return list(base)
-    everything = LAYERS + SMOKE + [layer for rows in EXTRA_SETS.values() for layer in rows]
+    if spec is None:   # --smoke checks the whole harness: the other kinds' tiny layers too
+        return list(base) + (SMOKE_MOBILE if smoke else [])
+    everything = LAYERS + SMOKE + (SMOKE_MOBILE if smoke else []) + [l for rows in EXTRA_SETS.values() for l in rows]
     chosen = []
     for part in (p.strip() for p in spec.split(",")):
         if not part or part == "none":
@@ -162,12 +198,16 @@ def select(spec, quick=False, smoke=False):
             rows = list(LAYERS)
         elif part in GROUPS:
             rows = [layer for layer in base if layer.group == part] or [l for l in LAYERS if l.group == part]
+        elif smoke and (part == "mobile" or part in MOBILE_GROUPS):
+            rows = [layer for layer in SMOKE_MOBILE if part == "mobile" or layer.kind == part]
         elif part in EXTRA_SETS:
             rows = EXTRA_SETS[part]
+        elif part in MOBILE_GROUPS:
+            rows = [layer for layer in MOBILE if layer.group == part]
         else:
             rows = [layer for layer in everything if part in layer.name]
             if not rows:
-                raise ValueError(f"--layers: {part!r} is neither a group ({', '.join(GROUPS)}), a set "
+                raise ValueError(f"--layers: {part!r} is neither a group ({', '.join(GROUPS + MOBILE_GROUPS)}), a set "
                                  f"({', '.join(EXTRA_SETS)}), all, none, nor part of a layer name")
         for layer in rows:
             if layer.name not in {c.name for c in chosen}:

@@ -1,12 +1,17 @@
-"""Whole models, compiled: the same Keras model built twice, once on kconv.Conv1D/Conv2D and once on
-keras.layers.Conv1D/Conv2D, with identical weights (set_weights), timed as Keras runs them: the compiled
+"""Whole models, compiled: the same Keras model twice, once on keras.layers and once with every convolution
+kconv has a twin for on kconv's layer, with identical weights, timed as Keras runs them: the compiled
 train_on_batch (forward, loss, backward, SGD update: one tf.function) and predict_on_batch.
 
-Each builder takes the convolution class, so both twins are built by the same code. Method (GUIDE section 6,
-"Fair timing"): both twins warmed up (traced, planned), then timed in alternating blocks, each after a pause
-and a discarded warm call, medians over rounds; three input batches rotate. ratio = keras.layers time / kconv
-time (> 1: kconv faster). max err = max |kconv - keras| / max |keras| of predict_on_batch on the same batch,
-before any training step.
+Each builder takes the namespace its convolution classes come from (`nn`: keras.layers by default). The
+keras.layers twin is built from it; the kconv twin is `kconv.serving.convert(keras_twin)` (a copy with every
+conv layer kconv has a twin for swapped for it, same weights), or, where this kconv has no convert, the same
+builder run on kconv's classes (keras.layers' where kconv has none) from the same seed, with set_weights.
+Either way the row says how many of the model's conv layers run on kconv ("kconv convs").
+
+Method (GUIDE section 6, "Fair timing"): both twins warmed up (traced, planned), then timed in alternating
+blocks, each after a pause and a discarded warm call, medians over rounds; three input batches rotate. ratio =
+keras.layers time / kconv time (> 1: kconv faster). max err = max |kconv - keras| / max |keras| of
+predict_on_batch on the same batch, before any training step.
 """
 from dataclasses import dataclass, field
 
@@ -17,25 +22,31 @@ from .timing import blocks, calls_for, estimate
 
 # ---------------------------------------------------------------------------------------------- the zoo
 
-def image_cnn(conv2d, width=32, input_shape=(28, 28, 1)):
+def _keras_layers(nn):
+    import keras
+    return keras.layers if nn is None else nn
+
+
+def image_cnn(nn=None, width=32, input_shape=(28, 28, 1)):
     """The demo's image CNN (kconv.demo.build_image_model): conv 5x5 (C = 1) and three 3x3, MNIST 28x28."""
     from kconv.demo import build_image_model
-    return build_image_model(conv2d, input_shape, 10, width)
+    return build_image_model(_keras_layers(nn).Conv2D, input_shape, 10, width)
 
 
-def text_cnn(conv1d, vocab=20000, length=400, dim=128, filters=100, kernel_sizes=(3, 4, 5), classes=5):
+def text_cnn(nn=None, vocab=20000, length=400, dim=128, filters=100, kernel_sizes=(3, 4, 5), classes=5):
     """The demo's text CNN (Kim 2014; kconv.demo.build_text_model): Conv1D k = 3, 4, 5 x 100 over 128-d
     embeddings of 400 tokens, max over time, dropout, softmax over BBC News's 5 topics."""
     from kconv.demo import build_text_model
-    return build_text_model(conv1d, vocab, length, classes, dim, filters, kernel_sizes)
+    return build_text_model(_keras_layers(nn).Conv1D, vocab, length, classes, dim, filters, kernel_sizes)
 
 
-def resnet20(conv2d, widths=(16, 32, 64), blocks_per_stage=3, input_shape=(32, 32, 3), classes=10):
+def resnet20(nn=None, widths=(16, 32, 64), blocks_per_stage=3, input_shape=(32, 32, 3), classes=10):
     """He et al. (2016) CIFAR ResNet-20: 3x3 stem, three stages of basic blocks (3x3 conv, BatchNorm, ReLU;
     3x3 conv, BatchNorm; add; ReLU), the first block of stages 2 and 3 with a stride-2 3x3 and a 1x1 stride-2
     projection shortcut (+ BatchNorm); every conv use_bias=False; global average pooling, softmax."""
     import keras
     L = keras.layers
+    conv2d = _keras_layers(nn).Conv2D
 
     def conv_bn(h, filters, kernel, stride=1, relu=True):
         h = conv2d(filters, kernel, strides=stride, padding="same", use_bias=False)(h)
@@ -55,12 +66,13 @@ def resnet20(conv2d, widths=(16, 32, 64), blocks_per_stage=3, input_shape=(32, 3
     return keras.Model(inputs, L.Dense(classes, activation="softmax")(h), name="resnet20")
 
 
-def vgg_cifar(conv2d, widths=(32, 64, 128), input_shape=(32, 32, 3), classes=10):
+def vgg_cifar(nn=None, widths=(32, 64, 128), input_shape=(32, 32, 3), classes=10):
     """A VGG-style CIFAR net: per stage two 3x3 SAME convs with bias and ReLU (fused into kconv's epilogue),
     then 2x2 max pooling; a 256-unit dense layer, dropout, softmax. Half VGG's usual widths (32-64-128) so a
     2-core training step stays near 0.1 s."""
     import keras
     L = keras.layers
+    conv2d = _keras_layers(nn).Conv2D
     stack = [keras.Input(input_shape)]
     for filters in widths:
         stack += [conv2d(filters, 3, padding="same", activation="relu"),
@@ -69,12 +81,13 @@ def vgg_cifar(conv2d, widths=(32, 64, 128), input_shape=(32, 32, 3), classes=10)
     return keras.Sequential(stack, name="vgg_cifar")
 
 
-def tcn(conv1d, length=512, channels=1, filters=64, dilations=(1, 2, 4, 8, 16, 32)):
+def tcn(nn=None, length=512, channels=1, filters=64, dilations=(1, 2, 4, 8, 16, 32)):
     """A TCN (Bai et al. 2018) / WaveNet-style stack for next-step prediction of a univariate series: a causal
     k=3 conv (C = 1), then residual blocks of two causal k=3 convs with dilation 1, 2, 4, ... 32 (ReLU), and a
     1x1 conv to one output per step."""
     import keras
     L = keras.layers
+    conv1d = _keras_layers(nn).Conv1D
     inputs = keras.Input((length, channels))
     h = conv1d(filters, 3, padding="causal", activation="relu")(inputs)
     for d in dilations:
@@ -84,11 +97,12 @@ def tcn(conv1d, length=512, channels=1, filters=64, dilations=(1, 2, 4, 8, 16, 3
     return keras.Model(inputs, conv1d(1, 1)(h), name="tcn")
 
 
-def rgb_stem(conv2d, size=128, widths=(32, 64, 128), classes=10):
+def rgb_stem(nn=None, size=128, widths=(32, 64, 128), classes=10):
     """An ImageNet-style net on 128x128 RGB: the 7x7 stride-2 stem (C = 3) + BatchNorm + ReLU, 3x3 stride-2
     max pooling, two 3x3 convs, a stride-2 3x3, a 3x3, global average pooling, softmax."""
     import keras
     L = keras.layers
+    conv2d = _keras_layers(nn).Conv2D
     inputs = keras.Input((size, size, 3))
     h = conv2d(widths[0], 7, strides=2, padding="same", use_bias=False)(inputs)
     h = L.ReLU()(L.BatchNormalization()(h))
@@ -99,6 +113,66 @@ def rgb_stem(conv2d, size=128, widths=(32, 64, 128), classes=10):
     h = conv2d(widths[2], 3, padding="same", activation="relu")(h)
     h = L.GlobalAveragePooling2D()(h)
     return keras.Model(inputs, L.Dense(classes, activation="softmax")(h), name="rgb_stem")
+
+
+# MobileNet-v2's inverted residual blocks as (expansion t, output channels c, repeats n, first stride s), at
+# about half its width and with fewer repeats, so a 2-core training step of batch 16 at 96x96 stays near 0.2 s.
+MOBILENET_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 3, 2), (6, 96, 2, 1), (6, 160, 2, 2))
+
+
+def mobilenet_v2(nn=None, input_shape=(96, 96, 3), stem=16, blocks=MOBILENET_BLOCKS, last=320, classes=10):
+    """A MobileNet-v2-style net (Sandler et al. 2018): a 3x3 stride-2 stem (C = 3) + BatchNorm + ReLU6, then
+    inverted residual blocks: 1x1 expansion (t x channels) + BatchNorm + ReLU6 (none when t = 1), a 3x3
+    DepthwiseConv2D (stride 1, or 2 on a stage's first block) + BatchNorm + ReLU6, a 1x1 linear projection +
+    BatchNorm, and the residual add when stride 1 keeps the shape; a last 1x1 + BatchNorm + ReLU6, global average
+    pooling, softmax. Every conv use_bias=False (BatchNorm follows), as in keras.applications.MobileNetV2."""
+    import keras
+    L = keras.layers
+    nn = _keras_layers(nn)
+
+    def bn_relu6(h, relu=True):
+        h = L.BatchNormalization()(h)
+        return L.ReLU(6.0)(h) if relu else h
+
+    inputs = keras.Input(input_shape)
+    h = bn_relu6(nn.Conv2D(stem, 3, strides=2, padding="same", use_bias=False)(inputs))
+    for t, c, n, s in blocks:
+        for i in range(n):
+            stride = s if i == 0 else 1
+            cin = h.shape[-1]
+            r = h if t == 1 else bn_relu6(nn.Conv2D(cin * t, 1, use_bias=False)(h))
+            r = bn_relu6(nn.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(r))
+            r = bn_relu6(nn.Conv2D(c, 1, use_bias=False)(r), relu=False)
+            h = L.Add()([h, r]) if stride == 1 and cin == c else r
+    h = bn_relu6(nn.Conv2D(last, 1, use_bias=False)(h))
+    h = L.GlobalAveragePooling2D()(h)
+    return keras.Model(inputs, L.Dense(classes, activation="softmax")(h), name="mobilenet_v2")
+
+
+def unet(nn=None, input_shape=(64, 64, 3), widths=(16, 32, 64, 128), classes=4, up_kernel=2):
+    """A small U-Net (Ronneberger et al. 2015) for per-pixel classification: per encoder level two 3x3 SAME
+    convs with bias and ReLU, then 2x2 max pooling; two 3x3 convs at the bottom; per decoder level a
+    Conv2DTranspose (up_kernel x up_kernel, stride 2, SAME, linear) doubling the size, concatenated with the
+    encoder's map of that size (the skip), two 3x3 convs; a 1x1 conv with a per-pixel softmax over `classes`."""
+    import keras
+    L = keras.layers
+    nn = _keras_layers(nn)
+
+    def double_conv(h, filters):
+        h = nn.Conv2D(filters, 3, padding="same", activation="relu")(h)
+        return nn.Conv2D(filters, 3, padding="same", activation="relu")(h)
+
+    inputs = keras.Input(input_shape)
+    h, skips = inputs, []
+    for filters in widths[:-1]:
+        h = double_conv(h, filters)
+        skips.append(h)
+        h = L.MaxPooling2D()(h)
+    h = double_conv(h, widths[-1])
+    for filters, skip in zip(reversed(widths[:-1]), reversed(skips)):
+        h = nn.Conv2DTranspose(filters, up_kernel, strides=2, padding="same")(h)
+        h = double_conv(L.Concatenate()([skip, h]), filters)
+    return keras.Model(inputs, nn.Conv2D(classes, 1, activation="softmax")(h), name="unet")
 
 
 def _labels(rng, b, classes=10):
@@ -118,6 +192,13 @@ def stem_data(size, rng, b):
     return rng.standard_normal((b, side, side, 3), dtype=np.float32), _labels(rng, b)
 
 
+def segmentation_data(size, rng, b):
+    """Random images and a class per pixel."""
+    shape = tuple(size.get("input_shape", (64, 64, 3)))
+    x = rng.standard_normal((b,) + shape, dtype=np.float32)
+    return x, rng.integers(0, size.get("classes", 4), (b,) + shape[:2]).astype(np.int32)
+
+
 def text_data(size, rng, b):
     """Token ids (0 is padding, never drawn) and topic labels."""
     tokens = rng.integers(1, size.get("vocab", 20000), (b, size.get("length", 400))).astype(np.int32)
@@ -135,8 +216,7 @@ def series_data(size, rng, b):
 class Model:
     key: str            # the --models selector
     title: str          # the table's name
-    rank: int           # 1: Conv1D, 2: Conv2D
-    build: object       # build(conv_class, **size) -> keras.Model
+    build: object       # build(nn, **size) -> keras.Model, its conv layers from the namespace nn
     batch: int
     data: object        # data(size, rng, batch) -> (x, y)
     loss: str
@@ -150,18 +230,22 @@ class Model:
 
 CCE = "sparse_categorical_crossentropy"
 MODELS = [
-    Model("image", "image CNN (demo, MNIST 28x28x1)", 2, image_cnn, 64, image_data((28, 28, 1)), CCE,
+    Model("image", "image CNN (demo, MNIST 28x28x1)", image_cnn, 64, image_data((28, 28, 1)), CCE,
           smoke=dict(width=4, input_shape=(12, 12, 1))),
-    Model("text", "text CNN (demo, Kim 2014, 400 tokens)", 1, text_cnn, 50, text_data, CCE,
+    Model("text", "text CNN (demo, Kim 2014, 400 tokens)", text_cnn, 50, text_data, CCE,
           smoke=dict(vocab=100, length=32, dim=8, filters=8)),
-    Model("resnet20", "ResNet-20 (CIFAR 32x32x3, BatchNorm)", 2, resnet20, 32, image_data((32, 32, 3)), CCE,
+    Model("resnet20", "ResNet-20 (CIFAR 32x32x3, BatchNorm)", resnet20, 32, image_data((32, 32, 3)), CCE,
           smoke=dict(widths=(4, 8, 8), blocks_per_stage=1, input_shape=(12, 12, 3))),
-    Model("vgg", "VGG-style CIFAR net (32x32x3)", 2, vgg_cifar, 32, image_data((32, 32, 3)), CCE,
+    Model("vgg", "VGG-style CIFAR net (32x32x3)", vgg_cifar, 32, image_data((32, 32, 3)), CCE,
           smoke=dict(widths=(4, 8), input_shape=(12, 12, 3))),
-    Model("tcn", "TCN, dilated causal k=3 (512 steps)", 1, tcn, 16, series_data, "mse",
+    Model("tcn", "TCN, dilated causal k=3 (512 steps)", tcn, 16, series_data, "mse",
           smoke=dict(length=32, filters=8, dilations=(1, 2))),
-    Model("stem", "RGB 7x7/2 stem net (128x128x3)", 2, rgb_stem, 16, stem_data, CCE,
+    Model("stem", "RGB 7x7/2 stem net (128x128x3)", rgb_stem, 16, stem_data, CCE,
           smoke=dict(size=24, widths=(4, 8, 8))),
+    Model("mobilenet", "MobileNet-v2-style (96x96x3, depthwise 3x3)", mobilenet_v2, 16, image_data((96, 96, 3)),
+          CCE, smoke=dict(input_shape=(16, 16, 3), stem=8, blocks=((1, 8, 1, 1), (2, 8, 2, 2)), last=16)),
+    Model("unet", "U-Net (64x64x3, 2x2/2 transposed convs)", unet, 8, segmentation_data, CCE,
+          smoke=dict(input_shape=(16, 16, 3), widths=(4, 8), classes=3)),
 ]
 
 QUICK_KEYS = ["image", "text", "resnet20", "tcn"]
@@ -169,8 +253,8 @@ SMOKE_KEYS = ["resnet20", "tcn"]
 
 
 def select(spec, quick=False, smoke=False):
-    """Models for --models SPEC: comma-separated keys (image, text, resnet20, vgg, tcn, stem), "all", "none",
-    or text in a model's title. Without SPEC: all models, or the quick / smoke subset."""
+    """Models for --models SPEC: comma-separated keys (image, text, resnet20, vgg, tcn, stem, mobilenet, unet),
+    "all", "none", or text in a model's title. Without SPEC: all models, or the quick / smoke subset."""
     if spec is None:
         keys = SMOKE_KEYS if smoke else QUICK_KEYS if quick else [m.key for m in MODELS]
         return [m for m in MODELS if m.key in keys]
@@ -191,19 +275,61 @@ def select(spec, quick=False, smoke=False):
 
 # ----------------------------------------------------------------------------------------------- timing
 
-def twins(spec, smoke=False, seed=0):
-    """(kconv model, keras model), built by the same builder from the same seed; kconv's gets the keras
-    twin's weights."""
+class _KconvLayers:
+    """keras.layers with kconv's class where kconv has one (the fallback route, for a kconv without convert)."""
+
+    def __getattr__(self, name):
+        import keras
+        import kconv
+        try:
+            return getattr(kconv, name)
+        except AttributeError:
+            return getattr(keras.layers, name)
+
+
+def _convert():
+    """kconv.serving.convert, or None where this kconv has none."""
+    try:
+        from kconv import serving
+    except ImportError:
+        return None
+    return getattr(serving, "convert", None)
+
+
+CONV_TYPES = ("Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+              "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+
+
+def conv_layers(model):
+    """The model's convolution layers (every keras.layers conv class, kconv's subclasses included)."""
     import keras
-    import kconv
+    types = tuple(getattr(keras.layers, n) for n in CONV_TYPES if hasattr(keras.layers, n))
+    return [layer for layer in model._flatten_layers(include_self=False) if isinstance(layer, types)]
+
+
+def is_kconv(layer):
+    return type(layer).__module__.split(".")[0] == "kconv"
+
+
+def twins(spec, smoke=False, seed=0, route=None):
+    """(kconv model, keras model): the keras.layers twin built from `seed`, and its kconv twin, with the same
+    weights. route "convert": kconv.serving.convert(keras twin); "build": the builder again on kconv's classes
+    (keras.layers' where kconv has none) from the same seed, then set_weights. Default: convert where kconv
+    has it."""
+    import keras
     size = spec.smoke if smoke else spec.size
-    ours_cls = kconv.Conv1D if spec.rank == 1 else kconv.Conv2D
-    theirs_cls = keras.layers.Conv1D if spec.rank == 1 else keras.layers.Conv2D
+    convert = _convert()
+    route = route or ("convert" if convert is not None else "build")
     keras.utils.set_random_seed(seed)
-    theirs = spec.build(theirs_cls, **size)
-    keras.utils.set_random_seed(seed)
-    ours = spec.build(ours_cls, **size)
-    ours.set_weights(theirs.get_weights())
+    theirs = spec.build(keras.layers, **size)
+    if route == "convert":
+        if convert is None:
+            raise RuntimeError("this kconv has no kconv.serving.convert")
+        ours = convert(theirs)
+    else:
+        keras.utils.set_random_seed(seed)
+        ours = spec.build(_KconvLayers(), **size)
+        ours.set_weights(theirs.get_weights())
     return ours, theirs
 
 
@@ -240,7 +366,9 @@ def time_model(spec, rounds=5, pause=0.05, block_s=0.1, batch=None, smoke=False,
             model.predict_on_batch(data[state[key]][0])
         return train if kind == "train" else predict
 
-    row = dict(model=spec.title, key=spec.key, batch=b, max_err=err, rounds=rounds)
+    convs = conv_layers(ours)
+    row = dict(model=spec.title, key=spec.key, batch=b, max_err=err, rounds=rounds,
+               kconv_convs=f"{sum(map(is_kconv, convs))}/{len(convs)}")
     for kind in ("train", "predict"):
         fns = {who: stepper(kind, who) for who in models}
         for fn in fns.values():   # trace and warm up
