@@ -415,7 +415,9 @@ def keras_layer_section(header, rows, rounds, missing=(), seconds=None):
         f"blocks. Both layers with bias and ReLU (Keras: TF's op, BiasAdd, Relu as grappler leaves them; kconv: "
         f"its layer as it runs, fused where it can), called by stateless_call with the same weight tensors, which "
         f"rotate with the inputs. forward = the layer's output; train step = forward + the gradients of x and of "
-        f"every weight given dy. GFLOP/s counts a direct computation's flops (train step: 3x the forward's)"
+        f"every weight given dy. max err of the train step: the same layers without the ReLU (a pre-activation "
+        f"within rounding of 0 can land on either side of its kink and move a gradient by a whole term). GFLOP/s "
+        f"counts a direct computation's flops (train step: 3x the forward's)"
         + (f". {seconds:.0f} s." if seconds is not None else "."), *notes])
 
 
