@@ -144,7 +144,7 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
         wp = <const real**> (tables + tid * per_thread + nt * MR + MR)
         base = <const real**> (tables + tid * per_thread + nt * MR + MR + nt)
         live = <Py_ssize_t*> (tables + tid * per_thread + nt * MR + MR + 2 * nt)
-        for task in prange(grid.N * grid.Qh, schedule='dynamic'):
+        for task in prange(grid.N * grid.Qh, schedule='static'):
             n = task // grid.Qh
             qh = task - n * grid.Qh
             nlive = 0

@@ -106,33 +106,74 @@ cdef void dst_rows(real* dst, const ConvGrid* grid, Py_ssize_t g, Py_ssize_t m0,
                          + grid.dst_w0 + qw * grid.dstep_w) * grid.Cd + g * grid.cout
 
 
+cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_ssize_t* tap_h,
+                     const Py_ssize_t* tap_w, Py_ssize_t ntaps, const real* panels, const real* zeros,
+                     const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
+                     const real** aptr, real** crow, real* apack, const real** prow) noexcept nogil:
+    """GEMM rows m0 .. m0+mc (mc <= MC) of group g: every column panel, every reduction chunk, then the
+    epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it."""
+    cdef int MR = tile_rows(dst)
+    cdef int NR = tile_cols(dst)
+    cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
+    cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin)
+    cdef bint packed = apack != NULL
+    cdef Py_ssize_t red = ntaps * grid.cin
+    cdef Py_ssize_t npan = (mc + MR - 1) // MR
+    cdef Py_ssize_t q, c0, kc, j, p, i
+    cdef int mr, nr
+    cdef const real* bq
+    if packed:      # A^T packed along pixels (filter_grad.pxi), read by the tile with a stride of MC
+        pack_taps_by_pixels(src, grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
+        dst_rows(dst, grid, g, m0, mc, crow)
+        for p in range(npan):
+            mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
+            for i in range(MR):         # rows past the block's end repeat its first row, never stored
+                prow[i] = apack + p * MR + (i if i < mr else 0)
+            for j in range(ncolp):
+                nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
+                igemm_tile_strided(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
+                                   &crow[p * MR], j * NR, mr, nr, 0)
+    else:
+        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+        for q in range(nchunks):
+            c0 = chunk_start(q, nchunks, grid.cin)
+            kc = chunk_start(q + 1, nchunks, grid.cin) - c0
+            for j in range(ncolp):
+                nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
+                bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
+                for p in range(npan):
+                    mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
+                    igemm_tile(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, bq,
+                               &crow[p * MR], j * NR, mr, nr, q > 0)
+    if ep != NULL:
+        for p in range(mc):
+            apply_epilogue(crow[p], grid.cout,
+                           <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)
+
+
+cdef inline bint few_channels(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
+    """Few channels per tap (first layers, C = 1 or 3): the taps' channels are copied into one contiguous row
+    per pixel, so the micro-kernel runs one long reduction (taps x C) instead of a short one per tap."""
+    return reduction_chunks(ntaps, cin) == 1 and ntaps > 1 and cin < SMALL_CIN
+
+
 cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
                     const real* panels, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
     """Returns 0, or -1 when the per-thread pointer tables cannot be allocated. With an epilogue, each
     task's rows get bias and activation as soon as they are complete, while still in cache."""
     cdef int MR = tile_rows(dst)
-    cdef int NR = tile_cols(dst)
     cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
     cdef Py_ssize_t nblocks = (M + MC - 1) // MC
-    cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
-    cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin)
     cdef Py_ssize_t a_len = MC * (ntaps if ntaps > 0 else 1)
-    # Few channels per tap (first layers, C = 1 or 3): the taps' channels are copied into one contiguous row
-    # per pixel, so the micro-kernel runs one long reduction (taps x C) instead of a short one per tap.
-    cdef bint packed = nchunks == 1 and ntaps > 1 and grid.cin < SMALL_CIN
+    cdef bint packed = few_channels(ntaps, grid.cin)
     cdef Py_ssize_t red = ntaps * grid.cin
-    cdef Py_ssize_t task, g, m0, mc, npan, q, c0, kc, j, p, mr, nr, tid, i
+    cdef Py_ssize_t task, g, m0, mc, tid
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> calloc(n_threads * MC * red + 1, sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
-    cdef const real** aptr
-    cdef real** crow
-    cdef real* apack
-    cdef const real** prow
-    cdef const real* bq
     if aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL)):
         free(aptr_all)
         free(crow_all)
@@ -141,42 +182,80 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
-        aptr = aptr_all + tid * a_len
-        crow = crow_all + tid * MC
-        apack = apack_all + tid * MC * red if packed else NULL
-        prow = prow_all + tid * MR if packed else NULL
         for task in prange(grid.groups * nblocks, schedule='dynamic'):
             g = task // nblocks
             m0 = (task - g * nblocks) * MC
             mc = M - m0 if M - m0 < MC else MC
-            npan = (mc + MR - 1) // MR
-            if packed:      # A^T packed along pixels (filter_grad.pxi), read by the tile with a stride of MC
-                pack_taps_by_pixels(src, &grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
-                dst_rows(dst, &grid, g, m0, mc, crow)
-                for p in range(npan):
-                    mr = mc - p * MR if mc - p * MR < MR else MR
-                    for i in range(MR):         # rows past the block's end repeat its first row, never stored
-                        prow[i] = apack + p * MR + (i if i < mr else 0)
-                    for j in range(ncolp):
-                        nr = grid.cout - j * NR if grid.cout - j * NR < NR else NR
-                        igemm_tile_strided(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
-                                           &crow[p * MR], j * NR, mr, nr, 0)
-            if not packed:
-                index_tile_rows(src, dst, &grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
-            for q in range(0 if packed else nchunks):
-                c0 = chunk_start(q, nchunks, grid.cin)
-                kc = chunk_start(q + 1, nchunks, grid.cin) - c0
-                for j in range(ncolp):
-                    nr = grid.cout - j * NR if grid.cout - j * NR < NR else NR
-                    bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
-                    for p in range(npan):
-                        mr = mc - p * MR if mc - p * MR < MR else MR
-                        igemm_tile(ntaps, kc, &aptr[p * ntaps * MR], c0, bq,
-                                   &crow[p * MR], j * NR, mr, nr, q > 0)
-            if ep != NULL:
-                for p in range(mc):
-                    apply_epilogue(crow[p], grid.cout,
-                                   <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)
+            igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
+                       aptr_all + tid * a_len, crow_all + tid * MC,
+                       apack_all + tid * MC * red if packed else NULL,
+                       prow_all + tid * MR if packed else NULL)
+    free(aptr_all)
+    free(crow_all)
+    free(apack_all)
+    free(prow_all)
+    return 0
+
+
+cdef struct Phase:
+    Py_ssize_t rh, rw, qh, qw      # input pixels rh + qh*stride_h (and w): a grid of qh x qw
+    Py_ssize_t t0, nt              # its taps: phase_taps[t0 .. t0 + nt)
+
+
+cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phase* phases, Py_ssize_t nphases,
+                           const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, const real* panels,
+                           const Py_ssize_t* panel_off, const real* zeros, const Epilogue* ep,
+                           int n_threads) noexcept nogil:
+    """The input gradient of a strided convolution: igemm_conv over every stride phase (phase ph reads taps
+    t0 .. t0+nt of tap_h / tap_w and panels + panel_off[ph]), in one parallel loop whose task is a band of
+    destination rows in every phase. So each task owns its pixels of dst (phases interleave pixel by pixel:
+    run one after another they would pass cache lines between the cores) and one team runs the whole pass.
+    Returns 0, or -1 when the per-thread tables cannot be allocated."""
+    cdef int MR = tile_rows(dst)
+    cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
+    cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0
+    cdef Py_ssize_t ncw, bands, task, g, rest, n, q, cw, m0, mc, tid, t0, nt
+    cdef ConvGrid pg
+    for ph in range(nphases):
+        max_qh = phases[ph].qh if phases[ph].qh > max_qh else max_qh
+        max_qw = phases[ph].qw if phases[ph].qw > max_qw else max_qw
+        max_nt = phases[ph].nt if phases[ph].nt > max_nt else max_nt
+        if few_channels(phases[ph].nt, grid.cin) and phases[ph].nt * grid.cin > max_red:
+            max_red = phases[ph].nt * grid.cin
+    ncw = (max_qw + MC - 1) // MC
+    bands = grid.N * max_qh * ncw
+    cdef const real** aptr_all = <const real**> malloc(n_threads * MC * max_nt * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
+    cdef real* apack_all = <real*> calloc(n_threads * MC * max_red + 1, sizeof(real))
+    cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*))
+    if aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL:
+        free(aptr_all)
+        free(crow_all)
+        free(apack_all)
+        free(prow_all)
+        return -1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        pg = grid
+        for task in prange(grid.groups * bands, schedule='dynamic'):
+            g = task // bands
+            rest = task - g * bands
+            n = rest // (max_qh * ncw)
+            rest = rest - n * (max_qh * ncw)
+            q = rest // ncw
+            cw = rest - q * ncw
+            for ph in range(nphases):
+                if q >= phases[ph].qh or cw * MC >= phases[ph].qw:
+                    continue
+                pg.Qh, pg.Qw = phases[ph].qh, phases[ph].qw
+                pg.dst_h0, pg.dst_w0 = phases[ph].rh, phases[ph].rw
+                t0, nt = phases[ph].t0, phases[ph].nt
+                m0 = (n * pg.Qh + q) * pg.Qw + cw * MC
+                mc = pg.Qw - cw * MC if pg.Qw - cw * MC < MC else MC
+                igemm_rows(src, dst, &pg, tap_h + t0, tap_w + t0, nt, panels + panel_off[ph], zeros, ep, g,
+                           m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
+                           apack_all + tid * MC * max_red if few_channels(nt, grid.cin) else NULL,
+                           prow_all + tid * MR)
     free(aptr_all)
     free(crow_all)
     free(apack_all)

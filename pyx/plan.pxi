@@ -140,11 +140,6 @@ cdef int claim_threads(double flops, int requested) noexcept nogil:
     return n
 
 
-cdef struct Phase:
-    Py_ssize_t rh, rw, qh, qw      # input pixels rh + qh*stride_h (and w): a grid of qh x qw
-    Py_ssize_t t0, nt              # its taps: phase_taps[t0 .. t0 + nt)
-
-
 cdef struct Plan:
     Py_ssize_t N, H, W, C, kh, kw, cg, K, groups, kg
     Py_ssize_t sh, sw, dh, dw, pt, pb, pl, pr, Ho, Wo
@@ -646,6 +641,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
     cdef int NR = tile_cols(dst)
     cdef Py_ssize_t cin = p.kg if input_gradient else p.cg, cout = p.cg if input_gradient else p.kg
     cdef Py_ssize_t ncolp = ceil_div(cout, NR), ph, t0, nt
+    cdef Py_ssize_t* panel_off
     cdef ConvGrid grid
     cdef real* panels = <real*> malloc((p.groups * ncolp * p.ntaps * cin * NR + 1) * sizeof(real))
     cdef real* zeros = <real*> calloc(cin + 1, sizeof(real))
@@ -668,15 +664,25 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
         grid.Hd, grid.Wd, grid.Cd = p.H, p.W, p.C
         grid.step_h = grid.step_w = 1
         grid.dstep_h, grid.dstep_w = p.sh, p.sw
-        for ph in range(p.nphases):
-            if status:
-                break
-            t0, nt = p.phases[ph].t0, p.phases[ph].nt
-            grid.Qh, grid.Qw = p.phases[ph].qh, p.phases[ph].qw
-            grid.dst_h0, grid.dst_w0 = p.phases[ph].rh, p.phases[ph].rw
-            pack_filter_panels(w, p.ph_tap_off + t0, nt, p.groups, p.kg, cin, 1, cout, p.K, panels, n_threads)
-            status = igemm_conv(src, dst, grid, p.ph_tap_h + t0, p.ph_tap_w + t0, nt, panels, zeros, NULL,
+        if p.nphases == 1:
+            grid.Qh, grid.Qw = p.phases[0].qh, p.phases[0].qw
+            grid.dst_h0, grid.dst_w0 = p.phases[0].rh, p.phases[0].rw
+            pack_filter_panels(w, p.ph_tap_off, p.phases[0].nt, p.groups, p.kg, cin, 1, cout, p.K, panels, n_threads)
+            status = igemm_conv(src, dst, grid, p.ph_tap_h, p.ph_tap_w, p.phases[0].nt, panels, zeros, NULL,
                                 n_threads)
+        else:       # phase ph's panels start where the taps before it end
+            panel_off = <Py_ssize_t*> malloc(p.nphases * sizeof(Py_ssize_t))
+            if panel_off == NULL:
+                status = -1
+            else:
+                for ph in range(p.nphases):
+                    t0, nt = p.phases[ph].t0, p.phases[ph].nt
+                    panel_off[ph] = p.groups * ncolp * t0 * cin * NR
+                    pack_filter_panels(w, p.ph_tap_off + t0, nt, p.groups, p.kg, cin, 1, cout, p.K,
+                                       panels + panel_off[ph], n_threads)
+                status = igemm_conv_phases(src, dst, grid, p.phases, p.nphases, p.ph_tap_h, p.ph_tap_w, panels,
+                                           panel_off, zeros, NULL, n_threads)
+                free(panel_off)
     free(panels)
     free(zeros)
     return status
