@@ -1,4 +1,5 @@
-/* kconv's one hot loop: a register-blocked "indirect GEMM" tile, C[MR x NR] (+)= A[MR x kc*ntaps] B.
+/* kconv's hot loops: a register-blocked "indirect GEMM" tile, C[MR x NR] (+)= A[MR x kc*ntaps] B, and
+ * the same register tile for depthwise convolution (channels across the lanes; further down).
  *
  * This header is the only C in kconv. Plain Cython loops cannot keep an accumulator tile in registers
  * (measured: 6 GFLOP/s); GCC/clang vector extensions can (~90 % of the FMA roof). Everything around the
