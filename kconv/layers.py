@@ -16,9 +16,9 @@ and `threads` (None = kconv's setting). They need the TensorFlow backend. How ea
     (k..., C, depth_multiplier) is the filter (k..., 1, C * depth_multiplier)), bias and activation fused.
   * SeparableConv1D / 2D: that depthwise convolution, then the 1x1 pointwise convolution with bias and
     activation fused into it.
-  * Conv1DTranspose / Conv2DTranspose: kconv's input-gradient op (kconv.tf_ops.conv2d_transpose), with the
-    output size Keras's TensorFlow backend computes (padding, output_padding); bias and activation are
-    TensorFlow ops after it.
+  * Conv1DTranspose / Conv2DTranspose: kconv's transposed op (kconv.tf_ops.conv2d_transpose, the
+    input-gradient pass), with the output size Keras's TensorFlow backend computes (padding, output_padding)
+    and bias and activation fused as in Conv2D.
 
 One known difference from keras.layers (all of them): with channels_first and an output whose last spatial
 size equals its channel count, Keras 3.15 adds the bias along that last axis (its TensorFlow ops.add takes
@@ -162,7 +162,7 @@ class _KconvSeparable(_Kconv):
 
 
 class _KconvTranspose(_Kconv):
-    """Conv1DTranspose / Conv2DTranspose: kconv's input-gradient op, then bias and activation."""
+    """Conv1DTranspose / Conv2DTranspose: kconv's transposed op, bias and activation fused."""
 
     def call(self, inputs):
         # The output shape as Keras's TensorFlow backend computes it (its conv_transpose): the layer's own

@@ -6,16 +6,16 @@ differentiable, eager and tf.function.
     y = kconv.tf_ops.conv2d_transpose(x, w, [n, 16, 16, 8], strides=2, padding="SAME")
 
 The convolution runs in kconv's native TensorFlow op library (kconv/native, built on first use against
-the installed TensorFlow, see kconv._oplib): graph ops `KconvConv`, `KconvConvBackpropInput`,
-`KconvConvBackpropFilter` and `KconvBiasActivationGrad`, which call kconv's kernels with no Python on the
-run path, plan each shape once, fuse bias and activation into the forward's output store, and are stored
+the installed TensorFlow, see kconv._oplib): graph ops `KconvConv`, `KconvConvTranspose`,
+`KconvConvBackpropInput`, `KconvConvBackpropFilter` and `KconvBiasActivationGrad`, which call kconv's
+kernels with no Python on the run path, plan each shape once, fuse bias and activation into the forward's output store, and are stored
 in SavedModels (load them in a process that has imported kconv). A `tf.custom_gradient` around the forward
 op calls the two backprop ops (one each, so TensorFlow prunes an unused one, such as a first layer's input
 gradient) after one pass over dy that applies the activation's derivative and sums the bias gradient.
-A transposed convolution is the gradient of a convolution with respect to its input, so its forward is the
-`KconvConvBackpropInput` op, its input gradient the `KconvConv` op and its filter gradient
-`KconvConvBackpropFilter` (with the roles of input and out_backprop swapped); its bias and activation are
-TensorFlow ops after it.
+A transposed convolution is the gradient of a convolution with respect to its input, so its forward is
+`KconvConvTranspose` (the input-gradient pass, with bias and activation fused into its store), its input
+gradient the `KconvConv` op and its filter gradient `KconvConvBackpropFilter` (with the roles of input and
+out_backprop swapped).
 
 Where the op library cannot be built (no C++ compiler, no TensorFlow headers) or KCONV_NATIVE_OP=0, the
 same functions run the numpy kernels through `tf.numpy_function` (slower in graphs, not serialisable:
@@ -378,22 +378,36 @@ def conv1d(input, filters, stride, padding, data_format="NWC", dilations=None, a
 # output channels and K its input channels, which is exactly tf.nn's and Keras's (k..., out, in) layout.
 
 
-def _native_transpose_function(geometry):
-    """The differentiable native transposed convolution for these arguments, on NHWC (1-D: NWC) tensors.
-    output_sizes is an int32 tensor (the batch can be a run-time value), so one function serves all calls."""
+def _native_transpose_function(geometry, with_bias):
+    """The differentiable native transposed convolution for these arguments, on NHWC (1-D: NWC) tensors:
+    KconvConvTranspose, the input-gradient pass with bias and activation fused into its store. output_sizes
+    is an int32 tensor (the batch can be a run-time value), so one function serves all calls."""
     lib = _oplib.load()
     attrs = geometry.op_attrs()
+    activation = geometry.activation
+    nd = geometry.nd
 
-    @tf.custom_gradient
-    def conv_transpose(x, w, output_sizes):
-        y = lib.kconv_conv_backprop_input(output_sizes, w, x, **attrs)
+    def backward(x, w, y, z, dy, with_bias):
+        if activation == "linear":
+            dz, db = dy, (_bias_grad(dy, nd) if with_bias else None)
+        else:
+            dz, db = lib.kconv_bias_activation_grad(dy, y, z, activation=activation, threads=attrs["threads"])
+        # the roles swap: dz is the convolution's input, x its out_backprop (two ops, pruned apart)
+        dx = lib.kconv_conv(dz, w, _no_bias(dz.dtype), activation="linear", **attrs)[0]
+        dw = lib.kconv_conv_backprop_filter(dz, tf.shape(w), x, **attrs)
+        return dx, dw, db
 
-        def grad(dy):
-            # the roles swap: dy is the convolution's input, x its out_backprop (two ops, pruned apart)
-            dx = lib.kconv_conv(dy, w, _no_bias(dy.dtype), activation="linear", **attrs)[0]
-            dw = lib.kconv_conv_backprop_filter(dy, tf.shape(w), x, **attrs)
-            return dx, dw, None
-        return y, grad
+    if with_bias:
+        @tf.custom_gradient
+        def conv_transpose(x, w, b, output_sizes):
+            y, z = lib.kconv_conv_transpose(x, w, output_sizes, b, activation=activation, **attrs)
+            return y, lambda dy: backward(x, w, y, z, dy, True) + (None,)
+    else:
+        @tf.custom_gradient
+        def conv_transpose(x, w, output_sizes):
+            y, z = lib.kconv_conv_transpose(x, w, output_sizes, _no_bias(x.dtype), activation=activation,
+                                            **attrs)
+            return y, lambda dy: backward(x, w, y, z, dy, False)[:2] + (None,)
     return conv_transpose
 
 
@@ -500,7 +514,8 @@ def _check_transpose_static(geometry, x_shape, w_shape, out_static, raw):
 
 
 def _bias_activation(y, b, activation, channels_first):
-    """Bias and activation as TensorFlow ops after the transposed convolution (not fused into it yet)."""
+    """Bias and activation as TensorFlow ops after the transposed convolution (the numpy_function fallback;
+    the native op fuses them)."""
     if b is not None:
         y = tf.nn.bias_add(y, b, data_format="NCHW" if channels_first else "NHWC")   # NCHW: any N, C, ...
     act = _TF_ACTIVATIONS[activation]
@@ -511,7 +526,7 @@ def _convolution_transpose(nd, input, filters, output_shape, strides, padding, d
                            threads, bias, activation, name):
     raw = (strides, padding, data_format, dilations)
     key = ("transpose", nd, _freeze(strides), _freeze(padding), data_format, _freeze(dilations), algorithm,
-           activation, threads)
+           activation, threads, bias is not None)
     entry = _FUNCTIONS.get(key) if _hashable(key) else None
     if entry is None:
         geometry = _Geometry(nd, strides, padding, data_format, dilations, algorithm, activation, threads)
@@ -519,7 +534,8 @@ def _convolution_transpose(nd, input, filters, output_shape, strides, padding, d
             raise ValueError("padding must be 'VALID', 'SAME' or explicit pairs for a transposed convolution "
                              "(as in tf.nn.conv1d_transpose), got 'CAUSAL'")
         lib = _oplib.load()
-        fn = _native_transpose_function(geometry) if lib is not None else _fallback_transpose_function(geometry, raw)
+        fn = (_native_transpose_function(geometry, bias is not None) if lib is not None
+              else _fallback_transpose_function(geometry, raw))
         entry = (geometry, fn, lib is not None)
         if _hashable(key):
             _FUNCTIONS[key] = entry
@@ -541,7 +557,7 @@ def _convolution_transpose(nd, input, filters, output_shape, strides, padding, d
             x = _checked_rank(geometry, x)
             if channels_first:
                 x, sizes = _to_channels_last(x, rank), [sizes[0]] + sizes[2:] + [sizes[1]]
-            y = _bias_activation(fn(x, w, _stack_sizes(sizes)), b, geometry.activation, False)
+            y = fn(x, w, _stack_sizes(sizes)) if b is None else fn(x, w, b, _stack_sizes(sizes))
             if channels_first:
                 y = _to_channels_first(y, rank)
         else:
@@ -560,7 +576,7 @@ def conv2d_transpose(input, filters, output_shape, strides, padding="SAME", data
     tf.shape(x)[0], or a 1-D int tensor); strides, padding ("VALID", "SAME" or explicit pairs), dilations as
     in conv2d. The convolution of the result with filters must have input's shape. algorithm and threads
     as in conv2d. bias (C values) and activation (None or a name in ACTIVATIONS, Keras's defaults): the
-    result is activation(conv2d_transpose(...) + bias), computed with TensorFlow ops after kconv's.
+    result is activation(conv2d_transpose(...) + bias), fused into kconv's op.
     """
     data_format = "NHWC" if data_format is None else data_format
     return _convolution_transpose(2, input, filters, output_shape, strides, padding, data_format, dilations,
@@ -582,5 +598,6 @@ def _no_second_order(op, *grads):
         f"with keras.layers / tf.nn convolutions (kconv.to_keras converts a model)")
 
 
-for _op_type in ("KconvConv", "KconvConvBackpropInput", "KconvConvBackpropFilter", "KconvBiasActivationGrad"):
+for _op_type in ("KconvConv", "KconvConvTranspose", "KconvConvBackpropInput", "KconvConvBackpropFilter",
+                 "KconvBiasActivationGrad"):
     tf.RegisterGradient(_op_type)(_no_second_order)

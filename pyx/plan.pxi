@@ -52,7 +52,8 @@ cdef extern from "kconv_api.h" nogil:
         kc_plan* (*plan_create)(const kc_conv_desc*, char*, int) noexcept nogil
         void (*plan_destroy)(kc_plan*) noexcept nogil
         int (*forward)(const kc_plan*, const void*, const void*, const void*, void*, void*, char*, int) noexcept nogil
-        int (*backprop_input)(const kc_plan*, const void*, const void*, void*, char*, int) noexcept nogil
+        int (*backprop_input)(const kc_plan*, const void*, const void*, const void*, void*, void*, char*,
+                              int) noexcept nogil
         int (*backprop_filter)(const kc_plan*, const void*, const void*, void*, char*, int) noexcept nogil
         int (*activation_grad)(int, int, long, long, const void*, const void*, const void*, void*, void*, int,
                                char*, int) noexcept nogil
@@ -668,7 +669,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
             grid.Qh, grid.Qw = p.phases[0].qh, p.phases[0].qw
             grid.dst_h0, grid.dst_w0 = p.phases[0].rh, p.phases[0].rw
             pack_filter_panels(w, p.ph_tap_off, p.phases[0].nt, p.groups, p.kg, cin, 1, cout, p.K, panels, n_threads)
-            status = igemm_conv(src, dst, grid, p.ph_tap_h, p.ph_tap_w, p.phases[0].nt, panels, zeros, NULL,
+            status = igemm_conv(src, dst, grid, p.ph_tap_h, p.ph_tap_w, p.phases[0].nt, panels, zeros, ep,
                                 n_threads)
         else:       # phase ph's panels start where the taps before it end
             panel_off = <Py_ssize_t*> malloc(p.nphases * sizeof(Py_ssize_t))
@@ -681,7 +682,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
                     pack_filter_panels(w, p.ph_tap_off + t0, nt, p.groups, p.kg, cin, 1, cout, p.K,
                                        panels + panel_off[ph], n_threads)
                 status = igemm_conv_phases(src, dst, grid, p.phases, p.nphases, p.ph_tap_h, p.ph_tap_w, panels,
-                                           panel_off, zeros, NULL, n_threads)
+                                           panel_off, zeros, ep, n_threads)
                 free(panel_off)
     free(panels)
     free(zeros)
@@ -730,8 +731,10 @@ cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real
     return status
 
 
-cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real* dx, int n_threads) noexcept nogil:
-    """dx phase by phase (as direct_run); with a multiplier, into an expanded dx whose copies are then added."""
+cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real* dx, const Epilogue* ep,
+                             int n_threads) noexcept nogil:
+    """dx phase by phase (as direct_run); with a multiplier, into an expanded dx whose copies are then added
+    (and the epilogue applied after them)."""
     cdef ConvGrid grid
     cdef Py_ssize_t ph, t0
     cdef real* dxr = NULL
@@ -751,9 +754,12 @@ cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real*
         grid.Qh, grid.Qw = p.phases[ph].qh, p.phases[ph].qw
         grid.dst_h0, grid.dst_w0 = p.phases[ph].rh, p.phases[ph].rw
         status = depthwise_conv(dy, dx if dxr == NULL else dxr, grid, p.ph_tap_h + t0, p.ph_tap_w + t0,
-                                p.ph_tap_off + t0, p.phases[ph].nt, w, zeros, NULL, n_threads)
+                                p.ph_tap_off + t0, p.phases[ph].nt, w, zeros, ep if dxr == NULL else NULL,
+                                n_threads)
     if status == 0 and dxr != NULL:
         fold_channels(dxr, p.N * p.H * p.W, p.C, p.kg, dx, n_threads)
+        if ep != NULL:
+            epilogue_rows(dx, p.N * p.H * p.W, p.C, ep, n_threads)
     free(dxr)
     free(zeros)
     return status
@@ -816,21 +822,38 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
     return status
 
 
-cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, real* dx) noexcept nogil:
+cdef void epilogue_rows(real* y, Py_ssize_t rows, Py_ssize_t K, const Epilogue* ep, int n_threads) noexcept nogil:
+    """The epilogue over rows x K values (for outputs no kernel applied it to)."""
+    cdef Py_ssize_t r
+    for r in prange(rows, schedule='static', num_threads=n_threads):
+        apply_epilogue(y + r * K, K, <const real*> ep.bias, ep)
+
+
+cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, const real* bias, real* dx,
+                            real* z) noexcept nogil:
+    """dx = act(conv^T(dy) + bias) with the plan's activation: a convolution's input gradient (a plan made
+    with no activation, bias NULL), or a transposed convolution with its bias and activation fused."""
+    cdef Epilogue ep
+    cdef const Epilogue* use = NULL
     cdef int status = 0, n_threads
     kc_count_pass(1)
     if p.N * p.H * p.W * p.C == 0:
         return 0
+    ep.act, ep.bias, ep.y0 = p.act, bias, dx
+    ep.z0 = z if needs_preactivation(p.act) else NULL
+    if bias != NULL or p.act != ACT_LINEAR:
+        use = &ep
+    n_threads = claim_threads(p.flops, p.threads)
     if p.Ho * p.Wo * p.K == 0:
         memset(dx, 0, p.N * p.H * p.W * p.C * sizeof(real))
-        return 0
-    n_threads = claim_threads(p.flops, p.threads)
-    if p.depthwise:
-        status = depthwise_input_run(p, w, dy, dx, n_threads)
+        if use != NULL:
+            epilogue_rows(dx, p.N * p.H * p.W, p.C, use, n_threads)
+    elif p.depthwise:
+        status = depthwise_input_run(p, w, dy, dx, use, n_threads)
     elif p.bwd_m:
-        status = winograd_run(p, dy, w, True, dx, NULL, n_threads)
-    if not p.depthwise and (p.bwd_m == 0 or status == 1):
-        status = direct_run(p, dy, w, dx, True, NULL, n_threads)
+        status = winograd_run(p, dy, w, True, dx, use, n_threads)
+    if p.Ho * p.Wo * p.K != 0 and not p.depthwise and (p.bwd_m == 0 or status == 1):
+        status = direct_run(p, dy, w, dx, True, use, n_threads)
     kc_release_threads(n_threads)
     return status
 
@@ -985,14 +1008,16 @@ cdef int api_forward(const kc_plan* plan, const void* x, const void* w, const vo
     return memory_error(err, errlen) if status < 0 else KC_OK
 
 
-cdef int api_backprop_input(const kc_plan* plan, const void* w, const void* dy, void* dx, char* err,
-                            int errlen) noexcept nogil:
+cdef int api_backprop_input(const kc_plan* plan, const void* w, const void* dy, const void* bias, void* dx,
+                            void* z, char* err, int errlen) noexcept nogil:
     cdef const Plan* p = <const Plan*> plan
     cdef int status
     if p.itemsize == 4:
-        status = run_backprop_input(p, <const float*> w, <const float*> dy, <float*> dx)
+        status = run_backprop_input(p, <const float*> w, <const float*> dy, <const float*> bias, <float*> dx,
+                                    <float*> z)
     else:
-        status = run_backprop_input(p, <const double*> w, <const double*> dy, <double*> dx)
+        status = run_backprop_input(p, <const double*> w, <const double*> dy, <const double*> bias,
+                                    <double*> dx, <double*> z)
     return memory_error(err, errlen) if status < 0 else KC_OK
 
 
@@ -1122,12 +1147,15 @@ cdef class ConvPlan:
         if status:
             raise_status(status, err)
 
-    def backprop_input(self, w, dy, dx):
+    def backprop_input(self, w, dy, dx, bias=None, z=None):
+        """dx = the input gradient; for a plan made with an activation (a transposed convolution), dx =
+        act(conv^T(dy) + bias), z as forward's."""
         cdef char err[256]
-        cdef size_t pw = address(w), pdy = address(dy), pdx = address(dx)
+        cdef size_t pw = address(w), pdy = address(dy), pdx = address(dx), pb = address(bias), pz = address(z)
         cdef int status
         with nogil:
-            status = api_backprop_input(<kc_plan*> self.p, <void*> pw, <void*> pdy, <void*> pdx, err, sizeof(err))
+            status = api_backprop_input(<kc_plan*> self.p, <void*> pw, <void*> pdy, <void*> pb, <void*> pdx,
+                                        <void*> pz, err, sizeof(err))
         if status:
             raise_status(status, err)
 

@@ -65,6 +65,51 @@ def test_fused_1d_causal_with_bias(rng):
     np.testing.assert_allclose(got, np.tanh(z), rtol=1e-12, atol=1e-12)
 
 
+# The transposed convolution's pass (the input gradient) with bias and activation fused: on the direct
+# kernel with one stride phase and with several, on Winograd, on the depthwise kernel (with a multiplier,
+# whose epilogue runs after the copies are added), and with an empty dy.
+TRANSPOSED = {
+    "direct": dict(x=(2, 9, 10, 6), w=(3, 3, 6, 5), strides=1, algorithm="direct"),
+    "phases": dict(x=(2, 11, 10, 7), w=(3, 3, 7, 5), strides=2, algorithm="direct"),
+    "few channels": dict(x=(1, 12, 9, 3), w=(5, 5, 3, 8), strides=2, algorithm="direct"),
+    "winograd": dict(x=(1, 10, 12, 32), w=(3, 3, 32, 33), strides=1, algorithm="winograd4"),
+    "depthwise": dict(x=(2, 9, 8, 17), w=(3, 3, 1, 17), strides=2, algorithm="auto"),
+    "multiplier": dict(x=(1, 7, 9, 5), w=(3, 3, 1, 15), strides=1, algorithm="auto"),
+}
+
+
+@pytest.mark.parametrize("activation", ops.ACTIVATIONS)
+@pytest.mark.parametrize("kind", TRANSPOSED)
+def test_fused_transposed_pass_equals_activation_of_input_gradient_plus_bias(kind, activation, rng):
+    spec = TRANSPOSED[kind]
+    xs, ws, s = spec["x"], spec["w"], spec["strides"]
+    w = rng.standard_normal(ws)
+    conv = ops._describe(2, xs, ws, s, "SAME", "NHWC", 1)
+    plan = ops._plan(conv, np.dtype(np.float64), spec["algorithm"], None, ops._args.activation(activation))
+    if kind == "depthwise" or kind == "multiplier":
+        assert plan.depthwise
+    ho, wo = plan.out_hw
+    dy = rng.standard_normal((xs[0], ho, wo, ws[3]))
+    b = rng.standard_normal(xs[3])
+    y, z = np.full(xs, np.nan), np.full(xs, np.nan)
+    plan.backprop_input(w, dy, y, b, z)
+    pads = ref.pad_pairs_2d("SAME", xs[1:3], ws[:2], (s, s), (1, 1))
+    want_z = ref.conv2d_backprop_input(xs, w, dy, (s, s), pads) + b
+    np.testing.assert_allclose(y, ACTIVATION_FUNCTIONS[activation](want_z), rtol=1e-10, atol=1e-10)
+    if activation in ("silu", "gelu"):
+        np.testing.assert_allclose(z, want_z, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_transposed_pass_of_an_empty_gradient_is_the_activation_of_the_bias(rng):
+    """No input channels to the transposed convolution (K = 0): its result is act(bias) everywhere."""
+    conv = ops._describe(2, (1, 4, 5, 3), (3, 3, 3, 0), 1, "SAME", "NHWC", 1)
+    plan = ops._plan(conv, np.dtype(np.float64), "direct", None, ops._args.activation("sigmoid"))
+    b = rng.standard_normal(3)
+    y = np.full((1, 4, 5, 3), np.nan)
+    plan.backprop_input(np.zeros((3, 3, 3, 0)), np.zeros((1, 4, 5, 0)), y, b)
+    np.testing.assert_allclose(y, np.broadcast_to(1 / (1 + np.exp(-b)), y.shape), rtol=1e-12)
+
+
 def test_bias_must_have_one_value_per_filter(rng):
     x, w, b = _layer(rng)
     with pytest.raises(ValueError, match=r"bias must have shape \(20,\)"):

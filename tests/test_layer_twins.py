@@ -162,11 +162,12 @@ def _pass_counts():
 
 
 def test_conv_transpose_runs_the_input_gradient_pass_forward():
-    """The transposed layer's forward is kconv's input-gradient pass; its input gradient is the forward pass
-    and its kernel gradient the filter pass, separate ops, so a kernel gradient alone runs no forward pass."""
+    """The transposed layer's forward is kconv's input-gradient pass (bias and activation fused); its input
+    gradient is the forward pass and its kernel gradient the filter pass, separate ops, so a kernel gradient
+    alone runs no forward pass."""
     if not tf_ops.native_op_in_use() or _pass_counts() is None:
         pytest.skip("needs the native op library and kconv's pass counters")
-    layer = kconv.Conv2DTranspose(4, 3, strides=2, padding="same")
+    layer = kconv.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")
     x = tf.zeros((1, 5, 5, 3))
     layer(x)
 
@@ -177,8 +178,10 @@ def test_conv_transpose_runs_the_input_gradient_pass_forward():
         return y, tape.gradient(y, layer.kernel)
     graph = kernel_gradient_only.get_concrete_function(x).graph
     types = {op.type for op in graph.get_operations()}
-    assert {"KconvConvBackpropInput", "KconvConvBackpropFilter"} <= types
-    assert not {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "PyFunc", "EagerPyFunc"} & types
+    assert {"KconvConvTranspose", "KconvBiasActivationGrad", "KconvConvBackpropFilter"} <= types
+    # bias and relu are fused into the transposed op: no BiasAdd / Relu of TensorFlow's in the graph
+    assert not {"Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter", "PyFunc", "EagerPyFunc", "BiasAdd",
+                "Relu"} & types
     kernel_gradient_only(x)
     before = _pass_counts()
     kernel_gradient_only(x)

@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define KC_API_VERSION 1
+#define KC_API_VERSION 2
 
 enum kc_status { KC_OK = 0, KC_ERR_ARGUMENT = 1, KC_ERR_MEMORY = 2 };
 enum kc_dtype { KC_FLOAT32 = 4, KC_FLOAT64 = 8 };
@@ -47,7 +47,7 @@ typedef struct {
     long pad_top, pad_bottom, pad_left, pad_right;   /* KC_PAD_EXPLICIT only */
     int algorithm;                   /* enum kc_algorithm, or 2, 4, 6 */
     int dtype;                       /* enum kc_dtype */
-    int activation;                  /* enum kc_activation (forward's epilogue, activation_grad) */
+    int activation;                  /* enum kc_activation (forward's or backprop_input's epilogue) */
     int threads;                     /* 0: kconv's setting (kconv.set_num_threads / OMP_NUM_THREADS) */
 } kc_conv_desc;
 
@@ -67,8 +67,12 @@ typedef struct {
      * (conv + bias, before the activation) when the activation is silu or gelu; may be NULL otherwise. */
     int (*forward)(const kc_plan *plan, const void *x, const void *w, const void *bias, void *y, void *z,
                    char *err, int errlen);
-    /* dx (N, H, W, C) from dz (N, Ho, Wo, K), the gradient at the convolution's output (after activation_grad). */
-    int (*backprop_input)(const kc_plan *plan, const void *w, const void *dz, void *dx, char *err, int errlen);
+    /* dx (N, H, W, C) = act(conv^T(dz) + bias), dz (N, Ho, Wo, K), with the plan's activation. A convolution's
+     * input gradient: a plan made with KC_ACT_LINEAR, bias NULL (dz: the gradient at the convolution's output,
+     * after activation_grad). A transposed convolution: its bias (C values, or NULL) and activation fused
+     * as in forward, z (N*H*W*C values) written for silu and gelu. */
+    int (*backprop_input)(const kc_plan *plan, const void *w, const void *dz, const void *bias, void *dx,
+                          void *z, char *err, int errlen);
     /* dw (kh, kw, C/groups, K) from x and dz. */
     int (*backprop_filter)(const kc_plan *plan, const void *x, const void *dz, void *dw, char *err, int errlen);
 

@@ -309,6 +309,19 @@ Status BackpropInputShape(InferenceContext* c) {
   return Status();
 }
 
+Status ConvTransposeShape(InferenceContext* c) {
+  const kc_api* api;
+  TF_RETURN_IF_ERROR(NeedApi(&api));
+  ConvAttrs a;
+  TF_RETURN_IF_ERROR(ReadConvAttrs(c, true, &a));
+  ShapeHandle out;
+  TF_RETURN_IF_ERROR(c->MakeShapeFromShapeTensor(2, &out));
+  TF_RETURN_IF_ERROR(CheckOutBackprop(c, api, a, out, c->input(1), c->input(0)));
+  c->set_output(0, out);
+  c->set_output(1, HasPreactivation(a.activation) ? out : c->MakeShape({0}));
+  return Status();
+}
+
 Status BackpropFilterShape(InferenceContext* c) {
   const kc_api* api;
   TF_RETURN_IF_ERROR(NeedApi(&api));
@@ -510,7 +523,36 @@ class ConvBackpropInputOp : public ConvKernelBase {
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, xs, &dx));
     char err[kErrLen] = "";
-    const int rc = api->backprop_input(e.plan.get(), In(w), In(dy), Out(dx), err, kErrLen);
+    const int rc = api->backprop_input(e.plan.get(), In(w), In(dy), nullptr, Out(dx), nullptr, err, kErrLen);
+    OP_REQUIRES(ctx, rc == KC_OK, ApiStatus(rc, err));
+  }
+};
+
+// The transposed convolution: the input gradient's pass, with bias and activation fused into its store.
+template <typename T>
+class ConvTransposeOp : public ConvKernelBase {
+ public:
+  explicit ConvTransposeOp(OpKernelConstruction* ctx) : ConvKernelBase(ctx, true) {}
+
+  void Compute(OpKernelContext* ctx) override {
+    KCONV_REQUIRE_API(ctx, api);
+    const Tensor &x = ctx->input(0), &w = ctx->input(1), &b = ctx->input(3);
+    TensorShape ys;
+    OP_REQUIRES_OK(ctx, SizesShape(ctx->input(2), "output_sizes", &ys));
+    PlanCache::Entry e;
+    OP_REQUIRES_OK(ctx, Plan(api, ys, w.shape(), &e));
+    OP_REQUIRES_OK(ctx, CheckOutBackprop(x.shape(), ys, w.shape(), e));
+    const long c = ys.dim_size(ys.dims() - 1);
+    OP_REQUIRES(ctx, b.dims() == 1 && (b.dim_size(0) == c || b.dim_size(0) == 0),
+                Invalid("bias shape ", b.shape().DebugString(), " and output_sizes ", ys.DebugString(),
+                        ": the bias needs one value per output channel (", c, ") or none"));
+    const bool want_z = HasPreactivation(attrs_.activation);
+    Tensor *y = nullptr, *z = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ys, &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, want_z ? ys : TensorShape({0}), &z));
+    char err[kErrLen] = "";
+    const int rc = api->backprop_input(e.plan.get(), In(w), In(x), b.dim_size(0) ? In(b) : nullptr, Out(y),
+                                       want_z ? Out(z) : nullptr, err, kErrLen);
     OP_REQUIRES(ctx, rc == KC_OK, ApiStatus(rc, err));
   }
 };
@@ -611,6 +653,19 @@ REGISTER_OP("KconvConvBackpropInput")
     .SetShapeFn(kconv::BackpropInputShape)
     .Doc("The gradient of KconvConv's convolution with respect to its input.");
 
+REGISTER_OP("KconvConvTranspose")
+    .Input("input: T")
+    .Input("filter: T")
+    .Input("output_sizes: int32")
+    .Input("bias: T")
+    .Output("output: T")
+    .Output("preactivation: T")
+    .KCONV_CONV_ATTRS
+    .Attr("activation: string = 'linear'")
+    .SetShapeFn(kconv::ConvTransposeShape)
+    .Doc("output = activation(conv_transpose(input, filter) + bias): KconvConvBackpropInput's pass with "
+         "bias (one per output channel, or empty) and activation fused; preactivation as in KconvConv.");
+
 REGISTER_OP("KconvConvBackpropFilter")
     .Input("input: T")
     .Input("filter_sizes: int32")
@@ -639,6 +694,9 @@ REGISTER_OP("KconvBiasActivationGrad")
   REGISTER_KERNEL_BUILDER(                                                                         \
       Name("KconvConvBackpropInput").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),        \
       kconv::ConvBackpropInputOp<T>);                                                              \
+  REGISTER_KERNEL_BUILDER(                                                                         \
+      Name("KconvConvTranspose").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),            \
+      kconv::ConvTransposeOp<T>);                                                                  \
   REGISTER_KERNEL_BUILDER(                                                                         \
       Name("KconvConvBackpropFilter").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),       \
       kconv::ConvBackpropFilterOp<T>);                                                             \
