@@ -111,7 +111,9 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
                      const real** aptr, real** crow, real* apack, const real** prow) noexcept nogil:
     """GEMM rows m0 .. m0+mc (mc <= MC) of group g: every column panel, every reduction chunk, then the
-    epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it."""
+    epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
+    Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
+    after the rows are stored."""
     cdef int MR = tile_rows(dst)
     cdef int NR = tile_cols(dst)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
@@ -122,6 +124,10 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef Py_ssize_t q, c0, kc, j, p, i
     cdef int mr, nr
     cdef const real* bq
+    cdef bint in_tile = ep != NULL and ep.z0 == NULL and (ep.act == ACT_LINEAR or ep.act == ACT_RELU or
+                                                          ep.act == ACT_RELU6)
+    cdef const real* bias = (<const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL) if in_tile else NULL
+    cdef int clamp = (1 if ep.act == ACT_RELU else 2 if ep.act == ACT_RELU6 else 0) if in_tile else 0
     if packed:      # A^T packed along pixels (filter_grad.pxi), read by the tile with a stride of MC
         pack_taps_by_pixels(src, grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
         dst_rows(dst, grid, g, m0, mc, crow)
@@ -131,8 +137,9 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 prow[i] = apack + p * MR + (i if i < mr else 0)
             for j in range(ncolp):
                 nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
-                igemm_tile_strided(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
-                                   &crow[p * MR], j * NR, mr, nr, 0)
+                igemm_tile_final(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
+                                 &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
+                                 clamp)
     else:
         index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
         for q in range(nchunks):
@@ -143,9 +150,14 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
                 for p in range(npan):
                     mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                    igemm_tile(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, bq,
-                               &crow[p * MR], j * NR, mr, nr, q > 0)
-    if ep != NULL:
+                    if q < nchunks - 1:
+                        igemm_tile(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, bq,
+                                   &crow[p * MR], j * NR, mr, nr, q > 0)
+                    else:
+                        igemm_tile_final(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, 1, bq, NR,
+                                         &crow[p * MR], j * NR, mr, nr, q > 0,
+                                         bias + j * NR if bias != NULL else NULL, clamp)
+    if ep != NULL and not in_tile:
         for p in range(mc):
             apply_epilogue(crow[p], grid.cout,
                            <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)

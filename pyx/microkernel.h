@@ -47,71 +47,9 @@ typedef double kc_vf64 __attribute__((vector_size(KC_VEC_BYTES), aligned(8)));
 typedef int kc_vi32 __attribute__((vector_size(KC_VEC_BYTES)));          /* comparison masks */
 typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
 
-/* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
-#define KC_DEFINE_IGEMM(NAME, T, V, NR)                                                           \
-static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
-                        const T *b, long ldb,                                                     \
-                        T *const *c, long c_off, int mr, int nr, int accumulate)                  \
-{                                                                                                 \
-    enum { LANES = NR / KC_NV };                                                                  \
-    V acc[KC_MR][KC_NV];                                                                          \
-    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                       \
-        _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] = (V){0};               \
-    for (int t = 0; t < ntaps; t++) {                                                             \
-        const T *ar[KC_MR];                                                                       \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) ar[i] = a[t * KC_MR + i] + a_off; \
-        for (int k = 0; k < kc; k++) {                                                            \
-            V bv[KC_NV];                                                                          \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
-                bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
-            b += ldb;                                                                             \
-            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                             \
-                V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
-                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];  \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
-    if (mr == KC_MR && nr == NR) {                                                                \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                                 \
-            T *ci = c[i] + c_off;                                                                 \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) {                             \
-                V *cv = (V *)(ci + v * LANES);                                                    \
-                *cv = accumulate ? *cv + acc[i][v] : acc[i][v];                                   \
-            }                                                                                     \
-        }                                                                                         \
-    } else { /* edge tile: spill to a scratch tile, store the valid part */                       \
-        T tile[KC_MR][NR];                                                                        \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
-                *(V *)&tile[i][v * LANES] = acc[i][v];                                            \
-        for (int i = 0; i < mr; i++) {                                                            \
-            T *ci = c[i] + c_off;                                                                 \
-            for (int j = 0; j < nr; j++) ci[j] = accumulate ? ci[j] + tile[i][j] : tile[i][j];    \
-        }                                                                                         \
-    }                                                                                             \
-}
-
-KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, KC_NR_F32)
-KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, KC_NR_F64)
-
-/* Depthwise convolution: every channel is its own 1-channel convolution, so there is no reduction over
- * channels for a GEMM tile to use. Channels go across the vector lanes instead, and the same register tile
- * (KC_MR rows x NV vectors) holds other things:
- *
- *   kc_dw_<T>_nv<NV>       forward / input gradient: rows are KC_MR destination pixels.
- *       c[i][0..NV*LANES) = sum over t < ntaps of a[t*KC_MR + i][a_off + ..] * w[t][w_off + ..]
- *     a: for each tap, the source pixel of each row (a row of zeros in the padding); rows past mr repeat a
- *     valid pointer and are not stored.
- *   kc_dwgrad_<T>_nv<NV>   filter gradient: rows are up to KC_MR taps, the reduction runs over npix pixels.
- *       out[r*ldo + ..] += sum over p < npix of a[p*lda + r][a_off + ..] * dy[p*ldd + ..]
- *     a: for each pixel, the source pixel of each tap.
- *
- * NV = 2 is the main case, NV = 1 the tail of channels narrower than two vectors (the caller does the last
- * channels that fill no vector with plain loops). Each vector of channels is loaded once per tap and pixel
- * and used for one FMA: depthwise layers are bound by memory, and this keeps the traffic at the images. */
-/* The forward's common epilogues, applied to the tile before it is stored: bias (NULL: none) and clamp
+/* The common epilogues, applied to a tile in registers before it is stored: bias (NULL: none) and clamp
  * 1 = relu, 2 = relu6 (the caller applies any other activation after the store). */
-#define KC_DW_EPILOGUE(T, V, VI, NV)                                                                   \
+#define KC_TILE_EPILOGUE(T, V, VI, NV)                                                                   \
     if (bias) {                                                                                    \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                     \
             V bv = *(const V *)(bias + v * LANES);                                                 \
@@ -133,6 +71,77 @@ KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, KC_NR_F64)
             }                                                                                      \
     }
 
+/* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
+#define KC_DEFINE_IGEMM(NAME, T, V, VI, NR)                                                       \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
+                        const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
+                        int accumulate, const T *bias, int clamp)                                 \
+{                                                                                                 \
+    enum { LANES = NR / KC_NV };                                                                  \
+    V acc[KC_MR][KC_NV];                                                                          \
+    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] = (V){0};               \
+    for (int t = 0; t < ntaps; t++) {                                                             \
+        const T *ar[KC_MR];                                                                       \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) ar[i] = a[t * KC_MR + i] + a_off; \
+        for (int k = 0; k < kc; k++) {                                                            \
+            V bv[KC_NV];                                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+                bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
+            b += ldb;                                                                             \
+            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                             \
+                V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];  \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+    if (mr == KC_MR && nr == NR) {                                                                \
+        if (accumulate)                                                                           \
+            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                               \
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                           \
+                    acc[i][v] += *(const V *)(c[i] + c_off + v * LANES);                          \
+        KC_TILE_EPILOGUE(T, V, VI, KC_NV)                                                         \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+                *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                     \
+    } else { /* edge tile: spill to a scratch tile, store the valid part */                       \
+        T tile[KC_MR][NR];                                                                        \
+        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+                *(V *)&tile[i][v * LANES] = acc[i][v];                                            \
+        for (int i = 0; i < mr; i++) {                                                            \
+            T *ci = c[i] + c_off;                                                                 \
+            for (int j = 0; j < nr; j++) {                                                        \
+                T s = accumulate ? ci[j] + tile[i][j] : tile[i][j];                               \
+                if (bias) s += bias[j];                                                           \
+                if (clamp) {                                                                      \
+                    s = s < 0 ? 0 : s;                                                            \
+                    if (clamp == 2 && s > 6) s = 6;                                               \
+                }                                                                                 \
+                ci[j] = s;                                                                        \
+            }                                                                                     \
+        }                                                                                         \
+    }                                                                                             \
+}
+
+KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, kc_vi32, KC_NR_F32)
+KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_NR_F64)
+
+/* Depthwise convolution: every channel is its own 1-channel convolution, so there is no reduction over
+ * channels for a GEMM tile to use. Channels go across the vector lanes instead, and the same register tile
+ * (KC_MR rows x NV vectors) holds other things:
+ *
+ *   kc_dw_<T>_nv<NV>       forward / input gradient: rows are KC_MR destination pixels.
+ *       c[i][0..NV*LANES) = sum over t < ntaps of a[t*KC_MR + i][a_off + ..] * w[t][w_off + ..]
+ *     a: for each tap, the source pixel of each row (a row of zeros in the padding); rows past mr repeat a
+ *     valid pointer and are not stored.
+ *   kc_dwgrad_<T>_nv<NV>   filter gradient: rows are up to KC_MR taps, the reduction runs over npix pixels.
+ *       out[r*ldo + ..] += sum over p < npix of a[p*lda + r][a_off + ..] * dy[p*ldd + ..]
+ *     a: for each pixel, the source pixel of each tap.
+ *
+ * NV = 2 is the main case, NV = 1 the tail of channels narrower than two vectors (the caller does the last
+ * channels that fill no vector with plain loops). Each vector of channels is loaded once per tap and pixel
+ * and used for one FMA: depthwise layers are bound by memory, and this keeps the traffic at the images. */
 #define KC_DEFINE_DW(NAME, GRAD, T, V, VI, NV)                                                         \
 static inline void NAME(int ntaps, const T *const *a, long a_off, const T *const *w, long w_off,   \
                         T *const *c, long c_off, int mr, const T *bias, int clamp)                 \
@@ -151,7 +160,7 @@ static inline void NAME(int ntaps, const T *const *a, long a_off, const T *const
                 acc[i][v] += *(const V *)(ai + v * LANES) * wv[v];                                 \
         }                                                                                          \
     }                                                                                              \
-    KC_DW_EPILOGUE(T, V, VI, NV)                                                                     \
+    KC_TILE_EPILOGUE(T, V, VI, NV)                                                                     \
     for (int i = 0; i < mr; i++)                                                                   \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
             *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                          \
@@ -212,7 +221,7 @@ static inline void NAME(int ntaps, const T *const *a, long xs, long a_off, const
             _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
                 acc[i][v] += *(const V *)(at + i * xs + v * LANES) * wv[v];                        \
     }                                                                                              \
-    KC_DW_EPILOGUE(T, V, VI, NV)                                                                     \
+    KC_TILE_EPILOGUE(T, V, VI, NV)                                                                     \
     _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                        \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
             *(V *)(c + i * cs + v * LANES) = acc[i][v];                                            \

@@ -45,9 +45,20 @@ cdef inline void igemm_tile_strided(int ntaps, int kc, const real* const* a, lon
                                     int accumulate) noexcept nogil:
     """The micro-kernel reading both operands in place: A's reduction index lda apart, B's rows ldb apart."""
     if real is float:
-        kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate)
+        kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
     else:
-        kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate)
+        kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
+
+
+cdef inline void igemm_tile_final(int ntaps, int kc, const real* const* a, long a_off, long lda,
+                                  const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
+                                  int accumulate, const real* bias, int clamp) noexcept nogil:
+    """The micro-kernel's last call on a tile: + bias (or NULL), relu (clamp 1) or relu6 (2) in registers,
+    then stored."""
+    if real is float:
+        kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+    else:
+        kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
 
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
