@@ -21,6 +21,7 @@ cdef struct ConvGrid:
     Py_ssize_t dst_h0, dst_w0      # destination pixel = dst_0 + q * dstep
     Py_ssize_t dstep_h, dstep_w
     Py_ssize_t groups, cin, cout   # per group: reduction channels and output channels
+    bint narrow                    # the narrow tile (2 MR x NR/2: at most NR/2 output channels per group)
 
 
 cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
@@ -28,7 +29,7 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
                           Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t rows_padded,
                           const real* zeros, const real** aptr, real** crow) noexcept nogil:
     """Pointer tables for rows m0..m0+mc: aptr[(panel*ntaps + t)*MR + i] and crow[row]."""
-    cdef int MR = tile_rows(dst)
+    cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t r, m, n, rem, qh, qw, t, sh, sw, p, i
     cdef Py_ssize_t plane = grid.Qh * grid.Qw
     for r in range(rows_padded):
@@ -114,8 +115,8 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored."""
-    cdef int MR = tile_rows(dst)
-    cdef int NR = tile_cols(dst)
+    cdef int MR = shape_rows(dst, grid.narrow)
+    cdef int NR = shape_cols(dst, grid.narrow)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
     cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin)
     cdef bint packed = apack != NULL
@@ -123,6 +124,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
     cdef Py_ssize_t q, c0, kc, j, p, i
     cdef int mr, nr
+    cdef bint last
     cdef const real* bq
     cdef bint in_tile = ep != NULL and ep.z0 == NULL and (ep.act == ACT_LINEAR or ep.act == ACT_RELU or
                                                           ep.act == ACT_RELU6)
@@ -139,7 +141,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
                 igemm_tile_final(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
                                  &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
-                                 clamp)
+                                 clamp, grid.narrow)
     else:
         index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
         for q in range(nchunks):
@@ -150,13 +152,11 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
                 for p in range(npan):
                     mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                    if q < nchunks - 1:
-                        igemm_tile(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, bq,
-                                   &crow[p * MR], j * NR, mr, nr, q > 0)
-                    else:
-                        igemm_tile_final(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, 1, bq, NR,
-                                         &crow[p * MR], j * NR, mr, nr, q > 0,
-                                         bias + j * NR if bias != NULL else NULL, clamp)
+                    last = q == nchunks - 1
+                    igemm_tile_final(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, 1, bq, NR,
+                                     &crow[p * MR], j * NR, mr, nr, q > 0,
+                                     bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
+                                     grid.narrow)
     if ep != NULL and not in_tile:
         for p in range(mc):
             apply_epilogue(crow[p], grid.cout,
@@ -174,7 +174,7 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                     const real* panels, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
     """Returns 0, or -1 when the per-thread pointer tables cannot be allocated. With an epilogue, each
     task's rows get bias and activation as soon as they are complete, while still in cache."""
-    cdef int MR = tile_rows(dst)
+    cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
     cdef Py_ssize_t nblocks = (M + MC - 1) // MC
@@ -223,7 +223,7 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     destination rows in every phase. So each task owns its pixels of dst (phases interleave pixel by pixel:
     run one after another they would pass cache lines between the cores) and one team runs the whole pass.
     Returns 0, or -1 when the per-thread tables cannot be allocated."""
-    cdef int MR = tile_rows(dst)
+    cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
     cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0
     cdef Py_ssize_t ncw, bands, task, g, rest, n, q, cw, m0, mc, tid, t0, nt

@@ -49,17 +49,17 @@ typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
 
 /* The common epilogues, applied to a tile in registers before it is stored: bias (NULL: none) and clamp
  * 1 = relu, 2 = relu6 (the caller applies any other activation after the store). */
-#define KC_TILE_EPILOGUE(T, V, VI, NV)                                                                   \
+#define KC_TILE_EPILOGUE(T, V, VI, MR, NV)                                                                   \
     if (bias) {                                                                                    \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                     \
             V bv = *(const V *)(bias + v * LANES);                                                 \
-            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) acc[i][v] += bv;               \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) acc[i][v] += bv;               \
         }                                                                                          \
     }                                                                                              \
     if (clamp) { /* as epilogue.pxi: v < 0 -> 0, v > 6 -> 6 (relu6), NaN kept; by bit masks (C has no   \
                     vector ?:) */                                                                  \
         V six = (V){0} + (T)6;                                                                     \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                    \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                    \
             _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) {                                 \
                 VI bits = (VI)acc[i][v];                                                           \
                 bits &= ~(acc[i][v] < (V){0});                                                     \
@@ -72,42 +72,42 @@ typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
     }
 
 /* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
-#define KC_DEFINE_IGEMM(NAME, T, V, VI, NR)                                                       \
+#define KC_DEFINE_IGEMM(NAME, T, V, VI, MR, NV)                                                   \
 static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
                         const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
                         int accumulate, const T *bias, int clamp)                                 \
 {                                                                                                 \
-    enum { LANES = NR / KC_NV };                                                                  \
-    V acc[KC_MR][KC_NV];                                                                          \
-    _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                       \
-        _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] = (V){0};               \
+    enum { LANES = KC_VEC_BYTES / sizeof(T), NR = NV * LANES };                                   \
+    V acc[MR][NV];                                                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};               \
     for (int t = 0; t < ntaps; t++) {                                                             \
-        const T *ar[KC_MR];                                                                       \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) ar[i] = a[t * KC_MR + i] + a_off; \
+        const T *ar[MR];                                                                       \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) ar[i] = a[t * MR + i] + a_off; \
         for (int k = 0; k < kc; k++) {                                                            \
-            V bv[KC_NV];                                                                          \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+            V bv[NV];                                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
                 bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
             b += ldb;                                                                             \
-            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++) {                             \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                             \
                 V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
-                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];  \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];  \
             }                                                                                     \
         }                                                                                         \
     }                                                                                             \
-    if (mr == KC_MR && nr == NR) {                                                                \
+    if (mr == MR && nr == NR) {                                                                \
         if (accumulate)                                                                           \
-            _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                               \
-                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                           \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                           \
                     acc[i][v] += *(const V *)(c[i] + c_off + v * LANES);                          \
-        KC_TILE_EPILOGUE(T, V, VI, KC_NV)                                                         \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+        KC_TILE_EPILOGUE(T, V, VI, MR, NV)                                                         \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
                 *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                     \
     } else { /* edge tile: spill to a scratch tile, store the valid part */                       \
-        T tile[KC_MR][NR];                                                                        \
-        _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                   \
-            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++)                               \
+        T tile[MR][NR];                                                                        \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
                 *(V *)&tile[i][v * LANES] = acc[i][v];                                            \
         for (int i = 0; i < mr; i++) {                                                            \
             T *ci = c[i] + c_off;                                                                 \
@@ -124,8 +124,13 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long l
     }                                                                                             \
 }
 
-KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, kc_vi32, KC_NR_F32)
-KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_NR_F64)
+KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, kc_vi32, KC_MR, KC_NV)
+KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_MR, KC_NV)
+/* The narrow tile, for layers with at most one vector of output channels (per group): twice the rows and
+ * one vector of columns, the same number of accumulators, none of them idle (16 x 16 floats on AVX-512,
+ * where the 8 x 32 tile would leave half its columns empty on a 16-filter layer). */
+KC_DEFINE_IGEMM(kc_igemm_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1)
+KC_DEFINE_IGEMM(kc_igemm_narrow_f64, double, kc_vf64, kc_vi64, 2 * KC_MR, 1)
 
 /* Depthwise convolution: every channel is its own 1-channel convolution, so there is no reduction over
  * channels for a GEMM tile to use. Channels go across the vector lanes instead, and the same register tile
@@ -160,7 +165,7 @@ static inline void NAME(int ntaps, const T *const *a, long a_off, const T *const
                 acc[i][v] += *(const V *)(ai + v * LANES) * wv[v];                                 \
         }                                                                                          \
     }                                                                                              \
-    KC_TILE_EPILOGUE(T, V, VI, NV)                                                                     \
+    KC_TILE_EPILOGUE(T, V, VI, KC_MR, NV)                                                                   \
     for (int i = 0; i < mr; i++)                                                                   \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
             *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                          \
@@ -221,7 +226,7 @@ static inline void NAME(int ntaps, const T *const *a, long xs, long a_off, const
             _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                   \
                 acc[i][v] += *(const V *)(at + i * xs + v * LANES) * wv[v];                        \
     }                                                                                              \
-    KC_TILE_EPILOGUE(T, V, VI, NV)                                                                     \
+    KC_TILE_EPILOGUE(T, V, VI, KC_MR, NV)                                                                   \
     _Pragma("GCC unroll 8") for (int i = 0; i < KC_MR; i++)                                        \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                                       \
             *(V *)(c + i * cs + v * LANES) = acc[i][v];                                            \

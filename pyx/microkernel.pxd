@@ -4,8 +4,12 @@ cdef extern from "microkernel.h" nogil:
     int KC_MR_F32, KC_NR_F32, KC_MR_F64, KC_NR_F64, KC_FMA_CHAIN_FLOPS
     void kc_igemm_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
                       float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias, int clamp)
+    void kc_igemm_narrow_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
+                             float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias, int clamp)
     void kc_igemm_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,
                       double* const* c, long c_off, int mr, int nr, int accumulate, const double* bias, int clamp)
+    void kc_igemm_narrow_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,
+                             double* const* c, long c_off, int mr, int nr, int accumulate, const double* bias, int clamp)
     void kc_dw_f32_nv2(int ntaps, const float* const* a, long a_off, const float* const* w, long w_off,
                        float* const* c, long c_off, int mr, const float* bias, int clamp)
     void kc_dw_f32_nv1(int ntaps, const float* const* a, long a_off, const float* const* w, long w_off,

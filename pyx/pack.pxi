@@ -9,8 +9,7 @@
 cdef void pack_filter_panels(const real* w, const Py_ssize_t* tap_off, Py_ssize_t ntaps,
                              Py_ssize_t groups, Py_ssize_t s_group,
                              Py_ssize_t nred, Py_ssize_t s_red, Py_ssize_t ncol, Py_ssize_t s_col,
-                             real* out, int n_threads) noexcept nogil:
-    cdef int NR = tile_cols(out)
+                             real* out, int NR, int n_threads) noexcept nogil:
     cdef Py_ssize_t npanels = (ncol + NR - 1) // NR
     cdef Py_ssize_t nchunks = reduction_chunks(ntaps, nred)
     cdef Py_ssize_t gp, g, j, q, t, r, v, r0, r1, col, row

@@ -638,9 +638,11 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
 
 cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bint input_gradient,
                     const Epilogue* ep, int n_threads) noexcept nogil:
-    """The forward pass, or the input gradient phase by phase, as an indirect GEMM. 0, or -1 (memory)."""
-    cdef int NR = tile_cols(dst)
+    """The forward pass, or the input gradient phase by phase, as an indirect GEMM. 0, or -1 (memory).
+    At most half a tile of output channels per group runs on the narrow tile (none of its columns idle)."""
     cdef Py_ssize_t cin = p.kg if input_gradient else p.cg, cout = p.cg if input_gradient else p.kg
+    cdef bint narrow = cout <= tile_cols(dst) // 2
+    cdef int NR = shape_cols(dst, narrow)
     cdef Py_ssize_t ncolp = ceil_div(cout, NR), ph, t0, nt
     cdef Py_ssize_t* panel_off
     cdef ConvGrid grid
@@ -651,14 +653,14 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
         free(panels)
         free(zeros)
         return -1
-    grid.groups, grid.cin, grid.cout = p.groups, cin, cout
+    grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, cin, cout, narrow
     if not input_gradient:
         grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.H, p.W, p.C
         grid.Hd, grid.Wd, grid.Cd = p.Ho, p.Wo, p.K
         grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
         grid.dst_h0 = grid.dst_w0 = 0
         grid.dstep_h = grid.dstep_w = 1
-        pack_filter_panels(w, p.tap_off, p.ntaps, p.groups, p.kg, cin, p.K, cout, 1, panels, n_threads)
+        pack_filter_panels(w, p.tap_off, p.ntaps, p.groups, p.kg, cin, p.K, cout, 1, panels, NR, n_threads)
         status = igemm_conv(src, dst, grid, p.tap_h, p.tap_w, p.ntaps, panels, zeros, ep, n_threads)
     else:
         grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.Ho, p.Wo, p.K
@@ -668,7 +670,8 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
         if p.nphases == 1:
             grid.Qh, grid.Qw = p.phases[0].qh, p.phases[0].qw
             grid.dst_h0, grid.dst_w0 = p.phases[0].rh, p.phases[0].rw
-            pack_filter_panels(w, p.ph_tap_off, p.phases[0].nt, p.groups, p.kg, cin, 1, cout, p.K, panels, n_threads)
+            pack_filter_panels(w, p.ph_tap_off, p.phases[0].nt, p.groups, p.kg, cin, 1, cout, p.K, panels, NR,
+                               n_threads)
             status = igemm_conv(src, dst, grid, p.ph_tap_h, p.ph_tap_w, p.phases[0].nt, panels, zeros, ep,
                                 n_threads)
         else:       # phase ph's panels start where the taps before it end
@@ -680,7 +683,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
                     t0, nt = p.phases[ph].t0, p.phases[ph].nt
                     panel_off[ph] = p.groups * ncolp * t0 * cin * NR
                     pack_filter_panels(w, p.ph_tap_off + t0, nt, p.groups, p.kg, cin, 1, cout, p.K,
-                                       panels + panel_off[ph], n_threads)
+                                       panels + panel_off[ph], NR, n_threads)
                 status = igemm_conv_phases(src, dst, grid, p.phases, p.nphases, p.ph_tap_h, p.ph_tap_w, panels,
                                            panel_off, zeros, ep, n_threads)
                 free(panel_off)
@@ -692,7 +695,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
 cdef int depthwise_grid(const Plan* p, ConvGrid* grid, bint input_gradient) noexcept nogil:
     """The ConvGrid of a depthwise pass: the forward over x, or the input gradient over dy (the caller sets
     each phase's Qh, Qw, dst_h0, dst_w0). Channels are K on both sides (a multiplier's input is expanded)."""
-    grid.N, grid.groups, grid.cin, grid.cout = p.N, 1, 1, p.K
+    grid.N, grid.groups, grid.cin, grid.cout, grid.narrow = p.N, 1, 1, p.K, False
     grid.Cs = grid.Cd = p.K
     if not input_gradient:
         grid.Hs, grid.Ws, grid.Hd, grid.Wd = p.H, p.W, p.Ho, p.Wo
@@ -927,7 +930,7 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
-    grid.groups, grid.cin, grid.cout = p.groups, p.cg, p.kg
+    grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, p.cg, p.kg, False
     if p.cg < SMALL_CIN:       # few channels: rows (tap, channel), the result already in TensorFlow's layout
         status = filter_grad_small(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, n_threads)
         if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:

@@ -40,6 +40,15 @@ cdef inline void igemm_tile(int ntaps, int kc, const real* const* a, long a_off,
     igemm_tile_strided(ntaps, kc, a, a_off, 1, b, tile_cols(<real*> b), c, c_off, mr, nr, accumulate)
 
 
+cdef inline int shape_rows(real* dummy, bint narrow) noexcept nogil:
+    """MR of the tile: the narrow tile (one vector of columns) has twice the rows."""
+    return tile_rows(dummy) * 2 if narrow else tile_rows(dummy)
+
+
+cdef inline int shape_cols(real* dummy, bint narrow) noexcept nogil:
+    return tile_cols(dummy) // 2 if narrow else tile_cols(dummy)
+
+
 cdef inline void igemm_tile_strided(int ntaps, int kc, const real* const* a, long a_off, long lda,
                                     const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
                                     int accumulate) noexcept nogil:
@@ -52,13 +61,19 @@ cdef inline void igemm_tile_strided(int ntaps, int kc, const real* const* a, lon
 
 cdef inline void igemm_tile_final(int ntaps, int kc, const real* const* a, long a_off, long lda,
                                   const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
-                                  int accumulate, const real* bias, int clamp) noexcept nogil:
-    """The micro-kernel's last call on a tile: + bias (or NULL), relu (clamp 1) or relu6 (2) in registers,
-    then stored."""
+                                  int accumulate, const real* bias, int clamp, bint narrow) noexcept nogil:
+    """The micro-kernel (the narrow tile when narrow) with + bias (or NULL), relu (clamp 1) or relu6 (2)
+    applied in registers before the store; bias NULL and clamp 0 on every call but a tile's last."""
     if real is float:
-        kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        if narrow:
+            kc_igemm_narrow_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        else:
+            kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
     else:
-        kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        if narrow:
+            kc_igemm_narrow_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        else:
+            kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
 
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
