@@ -6,6 +6,7 @@ Helpers (import them with ``from conftest import ...``):
   strided_view(a, kind, rng)   the values of `a` as a sliced / transposed / reversed / Fortran /
                                misaligned / read-only array (one of VIEW_KINDS)
   shape_re(shape)              regex matching a shape as it may appear in an error message
+  assert_layer_matches_keras(ours, theirs, x)  a kconv layer and its Keras twin: weights, config, losses
 """
 
 import os
@@ -60,6 +61,24 @@ def assert_close(got, ref, dtype, what="result", floor=0.0):
 
 
 VIEW_KINDS = ["sliced", "transposed", "reversed", "fortran", "misaligned", "readonly"]
+
+
+def assert_layer_matches_keras(ours, theirs, x):
+    """A kconv layer and its keras.layers twin built with the same arguments: the same weights (names,
+    shapes, order), the same config (plus kconv's algorithm / threads at their defaults), set_weights both
+    ways, the same regularization losses."""
+    ours(x)
+    theirs(x)
+    assert [(w.name, w.shape) for w in ours.weights] == [(w.name, w.shape) for w in theirs.weights]
+    config = ours.get_config()
+    assert config.pop("algorithm") == "auto" and config.pop("threads") is None
+    assert config == theirs.get_config()
+    ours.set_weights(theirs.get_weights())
+    theirs.set_weights([w + 1 for w in ours.get_weights()])
+    ours.set_weights(theirs.get_weights())
+    ours(x)
+    theirs(x)
+    assert np.allclose(sum(ours.losses), sum(theirs.losses), rtol=1e-5)
 
 
 def strided_view(a, kind, rng):

@@ -26,6 +26,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import kconv  # noqa: E402
+from conftest import assert_layer_matches_keras  # noqa: E402
 from kconv import serving, tf_ops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -206,20 +207,7 @@ def test_weights_config_and_shapes_match_keras(name, rng):
             kwargs.update(filters=5, pointwise_initializer="lecun_normal", pointwise_regularizer="l1",
                           pointwise_constraint="unit_norm")
     ours, theirs = getattr(kconv, name)(**kwargs), getattr(keras.layers, name)(**kwargs)
-    x = rng.standard_normal(shape).astype(np.float32)
-    ours(x)
-    theirs(x)
-    assert [(w.name, w.shape) for w in ours.weights] == [(w.name, w.shape) for w in theirs.weights]
-    config = ours.get_config()
-    assert config.pop("algorithm") == "auto" and config.pop("threads") is None
-    assert config == theirs.get_config()
-    # set_weights both ways; regularization losses agree
-    ours.set_weights(theirs.get_weights())
-    theirs.set_weights([w + 1 for w in ours.get_weights()])
-    ours.set_weights(theirs.get_weights())
-    ours(x)
-    theirs(x)
-    assert np.allclose(sum(ours.losses), sum(theirs.losses), rtol=1e-5)
+    assert_layer_matches_keras(ours, theirs, rng.standard_normal(shape).astype(np.float32))
     assert ours.supports_jit is False
     cls = getattr(kconv, name)
     clone = cls.from_config(cls(**(kwargs | dict(algorithm="direct", threads=1))).get_config())

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
+from conftest import assert_layer_matches_keras  # noqa: E402
 from kconv import layers as kl  # noqa: E402
 from kconv import serving  # noqa: E402
 
@@ -131,19 +132,7 @@ def test_weights_config_and_shapes_match_keras(rng):
                   kernel_constraint=keras.constraints.MaxNorm(2.0), bias_constraint="non_neg",
                   name="c", dtype="float32", trainable=True)
     ours, theirs = kl.Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
-    ours(x)
-    theirs(x)
-    assert [(w.name, w.shape) for w in ours.weights] == [(w.name, w.shape) for w in theirs.weights]
-    config = ours.get_config()
-    assert config.pop("algorithm") == "auto" and config.pop("threads") is None
-    assert config == theirs.get_config()
-    # set_weights both ways; regularization losses agree
-    ours.set_weights(theirs.get_weights())
-    theirs.set_weights([w + 1 for w in ours.get_weights()])
-    ours.set_weights(theirs.get_weights())
-    ours(x)
-    theirs(x)
-    assert np.allclose(sum(ours.losses), sum(theirs.losses), rtol=1e-5)
+    assert_layer_matches_keras(ours, theirs, x)
     # from_config round trip keeps kconv's arguments
     clone = kl.Conv2D.from_config(kl.Conv2D(4, 3, algorithm="direct", threads=1).get_config())
     assert (clone.algorithm, clone.threads, type(clone)) == ("direct", 1, kl.Conv2D)
