@@ -163,6 +163,37 @@ def _pass_counts():
         return None
 
 
+def time_pass(tf, fns, single, sets, turn, more_inputs, rounds, pause, block_s, graph_s, max_inner):
+    """Seconds per pass of each contender, timed as the module says: fns {who: pass function}, single their
+    one-pass graphs (already warm), sets the input sets (rotating from index `turn`; more_inputs(count, seed)
+    adds sets when a graph call chains more passes than there are). Returns (kconv s, tf s, inner, calls)."""
+    turn = {who: turn for who in single}
+
+    def call_single(who):
+        turn[who] = (turn[who] + 1) % len(sets)
+        return single[who]([sets[turn[who]]])
+    # passes chained in one graph call: enough for about graph_s seconds
+    one = min(estimate(lambda who=who: call_single(who), 3) for who in single)
+    inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
+    if inner == 1:
+        call = call_single
+    else:
+        graphs = {who: chained(tf, fn) for who, fn in fns.items()}
+        if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
+            sets.extend(more_inputs(inner + 1 - len(sets), len(sets)))
+        state = {who: 0 for who in graphs}
+
+        def call(who):
+            i = state[who] = (state[who] + 1) % len(sets)
+            return graphs[who]([sets[(i + j) % len(sets)] for j in range(inner)])
+        for who in graphs:   # trace the chained graphs
+            call(who)
+    per_call = {who: estimate(lambda who=who: call(who), 2) for who in single}
+    n = min(calls_for(t, block_s) for t in per_call.values())   # the same for both; the slower sets it
+    times = blocks({who: (lambda who=who: call(who)) for who in single}, rounds=rounds, calls=n, pause=pause)
+    return float(np.median(times["kconv"])) / inner, float(np.median(times["tf"])) / inner, inner, n
+
+
 def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max_inner=16, algorithm="auto",
                threads=None, check=True):
     """Rows, one per pass: ms per pass of kconv and of TF (median of `rounds` alternating blocks, each after a
@@ -189,32 +220,9 @@ def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max
         after = _pass_counts()
         kernel_passes = None if before is None else {k: after[k] - before[k] for k in after if after[k] != before[k]}
         single["tf"]([sets[2]])
-        turn = {who: 2 for who in single}
-
-        def call_single(who):
-            turn[who] = (turn[who] + 1) % len(sets)
-            return single[who]([sets[turn[who]]])
-        # passes chained in one graph call: enough for about graph_s seconds
-        one = min(estimate(lambda who=who: call_single(who), 3) for who in single)
-        inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
-        if inner == 1:
-            call = call_single
-        else:
-            graphs = {who: chained(tf, fn) for who, fn in fns[pass_name].items()}
-            if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
-                sets += make_inputs(tf, layer, inner + 1 - len(sets), seed=len(sets))
-            state = {who: 0 for who in graphs}
-
-            def call(who):
-                i = state[who] = (state[who] + 1) % len(sets)
-                return graphs[who]([sets[(i + j) % len(sets)] for j in range(inner)])
-            for who in graphs:   # trace the chained graphs
-                call(who)
-        per_call = {who: estimate(lambda who=who: call(who), 2) for who in single}
-        n = min(calls_for(t, block_s) for t in per_call.values())   # the same for both; the slower sets it
-        times = blocks({who: (lambda who=who: call(who)) for who in single}, rounds=rounds, calls=n, pause=pause)
-        kc_t = float(np.median(times["kconv"])) / inner
-        tf_t = float(np.median(times["tf"])) / inner
+        kc_t, tf_t, inner, n = time_pass(
+            tf, fns[pass_name], single, sets, 2, lambda count, seed: make_inputs(tf, layer, count, seed=seed),
+            rounds, pause, block_s, graph_s, max_inner)
         rows.append(dict(layer=layer.name, group=layer.group, batch=layer.batch, pass_=pass_name,
                          kconv_ms=kc_t * 1e3, tf_ms=tf_t * 1e3, ratio=tf_t / kc_t, kconv_gflops=f / kc_t / 1e9,
                          tf_gflops=f / tf_t / 1e9, algorithm=algos[pass_name], max_err=err, inner=inner,

@@ -29,8 +29,7 @@ import math
 
 import numpy as np
 
-from .convs import chained, max_rel_error
-from .timing import blocks, calls_for, estimate
+from .convs import chained, max_rel_error, time_pass
 
 PASSES = ("forward", "train step")
 
@@ -194,31 +193,10 @@ def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max
         del outs
         for g in single.values():
             g([sets[1]])
-        turn = {who: 1 for who in single}
-
-        def call_single(who):
-            turn[who] = (turn[who] + 1) % len(sets)
-            return single[who]([sets[turn[who]]])
-        one = min(estimate(lambda who=who: call_single(who), 3) for who in single)
-        inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
-        if inner == 1:
-            call = call_single
-        else:
-            graphs = {who: chained(tf, fn) for who, fn in fns[pass_name].items()}
-            if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
-                sets += make_inputs(tf, layer, variables, inner + 1 - len(sets), seed=len(sets))
-            state = {who: 0 for who in graphs}
-
-            def call(who):
-                i = state[who] = (state[who] + 1) % len(sets)
-                return graphs[who]([sets[(i + j) % len(sets)] for j in range(inner)])
-            for who in graphs:   # trace the chained graphs
-                call(who)
-        per_call = {who: estimate(lambda who=who: call(who), 2) for who in single}
-        n = min(calls_for(t, block_s) for t in per_call.values())   # the same for both; the slower sets it
-        times = blocks({who: (lambda who=who: call(who)) for who in single}, rounds=rounds, calls=n, pause=pause)
-        kc_t = float(np.median(times["kconv"])) / inner
-        tf_t = float(np.median(times["tf"])) / inner
+        kc_t, tf_t, inner, n = time_pass(
+            tf, fns[pass_name], single, sets, 1,
+            lambda count, seed: make_inputs(tf, layer, variables, count, seed=seed),
+            rounds, pause, block_s, graph_s, max_inner)
         f = flops(layer, pass_name)
         rows.append(dict(layer=layer.name, group=layer.group, kind=layer.kind, keras_class=class_name(layer),
                          batch=layer.batch, pass_=pass_name, kconv_ms=kc_t * 1e3, tf_ms=tf_t * 1e3,
