@@ -24,14 +24,39 @@ cdef struct ConvGrid:
     bint narrow                    # the narrow tile (2 MR x NR/2: at most NR/2 output channels per group)
 
 
+cdef enum:
+    TABLE_FAST_TAPS = 64           # kernels up to this many taps get the offset table below
+
+
+cdef inline void inside_rows(const Py_ssize_t* tap, Py_ssize_t ntaps, Py_ssize_t step, Py_ssize_t size,
+                             Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the grid coordinates q whose source q*step + tap[t] is inside 0..size-1 for every tap."""
+    cdef Py_ssize_t t, vmin = tap[0], vmax = tap[0]
+    for t in range(1, ntaps):
+        vmin = tap[t] if tap[t] < vmin else vmin
+        vmax = tap[t] if tap[t] > vmax else vmax
+    lo[0] = 0 if vmin >= 0 else (-vmin + step - 1) // step
+    hi[0] = (size - 1 - vmax) // step + 1 if size - 1 - vmax >= 0 else 0
+
+
 cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
                           const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
                           Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t rows_padded,
                           const real* zeros, const real** aptr, real** crow) noexcept nogil:
-    """Pointer tables for rows m0..m0+mc: aptr[(panel*ntaps + t)*MR + i] and crow[row]."""
+    """Pointer tables for rows m0..m0+mc: aptr[(panel*ntaps + t)*MR + i] and crow[row]. A row whose every
+    tap is inside the image (most rows) takes its pointers as one offset per tap from its pixel; the rest
+    check each tap against the image's edges."""
     cdef int MR = shape_rows(dst, grid.narrow)
-    cdef Py_ssize_t r, m, n, rem, qh, qw, t, sh, sw, p, i
+    cdef Py_ssize_t r, m, n, rem, qh, qw, t, sh, sw, p, i, pixel
     cdef Py_ssize_t plane = grid.Qh * grid.Qw
+    cdef Py_ssize_t toff[TABLE_FAST_TAPS]
+    cdef Py_ssize_t qh_lo = 0, qh_hi = 0, qw_lo = 0, qw_hi = 0
+    cdef bint fast = 0 < ntaps <= TABLE_FAST_TAPS
+    if fast:
+        for t in range(ntaps):
+            toff[t] = (tap_h[t] * grid.Ws + tap_w[t]) * grid.Cs
+        inside_rows(tap_h, ntaps, grid.step_h, grid.Hs, &qh_lo, &qh_hi)
+        inside_rows(tap_w, ntaps, grid.step_w, grid.Ws, &qw_lo, &qw_hi)
     for r in range(rows_padded):
         m = m0 + (r if r < mc else 0)       # rows past the edge repeat row 0; they are never stored
         n = m // plane
@@ -42,6 +67,11 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
                          + grid.dst_w0 + qw * grid.dstep_w) * grid.Cd + g * grid.cout
         p = r // MR
         i = r - p * MR
+        if fast and qh_lo <= qh < qh_hi and qw_lo <= qw < qw_hi:
+            pixel = ((n * grid.Hs + qh * grid.step_h) * grid.Ws + qw * grid.step_w) * grid.Cs + g * grid.cin
+            for t in range(ntaps):
+                aptr[(p * ntaps + t) * MR + i] = src + (pixel + toff[t])
+            continue
         for t in range(ntaps):
             sh = qh * grid.step_h + tap_h[t]
             sw = qw * grid.step_w + tap_w[t]
