@@ -14,8 +14,8 @@ cdef enum:
 # Rows of output pixels one task owns, in micro-kernel panels.
 cdef enum:
     PANELS_PER_BLOCK = 16
-# Below this many channels per tap, a convolution's rows are packed taps x channels into one contiguous
-# reduction (igemm_conv, pack_im2col_panels): a short per-tap reduction would leave the tile mostly idle.
+# Below this many channels per tap, the filter gradient turns its roles (filter_grad_small): rows (tap,
+# channel), columns output channels. (The forward packs taps along pixels only at one channel: few_channels.)
 cdef enum:
     SMALL_CIN = 16
 
