@@ -1,7 +1,7 @@
 """Thread scaling of kconv's kernels (numpy API, no TensorFlow needed): forward, input gradient and
 filter gradient of a few layers at 1, 2, 4, ... threads, min of repeats, GFLOP/s and speedup over 1 thread.
 
-    python benchmarks/thread_scaling.py [--threads 1,2,4,8,16]
+    python benchmarks/thread_scaling.py [--threads 1,2,4,8,16] [--layers 16->16,RGB]   (--threads 1: one core)
 """
 import argparse
 import time
@@ -19,6 +19,11 @@ LAYERS = [  # name, N, H, W, C, K, k, stride, padding
     ("3x3 s2 28x28 128", 8, 28, 28, 128, 128, 3, 2, "SAME"),
     ("1x1 28x28 256->64", 8, 28, 28, 256, 64, 1, 1, "SAME"),
     ("5x5 first C=1", 64, 28, 28, 1, 32, 5, 1, "VALID"),
+    # small-channel and first layers (README, How it works: the narrow tile, pointer tables, few channels)
+    ("3x3 32x32 16->16 b32", 32, 32, 32, 16, 16, 3, 1, "SAME"),
+    ("3x3 RGB 32x32 3->16 b32", 32, 32, 32, 3, 16, 3, 1, "SAME"),
+    ("3x3 32x32 8->32 b32", 32, 32, 32, 8, 32, 3, 1, "SAME"),
+    ("7x7/2 RGB 128x128 3->32 b16", 16, 128, 128, 3, 32, 7, 2, "SAME"),
 ]
 
 
@@ -36,13 +41,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", default="1,2,4,8,16")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--layers", default="", help="comma-separated parts of layer names (default: all)")
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
+    wanted = [part for part in args.layers.split(",") if part]
+    layers = [row for row in LAYERS if not wanted or any(part in row[0] for part in wanted)]
     print(f"machine: {cpu_name()}, isa {kconv.config()['isa']}, roof 1 thread {kconv.measure_roof(1):.0f} GFLOP/s")
     rng = np.random.default_rng(0)
-    print("| layer | pass | " + " | ".join(f"{n} thr" for n in counts) + " | speedup 1->2 | 1->max |")
-    print("|---|---|" + "---|" * (len(counts) + 2))
-    for name, n, h, w_, c, k, ks, s, pad in LAYERS:
+    speedups = len(counts) > 1
+    print("| layer | pass | " + " | ".join(f"{n} thr" for n in counts) + (" | speedup 1->2 | 1->max |" if speedups
+                                                                          else " |"))
+    print("|---|---|" + "---|" * (len(counts) + (2 if speedups else 0)))
+    for name, n, h, w_, c, k, ks, s, pad in layers:
         x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
         w = rng.standard_normal((ks, ks, c, k)).astype(np.float32)
         y = ops.conv2d(x, w, s, pad)
@@ -54,8 +64,8 @@ def main():
         for pname, fn in passes.items():
             times = [tmin(lambda: fn(t), args.repeats) for t in counts]
             cells = " | ".join(f"{flops / t / 1e9:.0f} GF/s" for t in times)
-            print(f"| {name} | {pname} | {cells} | {times[0] / times[1]:.2f}x | {times[0] / times[-1]:.2f}x |",
-                  flush=True)
+            ratios = f" {times[0] / times[1]:.2f}x | {times[0] / times[-1]:.2f}x |" if speedups else ""
+            print(f"| {name} | {pname} | {cells} |{ratios}", flush=True)
 
 
 if __name__ == "__main__":
