@@ -7,6 +7,7 @@ Helpers (import them with ``from conftest import ...``):
                                misaligned / read-only array (one of VIEW_KINDS)
   shape_re(shape)              regex matching a shape as it may appear in an error message
   assert_layer_matches_keras(ours, theirs, x)  a kconv layer and its Keras twin: weights, config, losses
+  build_error_type(cls, kwargs, shape)         the error type building and calling a layer raises (or None)
 """
 
 import os
@@ -79,6 +80,17 @@ def assert_layer_matches_keras(ours, theirs, x):
     ours(x)
     theirs(x)
     assert np.allclose(sum(ours.losses), sum(theirs.losses), rtol=1e-5)
+
+
+def build_error_type(cls, kwargs, shape):
+    """The type of the exception that building cls(**kwargs) and calling it on a batch of `shape` raises, or
+    None: kconv's layers must raise Keras's own error types for bad arguments."""
+    try:
+        layer = cls(**kwargs)
+        layer(np.zeros((1,) + tuple(shape), np.float32))
+    except Exception as e:   # noqa: BLE001 - the point is to compare the types
+        return type(e)
+    return None
 
 
 def strided_view(a, kind, rng):

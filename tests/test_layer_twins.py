@@ -26,7 +26,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 import kconv  # noqa: E402
-from conftest import assert_layer_matches_keras  # noqa: E402
+from conftest import assert_layer_matches_keras, build_error_type  # noqa: E402
 from kconv import serving, tf_ops  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -251,16 +251,9 @@ INVALID = [  # (layer, input shape, arguments): each raises in Keras, at constru
 
 @pytest.mark.parametrize("name, shape, kwargs", INVALID, ids=[f"{c[0]}-{i}" for i, c in enumerate(INVALID)])
 def test_invalid_arguments_raise_like_keras(name, shape, kwargs):
-    def error_of(cls):
-        try:
-            layer = cls(**kwargs)
-            layer(np.zeros((1,) + shape, np.float32))
-        except Exception as e:   # noqa: BLE001 - the point is to compare the types
-            return type(e)
-        return None
-    keras_error = error_of(getattr(keras.layers, name))
+    keras_error = build_error_type(getattr(keras.layers, name), kwargs, shape)
     assert keras_error is not None
-    assert error_of(getattr(kconv, name)) is keras_error
+    assert build_error_type(getattr(kconv, name), kwargs, shape) is keras_error
 
 
 @pytest.mark.parametrize("name", NEW_LAYERS)

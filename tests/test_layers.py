@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from conftest import assert_layer_matches_keras  # noqa: E402
+from conftest import assert_layer_matches_keras, build_error_type  # noqa: E402
 from kconv import layers as kl  # noqa: E402
 from kconv import serving  # noqa: E402
 
@@ -163,16 +163,9 @@ INVALID = [
 
 @pytest.mark.parametrize("shape, kwargs", INVALID, ids=[str(i) for i in range(len(INVALID))])
 def test_invalid_configurations_raise_like_keras(shape, kwargs):
-    def error_of(cls):
-        try:
-            layer = cls(**kwargs)
-            layer(np.zeros((1,) + shape, np.float32))
-        except Exception as e:   # noqa: BLE001 - the point is to compare the types
-            return type(e)
-        return None
-    keras_error = error_of(keras.layers.Conv2D)
+    keras_error = build_error_type(keras.layers.Conv2D, kwargs, shape)
     assert keras_error is not None
-    assert error_of(kl.Conv2D) is keras_error
+    assert build_error_type(kl.Conv2D, kwargs, shape) is keras_error
 
 
 def test_kconv_arguments_validated():
