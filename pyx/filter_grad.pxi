@@ -1,198 +1,208 @@
-# Gradient with respect to the filter, as a GEMM over pixels.
+# Gradient with respect to the filter, as a GEMM over output pixels.
 #
-#     dW^T[k, (t, c)] = sum over output pixels p of dY[p, k] * X[p at tap t, c]
+#     dW[(t, c), k] = sum over output pixels p of X[p at tap t, c] * dY[p, k]
 #
-# Rows are the output channels k of a group (A = dY^T, read in place: the micro-kernel steps through a
-# row of A with a stride of dY's row length, so nothing is transposed), columns are (tap, input channel) pairs (B = panels of
-# im2col: for each pixel, NR consecutive channels of one source pixel, a contiguous copy), and the
-# reduction runs over pixels. The pixel range is cut into `nsplit` parts whose partial sums land in
-# separate planes of `partial` (nsplit, groups, cout, ntaps * cin); the caller adds them in order.
-# nsplit and the chunk length depend on the shape only, so results do not depend on the thread count.
+# Rows are the (tap, input channel) pairs of a group, in TensorFlow's filter order, so the result needs no
+# transpose; columns are its output channels; the reduction runs over output pixels. No im2col buffer:
+#
+#   A  row (t, c) reads channel c along an output row at tap t: one pointer per output row, stride x channels
+#      apart, in a small copy of the window of X that one chunk of pixels reads (this task's channels only,
+#      zeros where the window leaves the image). The copy is cache-hot and makes padding free of branches.
+#   B  dY's rows for the chunk, read in place (NR channels per panel) when its rows keep whole, aligned
+#      vectors, else packed per chunk (e.g. 100 filters: a partial panel, and rows not 64-byte aligned).
+#
+# The micro-kernel's tap loop walks the chunk's output rows (a chunk is whole rows of one image, or a piece of
+# one long row, so its dY is one contiguous run). Chunks are cut from the shape; split s owns a fixed run of
+# them and its partial sums land in plane s of `partial` (nsplit, groups, taps * cin, cout), which the
+# caller adds in order; so results do not depend on the thread count. Tasks are (split, group, block of input
+# channels): blocks cost little (each reads only its channels of X) and keep a block's sums in L2; splits
+# cost a plane of partial sums each (plan.pxi: choose_splits).
+#
+# Measured against the two kernels it replaced (im2col panels with rows = filters; taps packed along pixels
+# for C < 16), plan-level on a 2-core AVX-512 Xeon: 1.3-2x on first layers, C = K = 16, 7x7/2 stems and the
+# late 7x7 / 14x14 layers at batch 1-2; 0.9-1.1x on the rest; about 0.9x on 100-filter text layers (their
+# partial last panel).
 
-cdef enum:
-    COL_PANELS_PER_TASK = 16
+cdef struct PixelChunks:
+    Py_ssize_t per_chunk         # whole output rows per chunk (when segs == 1)
+    Py_ssize_t segs              # pieces each output row is cut into (per_chunk == 1 when segs > 1)
+    Py_ssize_t per_image         # chunks per image
+    Py_ssize_t count             # chunks in all
 
 
-cdef void pack_im2col_panels(const real* x, const ConvGrid* grid, const Py_ssize_t* tap_h,
-                             const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t g, Py_ssize_t p0,
-                             Py_ssize_t kc, Py_ssize_t jp0, Py_ssize_t jp1, const real* zeros,
-                             real* b) noexcept nogil:
-    """b[((j - jp0) * kc + pl) * NR + v] = X[pixel p0 + pl at tap t, channel c], column j*NR + v = t*cin + c.
+cdef struct PixelChunk:
+    Py_ssize_t n, qh0, nr, w0, w1   # image n, output rows qh0 .. qh0 + nr, columns w0 .. w1 of each
 
-    Columns run tap by tap, cin channels each: a pixel's columns are copied as runs of channels (a whole
-    NR-wide panel from one tap when cin >= NR; several taps' runs per panel for small cin, e.g. RGB)."""
-    cdef int NR = tile_cols(b)
-    cdef Py_ssize_t plane = grid.Qh * grid.Qw, NC = ntaps * grid.cin
-    cdef Py_ssize_t pl, p, n, rem, qh, qw, col, end, t, c, run, v, ih, iw, j
-    cdef const real* pix
+
+cdef inline PixelChunks pixel_chunks(Py_ssize_t N, Py_ssize_t Qh, Py_ssize_t Qw, Py_ssize_t target) noexcept nogil:
+    """Cuts each image's Qh x Qw output pixels into chunks of about `target` pixels, each one contiguous run
+    of dY: whole rows, or equal pieces of one row when a row is longer than the target."""
+    cdef PixelChunks ch
+    if Qw >= target:
+        ch.per_chunk, ch.segs = 1, (Qw + target - 1) // target
+        ch.per_image = Qh * ch.segs
+    else:
+        ch.per_chunk, ch.segs = target // Qw, 1
+        ch.per_image = (Qh + ch.per_chunk - 1) // ch.per_chunk
+    ch.count = N * ch.per_image
+    return ch
+
+
+cdef inline PixelChunk chunk_at(const PixelChunks* ch, Py_ssize_t i, Py_ssize_t Qh, Py_ssize_t Qw) noexcept nogil:
+    """Chunk i. (Returned by value: a prange body must assign its variables to keep them private.)"""
+    cdef PixelChunk c
+    cdef Py_ssize_t j, seg
+    c.n = i // ch.per_image
+    j = i - c.n * ch.per_image
+    if ch.segs > 1:
+        c.qh0 = j // ch.segs
+        seg = j - c.qh0 * ch.segs
+        c.nr = 1
+        c.w0 = seg * Qw // ch.segs
+        c.w1 = (seg + 1) * Qw // ch.segs
+    else:
+        c.qh0 = j * ch.per_chunk
+        c.nr = Qh - c.qh0 if Qh - c.qh0 < ch.per_chunk else ch.per_chunk
+        c.w0 = 0
+        c.w1 = Qw
+    return c
+
+
+cdef void copy_window(const real* x, const ConvGrid* grid, Py_ssize_t n, Py_ssize_t ch0, Py_ssize_t nb,
+                      Py_ssize_t ih0, Py_ssize_t lh, Py_ssize_t iw0, Py_ssize_t lw, Py_ssize_t ldw,
+                      real* win) noexcept nogil:
+    """win[r, w, c] = X[n, ih0 + r, iw0 + w, ch0 + c] (r < lh, w < lw, c < nb), zero outside the image;
+    rows of win are ldw pixels apart."""
+    cdef Py_ssize_t r, w, c, ih, iw, lo, hi
+    cdef const real* src
     cdef real* dst
-    for pl in range(kc):
-        p = p0 + pl
-        n = p // plane
-        rem = p - n * plane
-        qh = rem // grid.Qw
-        qw = rem - qh * grid.Qw
-        col = jp0 * NR
-        end = jp1 * NR if jp1 * NR < NC else NC
-        t = col // grid.cin
-        c = col - t * grid.cin
-        while col < end:
-            run = grid.cin - c               # the rest of this tap's channels, cut at the panel's edge
-            if run > NR - col % NR:
-                run = NR - col % NR
-            if run > end - col:
-                run = end - col
-            ih = qh * grid.step_h + tap_h[t]
-            iw = qw * grid.step_w + tap_w[t]
-            if 0 <= ih < grid.Hs and 0 <= iw < grid.Ws:
-                pix = x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + g * grid.cin + c
-            else:
-                pix = zeros
-            j = col // NR
-            dst = b + ((j - jp0) * kc + pl) * NR + (col - j * NR)
-            if run == NR:                    # a whole panel from one tap: a fixed-size (vector) copy
-                for v in range(NR):
-                    dst[v] = pix[v]
-            else:
-                for v in range(run):
-                    dst[v] = pix[v]
-            col = col + run
-            c = c + run
-            if c == grid.cin:
-                t = t + 1
-                c = 0
-        while col < jp1 * NR:                 # the last panel's columns past taps x cin
-            j = col // NR
-            b[((j - jp0) * kc + pl) * NR + (col - j * NR)] = 0
-            col = col + 1
+    lo = -iw0 if iw0 < 0 else 0                     # columns inside the image: lo .. hi
+    hi = grid.Ws - iw0 if grid.Ws - iw0 < lw else lw
+    hi = lo if hi < lo else hi
+    for r in range(lh):
+        ih = ih0 + r
+        dst = win + r * ldw * nb
+        if ih < 0 or ih >= grid.Hs:
+            memset(dst, 0, lw * nb * sizeof(real))
+            continue
+        memset(dst, 0, lo * nb * sizeof(real))
+        src = x + ((n * grid.Hs + ih) * grid.Ws + iw0 + lo) * grid.Cs + ch0
+        if nb == grid.Cs:
+            memcpy(dst + lo * nb, src, (hi - lo) * nb * sizeof(real))
+        else:
+            for w in range(lo, hi):
+                for c in range(nb):
+                    dst[w * nb + c] = src[c]
+                src = src + grid.Cs
+        memset(dst + hi * nb, 0, (lw - hi) * nb * sizeof(real))
 
 
 cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid,
-                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
-                     Py_ssize_t nsplit, Py_ssize_t kcp, const real* zeros, int n_threads) noexcept nogil:
-    """Fills partial (nsplit, groups, cout, ntaps*cin). Returns 0, or -1 when scratch cannot be allocated."""
-    cdef int MR = tile_rows(partial)
-    cdef int NR = tile_cols(partial)
-    cdef Py_ssize_t P = grid.N * grid.Qh * grid.Qw
-    cdef Py_ssize_t NC = ntaps * grid.cin
-    cdef Py_ssize_t ncolp = (NC + NR - 1) // NR
-    cdef Py_ssize_t nblocks = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
-    cdef Py_ssize_t krows = ((grid.cout + MR - 1) // MR) * MR
-    cdef Py_ssize_t per_thread = COL_PANELS_PER_TASK * NR * kcp
-    cdef Py_ssize_t task, s, g, cb, pb0, pb1, jp0, jp1, p0, kc, j, kp, r, mr, nr, tid
+                          const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                          Py_ssize_t nsplit, Py_ssize_t chunk_pixels, Py_ssize_t cblock,
+                          int n_threads) noexcept nogil:
+    """Fills partial (nsplit, groups, ntaps*cin, cout). Tasks are (split, group, block of cblock input
+    channels). Returns 0, or -1 when scratch cannot be allocated."""
+    cdef bint narrow = grid.cout <= tile_cols(partial) // 2
+    cdef int MR = shape_rows(partial, narrow)
+    cdef int NR = shape_cols(partial, narrow)
+    cdef Py_ssize_t K = grid.cout, R = ntaps * grid.cin
+    cdef PixelChunks ch = pixel_chunks(grid.N, grid.Qh, grid.Qw, chunk_pixels)
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR
+    cdef Py_ssize_t nblocks = (grid.cin + cblock - 1) // cblock
+    cdef Py_ssize_t max_pix = ch.per_chunk * grid.Qw if ch.segs == 1 else (grid.Qw + ch.segs - 1) // ch.segs
+    cdef Py_ssize_t th_min = tap_h[0], th_max = tap_h[0], tw_min = tap_w[0], tw_max = tap_w[0]
+    cdef Py_ssize_t t, win_h, win_w, b_len, per_thread, ncol
+    cdef bint packed
+    for t in range(ntaps):
+        th_min = tap_h[t] if tap_h[t] < th_min else th_min
+        th_max = tap_h[t] if tap_h[t] > th_max else th_max
+        tw_min = tap_w[t] if tap_w[t] < tw_min else tw_min
+        tw_max = tap_w[t] if tap_w[t] > tw_max else tw_max
+    # the input window one chunk reads: its rows and (widest) columns, for every tap
+    win_h = (ch.per_chunk - 1) * grid.step_h + th_max - th_min + 1
+    win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * grid.step_w + tw_max - tw_min + 1
+    # dY is read in place when every panel is whole and its rows keep vectors aligned, else packed per chunk
+    packed = K % NR != 0 or (grid.Cd * sizeof(real)) % KC_VEC_BYTES != 0
+    b_len = ncolp * max_pix * NR if packed else 0
+    per_thread = b_len + win_h * win_w * cblock
+    cdef Py_ssize_t task, s, g, c0, nb, brows, ci, ci0, kc, npix, pix0, j, pl, v
+    cdef Py_ssize_t q0, q, i, c, rr, mr, tid, lda
+    cdef PixelChunk cur
+    cdef const real* src
+    cdef real* dst
     cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
-    cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * krows * sizeof(real*))
+    cdef const real** aptr_all = <const real**> malloc(n_threads * ch.per_chunk * MR * sizeof(real*))
+    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    cdef Py_ssize_t* off_all = <Py_ssize_t*> malloc(n_threads * MR * sizeof(Py_ssize_t))
     cdef real* b
+    cdef real* win
     cdef const real** aptr
     cdef real** crow
-    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
+    cdef Py_ssize_t* tapoff
+    if scratch == NULL or aptr_all == NULL or crow_all == NULL or off_all == NULL:
         free(scratch)
         free(aptr_all)
         free(crow_all)
+        free(off_all)
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
         b = scratch + tid * per_thread
-        aptr = aptr_all + tid * krows
-        crow = crow_all + tid * krows
+        win = b + b_len
+        aptr = aptr_all + tid * ch.per_chunk * MR
+        crow = crow_all + tid * MR
+        tapoff = off_all + tid * MR
         for task in prange(nsplit * grid.groups * nblocks, schedule='dynamic'):
             s = task // (grid.groups * nblocks)
             g = (task // nblocks) % grid.groups
-            cb = task % nblocks
-            pb0 = P * s // nsplit
-            pb1 = P * (s + 1) // nsplit
-            jp0 = cb * COL_PANELS_PER_TASK
-            jp1 = jp0 + COL_PANELS_PER_TASK if jp0 + COL_PANELS_PER_TASK < ncolp else ncolp
-            for r in range(krows):      # rows past cout repeat row 0; they are never stored
-                crow[r] = partial + ((s * grid.groups + g) * grid.cout + (r if r < grid.cout else 0)) * NC
-            p0 = pb0
-            while p0 < pb1:
-                kc = pb1 - p0 if pb1 - p0 < kcp else kcp
-                for r in range(krows):  # row k of A = dY[p0:, g*cout + k], Cd apart
-                    aptr[r] = dy + p0 * grid.Cd + g * grid.cout + (r if r < grid.cout else 0)
-                pack_im2col_panels(x, &grid, tap_h, tap_w, ntaps, g, p0, kc, jp0, jp1, zeros, b)
-                for j in range(jp0, jp1):
-                    nr = NC - j * NR if NC - j * NR < NR else NR
-                    for kp in range(krows // MR):
-                        mr = grid.cout - kp * MR if grid.cout - kp * MR < MR else MR
-                        igemm_tile_strided(1, <int> kc, &aptr[kp * MR], 0, grid.Cd, b + (j - jp0) * kc * NR, NR,
-                                           &crow[kp * MR], j * NR, mr, nr, p0 > pb0)
-                p0 = p0 + kc
-    free(scratch)
-    free(aptr_all)
-    free(crow_all)
-    return 0
-
-
-# Few channels per tap (first layers, C = 1 or 3): the same gradient with the roles turned around,
-#
-#     dW[(t, c), k] = sum over pixels p of X[p at tap t, c] * dY[p, k]
-#
-# rows (tap, channel) and columns k, so the result is TensorFlow's (taps, C/groups, K/groups) layout as it
-# is and dY's rows are the B panels almost as they are. The A operand is packed along pixels: one output
-# row at a time, each (tap, channel) is a strided run of the input image (contiguous for stride 1, C = 1),
-# instead of a handful of values gathered per pixel (pack_taps_by_pixels, igemm_conv.pxi).
-
-cdef int filter_grad_small(const real* x, const real* dy, real* partial, ConvGrid grid,
-                           const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
-                           Py_ssize_t nsplit, Py_ssize_t kcp, int n_threads) noexcept nogil:
-    """Fills partial (nsplit, groups, ntaps*cin, cout). Returns 0, or -1 when scratch cannot be allocated."""
-    cdef int MR = tile_rows(partial)
-    cdef int NR = tile_cols(partial)
-    cdef Py_ssize_t P = grid.N * grid.Qh * grid.Qw, R = ntaps * grid.cin, K = grid.cout
-    cdef Py_ssize_t rpan = (R + MR - 1) // MR, ncolp = (K + NR - 1) // NR
-    cdef Py_ssize_t a_len = R * kcp, b_len = ncolp * kcp * NR, per_thread = a_len + b_len
-    cdef Py_ssize_t task, s, g, pb0, pb1, p0, kc, j, rp, i, row, mr, nr, pl, v, tid
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
-    cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real* a
-    cdef real* b
-    cdef real* bd
-    cdef const real* drow
-    cdef const real** aptr
-    cdef real** crow
-    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
-        free(scratch)
-        free(aptr_all)
-        free(crow_all)
-        return -1
-    with parallel(num_threads=n_threads):
-        tid = threadid()
-        a = scratch + tid * per_thread
-        b = a + a_len
-        aptr = aptr_all + tid * MR
-        crow = crow_all + tid * MR
-        for task in prange(nsplit * grid.groups, schedule='dynamic'):
-            s = task // grid.groups
-            g = task - s * grid.groups
-            pb0 = P * s // nsplit
-            pb1 = P * (s + 1) // nsplit
-            p0 = pb0
-            while p0 < pb1:
-                kc = pb1 - p0 if pb1 - p0 < kcp else kcp
-                pack_taps_by_pixels(x, &grid, tap_h, tap_w, ntaps, g, p0, kc, kcp, a)
-                for j in range(ncolp):             # dY's rows, NR channels per panel (zero past cout)
-                    nr = K - j * NR if K - j * NR < NR else NR
-                    for pl in range(kc):
-                        drow = dy + (p0 + pl) * grid.Cd + g * K + j * NR
-                        bd = b + (j * kcp + pl) * NR
-                        for v in range(nr):
-                            bd[v] = drow[v]
-                        for v in range(nr, NR):
-                            bd[v] = 0
-                for rp in range(rpan):
-                    mr = R - rp * MR if R - rp * MR < MR else MR
-                    for i in range(MR):            # rows past R repeat the panel's first row, never stored
-                        row = rp * MR + (i if i < mr else 0)
-                        aptr[i] = a + row * kcp
-                        crow[i] = partial + ((s * grid.groups + g) * R + row) * K
+            c0 = (task % nblocks) * cblock
+            nb = grid.cin - c0 if grid.cin - c0 < cblock else cblock
+            brows = ntaps * nb
+            lda = grid.step_w * nb
+            ci0 = ch.count * s // nsplit
+            for ci in range(ci0, ch.count * (s + 1) // nsplit):
+                cur = chunk_at(&ch, ci, grid.Qh, grid.Qw)
+                kc = cur.w1 - cur.w0
+                npix = cur.nr * kc
+                pix0 = (cur.n * grid.Qh + cur.qh0) * grid.Qw + cur.w0
+                # A's source: the chunk's input window, this block's channels, zeros where it leaves the image
+                copy_window(x, &grid, cur.n, g * grid.cin + c0, nb, cur.qh0 * grid.step_h + th_min,
+                            (cur.nr - 1) * grid.step_h + th_max - th_min + 1, cur.w0 * grid.step_w + tw_min,
+                            (kc - 1) * grid.step_w + tw_max - tw_min + 1, win_w, win)
+                if packed:                      # B: the chunk's dY rows, NR channels per panel (zeros past cout)
                     for j in range(ncolp):
-                        nr = K - j * NR if K - j * NR < NR else NR
-                        igemm_tile(1, <int> kc, aptr, 0, b + j * kcp * NR, crow, j * NR, mr, nr, p0 > pb0)
-                p0 = p0 + kc
+                        ncol = K - j * NR if K - j * NR < NR else NR
+                        for pl in range(npix):
+                            src = dy + (pix0 + pl) * grid.Cd + g * K + j * NR
+                            dst = b + (j * npix + pl) * NR
+                            for v in range(ncol):
+                                dst[v] = src[v]
+                            for v in range(ncol, NR):
+                                dst[v] = 0
+                q0 = 0
+                while q0 < brows:               # A: MR (tap, channel) rows, one pointer per output row each
+                    mr = brows - q0 if brows - q0 < MR else MR
+                    for i in range(MR):         # rows past brows repeat the panel's first row, never stored
+                        q = q0 + (i if i < mr else 0)
+                        t = q // nb
+                        c = q - t * nb
+                        crow[i] = partial + ((s * grid.groups + g) * R + t * grid.cin + c0 + c) * K
+                        tapoff[i] = ((tap_h[t] - th_min) * win_w + tap_w[t] - tw_min) * nb + c
+                    for rr in range(cur.nr):
+                        for i in range(MR):
+                            aptr[rr * MR + i] = win + (rr * grid.step_h * win_w * nb + tapoff[i])
+                    for j in range(ncolp):
+                        ncol = K - j * NR if K - j * NR < NR else NR
+                        if packed:
+                            igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, b + j * npix * NR, NR, crow, j * NR,
+                                             <int> mr, <int> ncol, ci > ci0, NULL, 0, narrow)
+                        else:                   # dY read in place: its rows hold whole, aligned panels
+                            igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, dy + pix0 * grid.Cd + g * K + j * NR,
+                                             grid.Cd, crow, j * NR, <int> mr, NR, ci > ci0, NULL, 0, narrow)
+                    q0 = q0 + MR
     free(scratch)
     free(aptr_all)
     free(crow_all)
+    free(off_all)
     return 0

@@ -65,9 +65,13 @@ cdef enum:
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
-# Filter gradient (direct): tasks its pixel split aims at, and the cap on its partial sums.
+# Filter gradient (direct, filter_grad.pxi): output pixels per chunk, the tasks its blocks and splits aim at,
+# the fewest pixels a split is given, the L2 bytes of one block's partial sums, the cap on all partial sums.
 cdef enum:
-    FILTER_GRAD_TARGET_TASKS = 64
+    FILTER_GRAD_CHUNK_PIXELS = 384
+    FILTER_GRAD_TARGET_TASKS = 16
+    FILTER_GRAD_SPLIT_PIXELS = 512
+    FILTER_GRAD_BLOCK_BYTES = 262144
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
@@ -148,7 +152,7 @@ cdef struct Plan:
     int fwd_m, bwd_m, grad_m       # Winograd output tile per pass; 0: direct
     bint depthwise                 # one input channel per group: depthwise.pxi's kernels, every pass
     bint fwd_staged, bwd_staged
-    Py_ssize_t block, fg_chunk, fg_splits, wg_chunk
+    Py_ssize_t block, fg_chunk, fg_splits, fg_cblock, wg_chunk
     double flops
     Py_ssize_t ntaps
     Py_ssize_t* tap_h              # forward taps: source offset from q * stride, and filter offset
@@ -378,29 +382,35 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
 
 
 cdef void choose_splits(Plan* p) noexcept nogil:
-    """The filter gradient's pixel chunk and split (direct) and tile chunk (Winograd): from the shape only,
-    never the thread count, so results are the same on any number of threads."""
-    cdef Py_ssize_t nr = KC_NR_F32 if p.itemsize == 4 else KC_NR_F64
+    """The filter gradient's pixel chunk, split and channel block (direct) and tile chunk (Winograd): from the
+    shape only, never the thread count, so results are the same on any number of threads (only the split
+    changes the order of the sums; blocks and chunks do not)."""
+    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
     cdef Py_ssize_t taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo
-    cdef Py_ssize_t chunk = 65536 // (p.kg if p.kg > 0 else 1)
-    cdef Py_ssize_t column_tasks, splits, plane_bytes, alpha2
-    chunk = 64 if chunk < 64 else (512 if chunk > 512 else chunk)
-    column_tasks = p.groups * ceil_div(ceil_div(taps * p.cg, nr), COL_PANELS_PER_TASK)
-    splits = ceil_div(FILTER_GRAD_TARGET_TASKS, column_tasks if column_tasks > 0 else 1)
-    if ceil_div(pixels, chunk) < splits:
-        splits = ceil_div(pixels, chunk)
+    cdef Py_ssize_t cmin, cb, nblocks, splits, want, plane_bytes, alpha2, chunk
+    # channel blocks: whole micro-kernel panels, at least 32 rows, their partial sums within L2
+    cmin = ceil_div(ceil_div(32, taps), mr) * mr
+    cb = FILTER_GRAD_BLOCK_BYTES // (taps * (p.kg if p.kg > 0 else 1) * p.itemsize)
+    cb = (cb // mr) * mr if cb >= mr else mr
+    cb = cmin if cb < cmin else cb
+    cb = p.cg if cb > p.cg else cb
+    nblocks = ceil_div(p.cg, cb) if cb > 0 else 1
+    # splits for the tasks blocks cannot give, each at least FILTER_GRAD_SPLIT_PIXELS, all within the cap
+    splits = ceil_div(FILTER_GRAD_TARGET_TASKS, p.groups * nblocks)
+    if pixels // FILTER_GRAD_SPLIT_PIXELS < splits:
+        splits = pixels // FILTER_GRAD_SPLIT_PIXELS
     plane_bytes = p.groups * p.kg * taps * p.cg * p.itemsize
     if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
         splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
-    if p.cg < SMALL_CIN:     # filter_grad_small: tasks are (split, group) pairs, chunks of 256 pixels
-        chunk = 256
-        splits = ceil_div(FILTER_GRAD_TARGET_TASKS, p.groups)
-        if ceil_div(pixels, chunk) < splits:
-            splits = ceil_div(pixels, chunk)
-        if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
-            splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
-    p.fg_chunk = chunk
-    p.fg_splits = splits if splits > 1 else 1
+    splits = splits if splits > 1 else 1
+    if p.groups * nblocks * splits < FILTER_GRAD_TARGET_TASKS:     # still too few tasks: smaller blocks
+        want = ceil_div(ceil_div(p.cg, ceil_div(FILTER_GRAD_TARGET_TASKS, p.groups * splits)), mr) * mr
+        cb = want if want < cb else cb
+        cb = cmin if cb < cmin else cb
+        cb = p.cg if cb > p.cg else cb
+    p.fg_chunk = FILTER_GRAD_CHUNK_PIXELS
+    p.fg_splits = splits
+    p.fg_cblock = cb if cb > 0 else 1
     alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + 2)
     chunk = (4 << 20) // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
@@ -913,17 +923,15 @@ cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, do
 
 
 cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
-    """dW^T = dY^T im2col(X) on the micro-kernel, split over pixels; the splits are added in order."""
+    """dW = im2col(X)^T dY on the micro-kernel (filter_grad.pxi), split over pixels; the splits are added in
+    order, in float64."""
     cdef Py_ssize_t taps = p.ntaps, plane = p.groups * p.kg * taps * p.cg
     cdef Py_ssize_t g, k, t, c
     cdef double* total = NULL
     cdef ConvGrid grid
     cdef real* partial = <real*> malloc((p.fg_splits * plane + 1) * sizeof(real))
-    cdef real* zeros = <real*> calloc(p.cg + 1, sizeof(real))
     cdef int status
-    if partial == NULL or zeros == NULL:
-        free(partial)
-        free(zeros)
+    if partial == NULL:
         return -1
     grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.H, p.W, p.C
     grid.Hd, grid.Wd, grid.Cd = p.Ho, p.Wo, p.K
@@ -931,29 +939,19 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
     grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, p.cg, p.kg, False
-    if p.cg < SMALL_CIN:       # few channels: rows (tap, channel), the result already in TensorFlow's layout
-        status = filter_grad_small(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, n_threads)
-        if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
-            # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
-            for t in prange(taps, schedule='static', num_threads=n_threads):
-                for c in range(p.cg):
-                    for g in range(p.groups):
-                        for k in range(p.kg):
-                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * taps + t) * p.cg + c) * p.kg + k]
-    else:
-        status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, zeros, n_threads)
-        if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
-            # total (groups, K/groups, taps, C/groups) -> dw (taps, C/groups, groups, K/groups)
-            for t in prange(taps, schedule='static', num_threads=n_threads):
-                for c in range(p.cg):
-                    for g in range(p.groups):
-                        for k in range(p.kg):
-                            dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * p.kg + k) * taps + t) * p.cg + c]
+    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, p.fg_cblock,
+                         n_threads)
+    if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
+        # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
+        for t in prange(taps, schedule='static', num_threads=n_threads):
+            for c in range(p.cg):
+                for g in range(p.groups):
+                    for k in range(p.kg):
+                        dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * taps + t) * p.cg + c) * p.kg + k]
     if status == 0 and total == NULL:
         status = -1
     free(total)
     free(partial)
-    free(zeros)
     return status
 
 

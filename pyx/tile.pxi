@@ -1,5 +1,6 @@
 # The micro-kernel's tile for each precision, and one call that dispatches on it.
 from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
 from microkernel cimport *
 from cython.parallel cimport prange, parallel, threadid
 
@@ -14,10 +15,9 @@ cdef enum:
 # Rows of output pixels one task owns, in micro-kernel panels.
 cdef enum:
     PANELS_PER_BLOCK = 16
-# Below this many channels per tap, the filter gradient turns its roles (filter_grad_small): rows (tap,
-# channel), columns output channels. (The forward packs taps along pixels only at one channel: few_channels.)
+# Column panels one task of a Winograd product stage owns.
 cdef enum:
-    SMALL_CIN = 16
+    COL_PANELS_PER_TASK = 16
 
 
 cdef inline int tile_rows(real* dummy) noexcept nogil:
