@@ -140,9 +140,12 @@ cdef void dst_rows(real* dst, const ConvGrid* grid, Py_ssize_t g, Py_ssize_t m0,
 cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_ssize_t* tap_h,
                      const Py_ssize_t* tap_w, Py_ssize_t ntaps, const real* panels, const real* zeros,
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
-                     const real** aptr, real** crow, real* apack, const real** prow) noexcept nogil:
+                     const real** aptr, real** crow, real* apack, const real** prow,
+                     const real* w, const Py_ssize_t* tap_off) noexcept nogil:
     """GEMM rows m0 .. m0+mc (mc <= MC) of group g: every column panel, every reduction chunk, then the
     epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
+    With w (not NULL), B is the forward filter read in place (tap t, channel c: the row at w + tap_off[t]
+    + c * Cd, whole panels of output channels), one micro-kernel call per tap; panels is then unused.
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored."""
     cdef int MR = shape_rows(dst, grid.narrow)
@@ -152,7 +155,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef bint packed = apack != NULL
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
-    cdef Py_ssize_t q, c0, kc, j, p, i
+    cdef Py_ssize_t q, c0, kc, j, p, i, t
     cdef int mr, nr
     cdef bint last
     cdef const real* bq
@@ -172,6 +175,21 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 igemm_tile_final(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
                                  &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
                                  clamp, grid.narrow)
+    elif w != NULL:
+        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+        for q in range(nchunks):
+            c0 = chunk_start(q, nchunks, grid.cin)
+            kc = chunk_start(q + 1, nchunks, grid.cin) - c0
+            for j in range(ncolp):
+                for p in range(npan):
+                    mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
+                    for t in range(ntaps):
+                        last = q == nchunks - 1 and t == ntaps - 1
+                        igemm_tile_final(1, <int> kc, &aptr[(p * ntaps + t) * MR], c0, 1,
+                                         w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
+                                         &crow[p * MR], j * NR, mr, NR, q > 0 or t > 0,
+                                         bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
+                                         grid.narrow)
     else:
         index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
         for q in range(nchunks):
@@ -203,9 +221,11 @@ cdef inline bint few_channels(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
 
 cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                     const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
-                    const real* panels, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
+                    const real* panels, const real* zeros, const Epilogue* ep, int n_threads,
+                    const real* w=NULL, const Py_ssize_t* tap_off=NULL) noexcept nogil:
     """Returns 0, or -1 when the per-thread pointer tables cannot be allocated. With an epilogue, each
-    task's rows get bias and activation as soon as they are complete, while still in cache."""
+    task's rows get bias and activation as soon as they are complete, while still in cache. w / tap_off:
+    the filter read in place instead of panels (igemm_rows)."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
@@ -233,7 +253,7 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
             igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
                        aptr_all + tid * a_len, crow_all + tid * MC,
                        apack_all + tid * MC * red if packed else NULL,
-                       prow_all + tid * MR if packed else NULL)
+                       prow_all + tid * MR if packed else NULL, w, tap_off)
     free(aptr_all)
     free(crow_all)
     free(apack_all)
@@ -299,7 +319,7 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                 igemm_rows(src, dst, &pg, tap_h + t0, tap_w + t0, nt, panels + panel_off[ph], zeros, ep, g,
                            m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
                            apack_all + tid * MC * max_red if few_channels(nt, grid.cin) else NULL,
-                           prow_all + tid * MR)
+                           prow_all + tid * MR, NULL, NULL)
     free(aptr_all)
     free(crow_all)
     free(apack_all)

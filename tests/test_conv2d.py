@@ -16,6 +16,7 @@ import pytest
 
 from cases import CHANNELS, KERNELS_2D, OPS, Conv2dCase, check_against_reference, random_conv2d_cases
 from conftest import DTYPES, VIEW_KINDS, assert_close, strided_view
+import reference as ref
 from kconv import ops
 
 
@@ -308,3 +309,24 @@ def test_channels_first_view_of_channels_last_data(rng):
     y_nchw = ops.conv2d(x.transpose(0, 3, 1, 2), f, padding="SAME", data_format="NCHW")
     assert_close(y_nchw, case.ref_forward(x, f).transpose(0, 3, 1, 2), np.float64)
     assert_close(y_nhwc, case.ref_forward(x, f), np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n, h, w, c, k, kernel, stride, groups",
+    [(1, 7, 7, 64, 64, 3, 1, 1), (2, 5, 6, 96, 32, 3, 2, 1), (3, 9, 9, 130, 64, 1, 1, 1), (2, 8, 8, 128, 64, 3, 1, 2),
+     (1, 3, 4, 600, 96, 3, 1, 1), (4, 30, 30, 64, 64, 1, 2, 1)],
+)
+def test_forward_reading_the_filter_in_place_matches_the_reference(n, h, w, c, k, kernel, stride, groups, dtype, rng):
+    """Layers with few output pixels (or 1x1) and whole panels of filters read the filter where it lies, one
+    micro-kernel call per tap, bias and ReLU applied on the last; the output is poisoned with NaN first."""
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    f = rng.standard_normal((kernel, kernel, c // groups, k)).astype(dtype)
+    b = rng.standard_normal(k).astype(dtype)
+    conv = ops._describe(2, x.shape, f.shape, stride, "SAME", "NHWC", 1)
+    plan = ops._plan(conv, np.dtype(dtype), "direct", None, activation=ops.ACTIVATIONS.index("relu"))
+    y = np.full((n, *plan.out_hw, k), np.nan, dtype)
+    plan.forward(x, f, b, y)
+    pads = ref.pad_pairs_2d("SAME", (h, w), (kernel, kernel), (stride, stride), (1, 1))
+    want = np.maximum(ref.conv2d(x, f, (stride, stride), pads) + b, 0)
+    assert_close(y, want, dtype, what="in-place filter forward")
