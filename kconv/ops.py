@@ -289,20 +289,23 @@ def conv1d_backprop_filter(input, filter_sizes, out_backprop, stride=1, padding=
 
 def clear_cache():
     """Forgets every plan, with the transformed Winograd filters they keep for weights that repeat
-    (inference). Benchmarks of training call it, because there the weights change every step."""
+    (inference), and frees the scratch buffers kept for the next call. Benchmarks of training call it,
+    because there the weights change every step."""
     with _plans_lock:
         _plans.clear()
+    core.release_scratch()
 
 
 def memory_info():
-    """What kconv keeps between calls of the numpy API: its plans (at most 64) and the transformed filters
-    they hold for inference. Every scratch buffer a call needs (pointer tables, packed filters, Winograd
-    buffers, the filter gradient's partial sums, capped at 256 MiB) is freed before it returns."""
+    """What kconv keeps between calls: the numpy API's plans (at most 64) and the transformed filters they
+    hold for inference, and the big scratch buffers (Winograd tiles, packed filters, the filter gradient's
+    partial sums) kept for the next call of any API, at most 8 of them and 256 MiB (scratch_bytes).
+    Smaller scratch (pointer tables, under 256 KiB) is freed before a call returns."""
     with _plans_lock:
         plans = list(_plans.values())
     cached = [plan.cache_bytes() for plan in plans]
     return dict(plans=len(plans), plans_limit=_PLANS_KEPT, filter_cache_entries=sum(1 for b in cached if b),
-                filter_cache_bytes=sum(cached))
+                filter_cache_bytes=sum(cached), scratch_bytes=core.scratch_bytes())
 
 
 def matmul(a, b, *, threads=None):

@@ -3,6 +3,7 @@
 import numpy as np
 
 include "tile.pxi"
+include "scratch.pxi"
 include "pack.pxi"
 include "epilogue.pxi"
 include "igemm_conv.pxi"

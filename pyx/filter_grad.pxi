@@ -131,7 +131,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef PixelChunk cur
     cdef const real* src
     cdef real* dst
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * ch.per_chunk * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
     cdef Py_ssize_t* off_all = <Py_ssize_t*> malloc(n_threads * MR * sizeof(Py_ssize_t))
@@ -141,7 +141,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef real** crow
     cdef Py_ssize_t* tapoff
     if scratch == NULL or aptr_all == NULL or crow_all == NULL or off_all == NULL:
-        free(scratch)
+        scratch_free(scratch)
         free(aptr_all)
         free(crow_all)
         free(off_all)
@@ -201,7 +201,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                             igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, dy + pix0 * grid.Cd + g * K + j * NR,
                                              grid.Cd, crow, j * NR, <int> mr, NR, ci > ci0, NULL, 0, narrow)
                     q0 = q0 + MR
-    free(scratch)
+    scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
     free(off_all)

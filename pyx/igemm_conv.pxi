@@ -236,12 +236,12 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t task, g, m0, mc, tid
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
-    cdef real* apack_all = <real*> calloc(n_threads * MC * red + 1, sizeof(real)) if packed else NULL
+    cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
     if aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL)):
         free(aptr_all)
         free(crow_all)
-        free(apack_all)
+        scratch_free(apack_all)
         free(prow_all)
         return -1
     with parallel(num_threads=n_threads):
@@ -256,7 +256,7 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                        prow_all + tid * MR if packed else NULL, w, tap_off)
     free(aptr_all)
     free(crow_all)
-    free(apack_all)
+    scratch_free(apack_all)
     free(prow_all)
     return 0
 
@@ -290,12 +290,12 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     bands = grid.N * max_qh * ncw
     cdef const real** aptr_all = <const real**> malloc(n_threads * MC * max_nt * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
-    cdef real* apack_all = <real*> calloc(n_threads * MC * max_red + 1, sizeof(real))
+    cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * max_red + 1) * sizeof(real))
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     if aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL:
         free(aptr_all)
         free(crow_all)
-        free(apack_all)
+        scratch_free(apack_all)
         free(prow_all)
         return -1
     with parallel(num_threads=n_threads):
@@ -322,6 +322,6 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                            prow_all + tid * MR, NULL, NULL)
     free(aptr_all)
     free(crow_all)
-    free(apack_all)
+    scratch_free(apack_all)
     free(prow_all)
     return 0

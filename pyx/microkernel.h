@@ -331,6 +331,10 @@ static inline int kc_claim_threads(int want, int cpus)
 static inline void kc_release_threads(int n) { __atomic_sub_fetch(&kc_busy_threads, n, __ATOMIC_ACQ_REL); }
 static inline long kc_threads_held(void) { return __atomic_load_n(&kc_busy_threads, __ATOMIC_RELAXED); }
 
+/* The lock of kconv's kept scratch buffers (scratch.pxi): held for a few instructions, so a spin. */
+static inline void kc_lock(int *lock) { while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) { } }
+static inline void kc_unlock(int *lock) { __atomic_store_n(lock, 0, __ATOMIC_RELEASE); }
+
 /* Calls of each pass (forward, input gradient, filter gradient) since import: lets tests see which passes
  * a TensorFlow graph really ran (a pruned gradient never calls its kernel). */
 static long kc_pass_calls[3] = {0, 0, 0};

@@ -50,5 +50,7 @@ cdef extern from "microkernel.h" nogil:
     long kc_threads_held()
     int kc_openmp_enabled()
     void kc_count_pass(int p)
+    void kc_lock(int* lock)
+    void kc_unlock(int* lock)
     long kc_pass_count(int p)
     int kc_omp_max_threads()

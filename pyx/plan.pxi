@@ -617,7 +617,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         if own == NULL:
             return -1
         if rotate:   # (kh, kw, C, K) -> (kh, kw, K, C) turned by 180 degrees
-            rotated = <real*> malloc(p.kh * p.kw * p.C * p.K * sizeof(real))
+            rotated = <real*> scratch_alloc(p.kh * p.kw * p.C * p.K * sizeof(real))
             if rotated == NULL:
                 free(own)
                 return -1
@@ -630,7 +630,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
             source = rotated
         status = filter_transform_panels(source, p.kh, p.kw, C, K, mh.G, mw.G,
                                          mh.alpha, mw.alpha, own, n_threads)
-        free(rotated)
+        scratch_free(rotated)
         if status:
             free(own)
             return -1
@@ -638,14 +638,14 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         if not rotate and offer_panels(<Plan*> p, filters, own):
             own = NULL          # the plan keeps them
     if staged:
-        work = <real*> malloc(A2 * grid.N * grid.th * grid.tw * (C + K) * sizeof(real))
+        work = <real*> scratch_alloc(A2 * grid.N * grid.th * grid.tw * (C + K) * sizeof(real))
         if work == NULL:
             free(own)
             return -1
         status = winograd_conv_staged(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, work, ep, n_threads)
     else:
         status = winograd_conv(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, p.block, ep, n_threads)
-    free(work)
+    scratch_free(work)
     free(own)
     return status
 
@@ -676,11 +676,11 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
     cdef Py_ssize_t ncolp = ceil_div(cout, NR), ph, t0, nt
     cdef Py_ssize_t* panel_off
     cdef ConvGrid grid
-    cdef real* panels = <real*> malloc((p.groups * ncolp * p.ntaps * cin * NR + 1) * sizeof(real))
+    cdef real* panels = <real*> scratch_alloc((p.groups * ncolp * p.ntaps * cin * NR + 1) * sizeof(real))
     cdef real* zeros = <real*> calloc(cin + 1, sizeof(real))
     cdef int status = 0
     if panels == NULL or zeros == NULL:
-        free(panels)
+        scratch_free(panels)
         free(zeros)
         return -1
     grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, cin, cout, narrow
@@ -721,7 +721,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
                 status = igemm_conv_phases(src, dst, grid, p.phases, p.nphases, p.ph_tap_h, p.ph_tap_w, panels,
                                            panel_off, zeros, ep, n_threads)
                 free(panel_off)
-    free(panels)
+    scratch_free(panels)
     free(zeros)
     return status
 
@@ -745,7 +745,7 @@ cdef int depthwise_grid(const Plan* p, ConvGrid* grid, bint input_gradient) noex
 
 cdef real* expanded_input(const Plan* p, const real* x, int n_threads) noexcept nogil:
     """x with each channel repeated kg times (a depth multiplier's input), or NULL when out of memory."""
-    cdef real* xr = <real*> malloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
+    cdef real* xr = <real*> scratch_alloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
     if xr != NULL:
         expand_channels(x, p.N * p.H * p.W, p.C, p.kg, xr, n_threads)
     return xr
@@ -763,7 +763,7 @@ cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real
         depthwise_grid(p, &grid, False)
         status = depthwise_conv(x if xr == NULL else xr, y, grid, p.tap_h, p.tap_w, p.tap_off, p.ntaps, w, zeros,
                                 ep, n_threads)
-    free(xr)
+    scratch_free(xr)
     free(zeros)
     return status
 
@@ -778,10 +778,10 @@ cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real*
     cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
     cdef int status = 0
     if p.kg > 1:
-        dxr = <real*> malloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
+        dxr = <real*> scratch_alloc((p.N * p.H * p.W * p.K + 1) * sizeof(real))
     if zeros == NULL or (p.kg > 1 and dxr == NULL):
         free(zeros)
-        free(dxr)
+        scratch_free(dxr)
         return -1
     depthwise_grid(p, &grid, True)
     for ph in range(p.nphases):
@@ -797,7 +797,7 @@ cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real*
         fold_channels(dxr, p.N * p.H * p.W, p.C, p.kg, dx, n_threads)
         if ep != NULL:
             epilogue_rows(dx, p.N * p.H * p.W, p.C, ep, n_threads)
-    free(dxr)
+    scratch_free(dxr)
     free(zeros)
     return status
 
@@ -818,7 +818,7 @@ cdef int depthwise_filter_run(const Plan* p, const real* x, const real* dy, real
             nsplit = 1
     chunk = ceil_div(rows, nsplit)
     nsplit = ceil_div(rows, chunk)
-    partial = <real*> malloc((nsplit * plane + 1) * sizeof(real))
+    partial = <real*> scratch_alloc((nsplit * plane + 1) * sizeof(real))
     if p.kg > 1:
         xr = expanded_input(p, x, n_threads)
     if partial != NULL and zeros != NULL and (p.kg == 1 or xr != NULL):
@@ -830,9 +830,9 @@ cdef int depthwise_filter_run(const Plan* p, const real* x, const real* dy, real
                 dw[i] = <real> total[i]
         elif status == 0:
             status = -1
-    free(total)
-    free(xr)
-    free(partial)
+    scratch_free(total)
+    scratch_free(xr)
+    scratch_free(partial)
     free(zeros)
     return status
 
@@ -904,12 +904,12 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     cdef AxisMatrices mh = axis_matrices(p.grad_m, p.kh == 3), mw = axis_matrices(p.grad_m, True)
     cdef Py_ssize_t A2 = mh.alpha * mw.alpha, i, j, a, b, c, k
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
-    cdef real* mgrad = <real*> malloc(A2 * p.K * p.C * sizeof(real))
+    cdef real* mgrad = <real*> scratch_alloc(A2 * p.K * p.C * sizeof(real))
     cdef double s, gi
     if mgrad == NULL:
         return -1
     if winograd_filter_grad(x, dy, mgrad, grid, mh.BT, mw.BT, mh.A, mw.A, p.wg_chunk, n_threads):
-        free(mgrad)
+        scratch_free(mgrad)
         return -1
     for k in prange(p.K, schedule='static', num_threads=n_threads):   # dw[i, j, c, k], summed in float64
         for c in range(p.C):
@@ -922,7 +922,7 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
                             for b in range(mw.alpha):
                                 s = s + gi * mw.G[b * p.kw + j] * mgrad[((a * mw.alpha + b) * p.K + k) * p.C + c]
                     dw[((i * p.kw + j) * p.C + c) * p.K + k] = <real> s
-    free(mgrad)
+    scratch_free(mgrad)
     return 0 if all_finite(dw, p.kh * p.kw * p.C * p.K) else 1
 
 
@@ -931,7 +931,7 @@ cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, do
     """out[0][i] = sum over s of partial[s * plane + i], in float64, split 0 first, then 1, 2, ...: each block
     of the plane reads the splits as contiguous runs. Returns 0, or -1 when out cannot be allocated."""
     cdef Py_ssize_t nblocks = ceil_div(plane, 4096), blk, i, i0, i1, s
-    cdef double* total = <double*> malloc((plane + 1) * sizeof(double))
+    cdef double* total = <double*> scratch_alloc((plane + 1) * sizeof(double))
     out[0] = total
     if total == NULL:
         return -1
@@ -953,7 +953,7 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     cdef Py_ssize_t g, k, t, c
     cdef double* total = NULL
     cdef ConvGrid grid
-    cdef real* partial = <real*> malloc((p.fg_splits * plane + 1) * sizeof(real))
+    cdef real* partial = <real*> scratch_alloc((p.fg_splits * plane + 1) * sizeof(real))
     cdef int status
     if partial == NULL:
         return -1
@@ -974,8 +974,8 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
                         dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * taps + t) * p.cg + c) * p.kg + k]
     if status == 0 and total == NULL:
         status = -1
-    free(total)
-    free(partial)
+    scratch_free(total)
+    scratch_free(partial)
     return status
 
 

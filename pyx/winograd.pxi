@@ -72,7 +72,7 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw
     cdef Py_ssize_t per_thread = (kh * kw + ah * kw + A2) * K
     cdef Py_ssize_t j, c, t, v, xi, col
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef real* taps
     cdef real* half
     cdef real* u
@@ -96,7 +96,7 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
                     for v in range(NR):
                         col = j * NR + v
                         dst[v] = u[xi * K + col] if col < K else 0
-    free(scratch)
+    scratch_free(scratch)
     return 0
 
 
@@ -210,7 +210,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t per_thread = A2 * C + A2 * wide + A2 * block * C + A2 * block * K + grid.mw * K
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     cdef int nonfinite = 0
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
     cdef real* patch
@@ -222,7 +222,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef real** crow
     cdef const real* bq
     if scratch == NULL or aptr_all == NULL or crow_all == NULL:
-        free(scratch)
+        scratch_free(scratch)
         free(aptr_all)
         free(crow_all)
         return -1
@@ -259,7 +259,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
                 nonfinite |= output_tile_transform(mprod, &grid, t0 + slot, ATh, ATw, tmp, out, y, slot, block)
                 if ep != NULL:
                     epilogue_tile(y, &grid, t0 + slot, ep)
-    free(scratch)
+    scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
     return 1 if nonfinite else 0
@@ -286,7 +286,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
     cdef int nonfinite = 0
     cdef real* v = work
     cdef real* mprod = work + A2 * T * C
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
     cdef real* patch
@@ -296,7 +296,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
     cdef real** crow
     cdef const real* bq
     if scratch == NULL or aptr_all == NULL or crow_all == NULL:
-        free(scratch)
+        scratch_free(scratch)
         free(aptr_all)
         free(crow_all)
         return -1
@@ -333,7 +333,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
             nonfinite |= output_tile_transform(mprod, &grid, t, ATh, ATw, tmp, out, y, t, T)
             if ep != NULL:
                 epilogue_tile(y, &grid, t, ep)
-    free(scratch)
+    scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
     return 1 if nonfinite else 0

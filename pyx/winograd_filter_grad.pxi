@@ -56,9 +56,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
     cdef Py_ssize_t per_thread = A2 * wide + A2 * wide
     cdef Py_ssize_t t0, tb, s, task, xi, jb, j, kp, r, mr, nr, tid
     # v is read NR values at a time from any channel: NR spare values keep the last row's reads in bounds
-    cdef real* v = <real*> malloc((A2 * chunk * C + NR) * sizeof(real))
-    cdef real* w = <real*> malloc(A2 * K * chunk * sizeof(real))
-    cdef real* scratch = <real*> malloc(n_threads * per_thread * sizeof(real))
+    cdef real* v = <real*> scratch_alloc((A2 * chunk * C + NR) * sizeof(real))
+    cdef real* w = <real*> scratch_alloc(A2 * K * chunk * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * krows * sizeof(real*))
     cdef real* patch
@@ -66,9 +66,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
     cdef const real** aptr
     cdef real** crow
     if v == NULL or w == NULL or scratch == NULL or aptr_all == NULL or crow_all == NULL:
-        free(v)
-        free(w)
-        free(scratch)
+        scratch_free(v)
+        scratch_free(w)
+        scratch_free(scratch)
         free(aptr_all)
         free(crow_all)
         return -1
@@ -100,9 +100,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
                         igemm_tile_strided(1, <int> tb, &aptr[kp * MR], 0, K, v + xi * chunk * C + j * NR, C,
                                            &crow[kp * MR], j * NR, mr, nr, t0 > 0)
         t0 = t0 + tb
-    free(v)
-    free(w)
-    free(scratch)
+    scratch_free(v)
+    scratch_free(w)
+    scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
     return 0

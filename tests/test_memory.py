@@ -110,4 +110,22 @@ def test_memory_kconv_holds_between_calls_is_reported_and_bounded():
     assert ops.memory_info()["plans"] <= info["plans_limit"]
     ops.clear_cache()
     assert ops.memory_info() == dict(plans=0, plans_limit=info["plans_limit"], filter_cache_entries=0,
-                                     filter_cache_bytes=0)
+                                     filter_cache_bytes=0, scratch_bytes=0)
+
+
+def test_big_scratch_buffers_are_kept_for_the_next_call_and_bounded():
+    """A pass's big buffers (here a Winograd filter gradient's tiles) are kept for the next call instead of
+    coming fresh from the OS (page faults); at most 256 MiB of them; clear_cache gives them back; results
+    do not change when a kept buffer is reused."""
+    ops.clear_cache()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 28, 28, 64)).astype(np.float32)
+    dy = rng.standard_normal((8, 28, 28, 64)).astype(np.float32)
+    first = ops.conv2d_backprop_filter(x, (3, 3, 64, 64), dy, padding="SAME", algorithm="winograd2")
+    kept = ops.memory_info()["scratch_bytes"]
+    assert 0 < kept <= 256 << 20
+    again = ops.conv2d_backprop_filter(x, (3, 3, 64, 64), dy, padding="SAME", algorithm="winograd2")
+    np.testing.assert_array_equal(first, again)
+    assert ops.memory_info()["scratch_bytes"] == kept      # the same buffers went back
+    ops.clear_cache()
+    assert ops.memory_info()["scratch_bytes"] == 0
