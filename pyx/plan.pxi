@@ -374,10 +374,6 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512)
         if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < p.cg * p.kg:
             p.grad_m = 0
-        # tiles that pad the map by over 20 % (7x7: 31 %) lose to the direct gradient (64x7x7x128: 6.1 ms
-        # against 9.2 for F(2x2); benchmarks/algorithm_sweep.py)
-        if p.grad_m and tile_waste(p, p.grad_m) > 1.2:
-            p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
     tiles = winograd_tiles(p, m, p.H, p.W)
