@@ -66,12 +66,14 @@ cdef enum:
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
 # Filter gradient (direct, filter_grad.pxi): output pixels per chunk, the tasks its blocks and splits aim at,
-# the fewest pixels a split is given, the L2 bytes of one block's partial sums, the cap on all partial sums.
+# the fewest pixels a split is given, the L2 bytes of one block's partial sums, tasks per thread the blocks may
+# be cut smaller for (channel_block), the cap on all partial sums.
 cdef enum:
     FILTER_GRAD_CHUNK_PIXELS = 384
     FILTER_GRAD_TARGET_TASKS = 16
     FILTER_GRAD_SPLIT_PIXELS = 512
     FILTER_GRAD_BLOCK_BYTES = 262144
+    FILTER_GRAD_TASKS_PER_THREAD = 4
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
@@ -942,6 +944,20 @@ cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, do
     return 0
 
 
+cdef Py_ssize_t channel_block(const Plan* p, int n_threads) noexcept nogil:
+    """The filter gradient's channel block for this call: the plan's, or smaller (whole tile rows) when its
+    tasks would give fewer than FILTER_GRAD_TASKS_PER_THREAD per thread. Blocks only divide the work (each
+    output still sums the same chunks in the same order), so unlike the pixel split they may follow the
+    thread count: on 16 threads the shape-fixed ~16 tasks left the filter gradient at 3-8x."""
+    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
+    cdef Py_ssize_t cb = p.fg_cblock, want = FILTER_GRAD_TASKS_PER_THREAD * n_threads, blocks
+    if p.groups * ceil_div(p.cg, cb) * p.fg_splits >= want:
+        return cb
+    blocks = ceil_div(want, p.groups * p.fg_splits)
+    cb = ceil_div(ceil_div(p.cg, blocks), mr) * mr
+    return cb if cb < p.fg_cblock else p.fg_cblock
+
+
 cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = im2col(X)^T dY on the micro-kernel (filter_grad.pxi), split over pixels; the splits are added in
     order, in float64."""
@@ -959,8 +975,8 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
     grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, p.cg, p.kg, False
-    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, p.fg_cblock,
-                         n_threads)
+    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk,
+                         channel_block(p, n_threads), n_threads)
     if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
         # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
         for t in prange(taps, schedule='static', num_threads=n_threads):
