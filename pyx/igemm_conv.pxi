@@ -163,7 +163,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                                           ep.act == ACT_RELU6)
     cdef const real* bias = (<const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL) if in_tile else NULL
     cdef int clamp = (1 if ep.act == ACT_RELU else 2 if ep.act == ACT_RELU6 else 0) if in_tile else 0
-    if packed:      # A^T packed along pixels (filter_grad.pxi), read by the tile with a stride of MC
+    if packed:      # A^T packed along pixels (pack_taps_by_pixels), read by the tile with a stride of MC
         pack_taps_by_pixels(src, grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
         dst_rows(dst, grid, g, m0, mc, crow)
         for p in range(npan):
