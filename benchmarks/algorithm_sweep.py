@@ -8,6 +8,7 @@ makes about 16k output pixels (at most 64 images). Prints milliseconds (median o
 
     python benchmarks/algorithm_sweep.py                       # maps 7..56, channels 32..256
     python benchmarks/algorithm_sweep.py --maps 8,16 --channels 64 --passes dw --threads 1
+    python benchmarks/algorithm_sweep.py --maps 28 --channels 128 --passes dw --batch 8
 """
 import argparse
 import itertools
@@ -38,6 +39,7 @@ def main():
     ap.add_argument("--channels", default="32,64,128,256")
     ap.add_argument("--passes", default="fwd,dx,dw")
     ap.add_argument("--pixels", type=int, default=16384, help="output pixels per call (sets the batch)")
+    ap.add_argument("--batch", type=int, default=None, help="a fixed batch instead (overrides --pixels)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -45,7 +47,7 @@ def main():
     print(f"kconv {kconv.config()['version']}, {kconv.config()['isa']} build, threads {args.threads or kconv.get_num_threads()}; "
           f"ms per call, median of {args.repeats}, algorithms interleaved: d = direct, w4 = F(4x4), w2 = F(2x2)")
     for hw, c in itertools.product([int(v) for v in args.maps.split(",")], [int(v) for v in args.channels.split(",")]):
-        n = max(1, min(64, args.pixels // (hw * hw)))
+        n = args.batch or max(1, min(64, args.pixels // (hw * hw)))
         xs = [rng.standard_normal((n, hw, hw, c), dtype=np.float32) for _ in range(3)]
         ws = [rng.standard_normal((3, 3, c, c), dtype=np.float32) * np.float32(0.05) for _ in range(3)]
         dys = [rng.standard_normal((n, hw, hw, c), dtype=np.float32) for _ in range(3)]

@@ -389,9 +389,8 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     changes the order of the sums; blocks and chunks do not)."""
     cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
     cdef Py_ssize_t taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo
-    cdef Py_ssize_t cmin, cb, nblocks, splits, want, plane_bytes, alpha2, chunk
+    cdef Py_ssize_t cmin = smallest_block(p), cb, nblocks, splits, plane_bytes, alpha2, chunk
     # channel blocks: whole micro-kernel panels, at least 32 rows, their partial sums within L2
-    cmin = ceil_div(ceil_div(32, taps), mr) * mr
     cb = FILTER_GRAD_BLOCK_BYTES // (taps * (p.kg if p.kg > 0 else 1) * p.itemsize)
     cb = (cb // mr) * mr if cb >= mr else mr
     cb = cmin if cb < cmin else cb
@@ -405,11 +404,6 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     if plane_bytes > 0 and FILTER_GRAD_PARTIAL_BYTES // plane_bytes < splits:
         splits = FILTER_GRAD_PARTIAL_BYTES // plane_bytes
     splits = splits if splits > 1 else 1
-    if p.groups * nblocks * splits < FILTER_GRAD_TARGET_TASKS:     # still too few tasks: smaller blocks
-        want = ceil_div(ceil_div(p.cg, ceil_div(FILTER_GRAD_TARGET_TASKS, p.groups * splits)), mr) * mr
-        cb = want if want < cb else cb
-        cb = cmin if cb < cmin else cb
-        cb = p.cg if cb > p.cg else cb
     p.fg_chunk = FILTER_GRAD_CHUNK_PIXELS
     p.fg_splits = splits
     p.fg_cblock = cb if cb > 0 else 1
@@ -944,17 +938,27 @@ cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, do
     return 0
 
 
-cdef Py_ssize_t channel_block(const Plan* p, int n_threads) noexcept nogil:
-    """The filter gradient's channel block for this call: the plan's, or smaller (whole tile rows) when its
-    tasks would give fewer than FILTER_GRAD_TASKS_PER_THREAD per thread. Blocks only divide the work (each
-    output still sums the same chunks in the same order), so unlike the pixel split they may follow the
-    thread count: on 16 threads the shape-fixed ~16 tasks left the filter gradient at 3-8x."""
+cdef inline Py_ssize_t smallest_block(const Plan* p) noexcept nogil:
+    """The fewest input channels a filter-gradient block takes: whole tile rows, at least 32 rows (taps x
+    channels) so a block's pass over dY is worth it."""
     cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
-    cdef Py_ssize_t cb = p.fg_cblock, want = FILTER_GRAD_TASKS_PER_THREAD * n_threads, blocks
+    return ceil_div(ceil_div(32, p.kh * p.kw), mr) * mr
+
+
+cdef Py_ssize_t channel_block(const Plan* p, int n_threads) noexcept nogil:
+    """The filter gradient's channel block for this call: the plan's (sized for L2), or smaller when the
+    tasks would number fewer than FILTER_GRAD_TARGET_TASKS or FILTER_GRAD_TASKS_PER_THREAD per thread.
+    Blocks only divide the work (each output still sums the same chunks in the same order), so unlike the
+    pixel split they may follow the thread count: on 16 threads ~16 tasks left the filter gradient at 3-8x."""
+    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
+    cdef Py_ssize_t cb = p.fg_cblock, floor = smallest_block(p), blocks
+    cdef Py_ssize_t want = FILTER_GRAD_TASKS_PER_THREAD * n_threads
+    want = FILTER_GRAD_TARGET_TASKS if want < FILTER_GRAD_TARGET_TASKS else want
     if p.groups * ceil_div(p.cg, cb) * p.fg_splits >= want:
         return cb
     blocks = ceil_div(want, p.groups * p.fg_splits)
     cb = ceil_div(ceil_div(p.cg, blocks), mr) * mr
+    cb = floor if cb < floor else cb
     return cb if cb < p.fg_cblock else p.fg_cblock
 
 
