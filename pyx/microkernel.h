@@ -84,7 +84,7 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long l
     for (int t = 0; t < ntaps; t++) {                                                             \
         const T *ar[MR];                                                                       \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) ar[i] = a[t * MR + i] + a_off; \
-        for (int k = 0; k < kc; k++) {                                                            \
+        _Pragma("GCC unroll 4") for (int k = 0; k < kc; k++) {                                    \
             V bv[NV];                                                                          \
             _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
                 bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
