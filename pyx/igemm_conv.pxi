@@ -39,22 +39,48 @@ cdef inline void inside_rows(const Py_ssize_t* tap, Py_ssize_t ntaps, Py_ssize_t
     hi[0] = (size - 1 - vmax) // step + 1 if size - 1 - vmax >= 0 else 0
 
 
+cdef Py_ssize_t merged_run(const ConvGrid* grid, const Py_ssize_t* tap_h, const Py_ssize_t* tap_w,
+                           Py_ssize_t ntaps) noexcept nogil:
+    """How many consecutive taps read consecutive pixels of one source row (a kernel row at dilation 1, in
+    NHWC their channels are one contiguous run): R > 1 lets the micro-kernel read R x cin values from one
+    pointer, so a tile takes ntaps / R pointers per row instead of ntaps and runs R times longer between
+    them. 1 where that does not hold: groups (a pixel's other channels sit between), several reduction
+    chunks (a chunk is a slice of channels), or taps not in runs of one length."""
+    cdef Py_ssize_t R = 1, t
+    if grid.groups != 1 or grid.cin != grid.Cs or reduction_chunks(ntaps, grid.cin) != 1:
+        return 1
+    while R < ntaps and tap_h[R] == tap_h[0] and tap_w[R] == tap_w[R - 1] + 1:
+        R = R + 1
+    if R == 1 or ntaps % R:
+        return 1
+    for t in range(ntaps):
+        if t % R and (tap_h[t] != tap_h[t - 1] or tap_w[t] != tap_w[t - 1] + 1):
+            return 1
+    return R
+
+
 cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
-                          const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps,
+                          const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t run,
                           Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t rows_padded,
-                          const real* zeros, const real** aptr, real** crow) noexcept nogil:
-    """Pointer tables for rows m0..m0+mc: aptr[(panel*ntaps + t)*MR + i] and crow[row]. A row whose every
-    tap is inside the image (most rows) takes its pointers as one offset per tap from its pixel; the rest
-    check each tap against the image's edges."""
+                          const real* zeros, const real** aptr, real** crow, real* edge) noexcept nogil:
+    """Pointer tables for rows m0..m0+mc: aptr[(panel*nu + u)*MR + i] and crow[row], nu = ntaps / run: tap
+    u covers taps u*run .. u*run + run - 1 (merged_run), read as run x cin values from one pointer. A row
+    whose every tap is inside the image (most rows) takes its pointers as one offset per tap from its
+    pixel; the rest check each tap against the image's edges: a row of zeros where the tap lies wholly in
+    the padding, and, for a merged tap partly inside, a zero-padded copy of its pixels in `edge` (room for
+    mc x ntaps x cin values)."""
     cdef int MR = shape_rows(dst, grid.narrow)
-    cdef Py_ssize_t r, n, rem, qh, qw, t, sh, sw, p, i, pixel
+    cdef Py_ssize_t r, n, rem, qh, qw, t, u, sh, sw, p, i, j, c, pixel
+    cdef Py_ssize_t nu = ntaps // run, width = run * grid.cin
     cdef Py_ssize_t plane = grid.Qh * grid.Qw
     cdef Py_ssize_t toff[TABLE_FAST_TAPS]
     cdef Py_ssize_t qh_lo = 0, qh_hi = 0, qw_lo = 0, qw_hi = 0
     cdef bint fast = 0 < ntaps <= TABLE_FAST_TAPS
+    cdef real* copy
+    cdef const real* px
     if fast:
-        for t in range(ntaps):
-            toff[t] = (tap_h[t] * grid.Ws + tap_w[t]) * grid.Cs
+        for u in range(nu):
+            toff[u] = (tap_h[u * run] * grid.Ws + tap_w[u * run]) * grid.Cs
         inside_rows(tap_h, ntaps, grid.step_h, grid.Hs, &qh_lo, &qh_hi)
         inside_rows(tap_w, ntaps, grid.step_w, grid.Ws, &qw_lo, &qw_hi)
     # (n, qh, qw) of row m0 by division once, then stepped row by row (divisions cost more than the table)
@@ -71,16 +97,16 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
             p = p + 1
         if r >= mc:                         # rows past the edge repeat row 0; they are never stored
             crow[r] = crow[0]
-            for t in range(ntaps):
-                aptr[(p * ntaps + t) * MR + i] = aptr[t * MR]
+            for u in range(nu):
+                aptr[(p * nu + u) * MR + i] = aptr[u * MR]
             continue
         crow[r] = dst + ((n * grid.Hd + grid.dst_h0 + qh * grid.dstep_h) * grid.Wd
                          + grid.dst_w0 + qw * grid.dstep_w) * grid.Cd + g * grid.cout
         if fast and qh_lo <= qh < qh_hi and qw_lo <= qw < qw_hi:
             pixel = ((n * grid.Hs + qh * grid.step_h) * grid.Ws + qw * grid.step_w) * grid.Cs + g * grid.cin
-            for t in range(ntaps):
-                aptr[(p * ntaps + t) * MR + i] = src + (pixel + toff[t])
-        else:
+            for u in range(nu):
+                aptr[(p * nu + u) * MR + i] = src + (pixel + toff[u])
+        elif run == 1:
             for t in range(ntaps):
                 sh = qh * grid.step_h + tap_h[t]
                 sw = qw * grid.step_w + tap_w[t]
@@ -88,6 +114,25 @@ cdef void index_tile_rows(const real* src, real* dst, const ConvGrid* grid,
                     aptr[(p * ntaps + t) * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs + g * grid.cin
                 else:
                     aptr[(p * ntaps + t) * MR + i] = zeros
+        else:
+            for u in range(nu):
+                sh = qh * grid.step_h + tap_h[u * run]
+                sw = qw * grid.step_w + tap_w[u * run]
+                if sh < 0 or sh >= grid.Hs or sw + run <= 0 or sw >= grid.Ws:
+                    aptr[(p * nu + u) * MR + i] = zeros
+                elif sw >= 0 and sw + run <= grid.Ws:
+                    aptr[(p * nu + u) * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                else:
+                    copy = edge + (r * nu + u) * width
+                    for j in range(run):
+                        if 0 <= sw + j < grid.Ws:
+                            px = src + ((n * grid.Hs + sh) * grid.Ws + sw + j) * grid.Cs
+                            for c in range(grid.cin):
+                                copy[j * grid.cin + c] = px[c]
+                        else:
+                            for c in range(grid.cin):
+                                copy[j * grid.cin + c] = 0
+                    aptr[(p * nu + u) * MR + i] = copy
         qw = qw + 1
         if qw == grid.Qw:
             qw = 0
@@ -157,13 +202,14 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                      const Py_ssize_t* tap_w, Py_ssize_t ntaps, const real* panels, const real* zeros,
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
                      const real** aptr, real** crow, real* apack, const real** prow,
-                     const real* w, const Py_ssize_t* tap_off) noexcept nogil:
+                     const real* w, const Py_ssize_t* tap_off, Py_ssize_t run, real* edge) noexcept nogil:
     """GEMM rows m0 .. m0+mc (mc <= MC) of group g: every column panel, every reduction chunk, then the
     epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
     With w (not NULL), B is the forward filter read in place (tap t, channel c: the row at w + tap_off[t]
     + c * Cd, whole panels of output channels), one micro-kernel call per tap; panels is then unused.
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
-    after the rows are stored."""
+    after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
+    index_tile_rows's zero-padded copies (NULL when run is 1)."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef int NR = shape_cols(dst, grid.narrow)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
@@ -171,7 +217,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef bint packed = apack != NULL
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
-    cdef Py_ssize_t q, c0, kc, j, p, i, t
+    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu
     cdef int mr, nr
     cdef bint last
     cdef const real* bq
@@ -192,22 +238,25 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                  &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
                                  clamp, grid.narrow)
     elif w != NULL:
-        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, npan * MR, zeros, aptr, crow, edge)
+        nu = ntaps // run
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
-            kc = chunk_start(q + 1, nchunks, grid.cin) - c0
+            kc = (chunk_start(q + 1, nchunks, grid.cin) - c0) * run
             for j in range(ncolp):
                 for p in range(npan):
                     mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                    for t in range(ntaps):
-                        last = q == nchunks - 1 and t == ntaps - 1
-                        igemm_tile_final(1, <int> kc, &aptr[(p * ntaps + t) * MR], c0, 1,
+                    for u in range(nu):     # filter rows of tap u*run on: run x cin rows, Cd apart
+                        t = u * run
+                        last = q == nchunks - 1 and u == nu - 1
+                        igemm_tile_final(1, <int> kc, &aptr[(p * nu + u) * MR], c0, 1,
                                          w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
-                                         &crow[p * MR], j * NR, mr, NR, q > 0 or t > 0,
+                                         &crow[p * MR], j * NR, mr, NR, q > 0 or u > 0,
                                          bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
                                          grid.narrow)
     else:
-        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, g, m0, mc, npan * MR, zeros, aptr, crow)
+        index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, npan * MR, zeros, aptr, crow, edge)
+        nu = ntaps // run
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = chunk_start(q + 1, nchunks, grid.cin) - c0
@@ -217,7 +266,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 for p in range(npan):
                     mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
                     last = q == nchunks - 1
-                    igemm_tile_final(<int> ntaps, <int> kc, &aptr[p * ntaps * MR], c0, 1, bq, NR,
+                    igemm_tile_final(<int> nu, <int> (kc * run), &aptr[p * nu * MR], c0, 1, bq, NR,
                                      &crow[p * MR], j * NR, mr, nr, q > 0,
                                      bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
                                      grid.narrow)
@@ -231,7 +280,9 @@ cdef inline bint few_channels(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
     """One channel per tap (a grey first layer): the taps are copied along pixels, so the micro-kernel runs
     one long reduction instead of a 1-long one per tap. From 2 channels up the pointer tables win now that
     they are cheap (measured, one core: C = 3 -> 16 3x3 23 -> 37 GFLOP/s, C = 8 -> 32 47 -> 102, RGB 7x7/2
-    58 -> 101; C = 1 5x5 51 packed against 37); at C = 1 3x3 the two tie."""
+    58 -> 101; C = 1 5x5 51 packed against 37); at C = 1 3x3 the two tie. Where merged_run merges the taps
+    of a kernel row it beats this copy too (one core, AVX-512: C = 1 3x3 29 -> 37 GFLOP/s, 5x5 49 -> 55,
+    7x7 level), so callers take this path only where no run merges (dilated kernels)."""
     return reduction_chunks(ntaps, cin) == 1 and ntaps > 1 and cin == 1
 
 
@@ -247,18 +298,22 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
     cdef Py_ssize_t nblocks = (M + MC - 1) // MC
     cdef Py_ssize_t a_len = MC * (ntaps if ntaps > 0 else 1)
-    cdef bint packed = few_channels(ntaps, grid.cin)
+    cdef Py_ssize_t run = merged_run(&grid, tap_h, tap_w, ntaps)
+    cdef bint packed = run == 1 and few_channels(ntaps, grid.cin)
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t task, g, m0, mc, tid
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
-    if aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL)):
+    cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
+    if (aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL))
+            or (run > 1 and edge_all == NULL)):
         free(aptr_all)
         free(crow_all)
         scratch_free(apack_all)
         free(prow_all)
+        scratch_free(edge_all)
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
@@ -269,11 +324,13 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
             igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
                        aptr_all + tid * a_len, crow_all + tid * MC,
                        apack_all + tid * MC * red if packed else NULL,
-                       prow_all + tid * MR if packed else NULL, w, tap_off)
+                       prow_all + tid * MR if packed else NULL, w, tap_off, run,
+                       edge_all + tid * MC * red if run > 1 else NULL)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)
     free(prow_all)
+    scratch_free(edge_all)
     return 0
 
 
@@ -293,14 +350,21 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     Returns 0, or -1 when the per-thread tables cannot be allocated."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
-    cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0
+    cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0, max_merged = 0
     cdef Py_ssize_t ncw, bands, task, g, rest, n, q, cw, m0, mc, tid, t0, nt
     cdef ConvGrid pg
+    cdef Py_ssize_t* runs = <Py_ssize_t*> malloc((nphases + 1) * sizeof(Py_ssize_t))
+    if runs == NULL:
+        return -1
     for ph in range(nphases):
         max_qh = phases[ph].qh if phases[ph].qh > max_qh else max_qh
         max_qw = phases[ph].qw if phases[ph].qw > max_qw else max_qw
         max_nt = phases[ph].nt if phases[ph].nt > max_nt else max_nt
-        if few_channels(phases[ph].nt, grid.cin) and phases[ph].nt * grid.cin > max_red:
+        runs[ph] = merged_run(&grid, tap_h + phases[ph].t0, tap_w + phases[ph].t0, phases[ph].nt) \
+            if phases[ph].nt > 0 else 1
+        if runs[ph] > 1 and phases[ph].nt * grid.cin > max_merged:
+            max_merged = phases[ph].nt * grid.cin
+        if runs[ph] == 1 and few_channels(phases[ph].nt, grid.cin) and phases[ph].nt * grid.cin > max_red:
             max_red = phases[ph].nt * grid.cin
     ncw = (max_qw + MC - 1) // MC
     bands = grid.N * max_qh * ncw
@@ -308,11 +372,14 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * max_red + 1) * sizeof(real))
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*))
-    if aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL:
+    cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * max_merged + 1) * sizeof(real))
+    if aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL or edge_all == NULL:
         free(aptr_all)
         free(crow_all)
         scratch_free(apack_all)
         free(prow_all)
+        scratch_free(edge_all)
+        free(runs)
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
@@ -334,10 +401,13 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                 mc = pg.Qw - cw * MC if pg.Qw - cw * MC < MC else MC
                 igemm_rows(src, dst, &pg, tap_h + t0, tap_w + t0, nt, panels + panel_off[ph], zeros, ep, g,
                            m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
-                           apack_all + tid * MC * max_red if few_channels(nt, grid.cin) else NULL,
-                           prow_all + tid * MR, NULL, NULL)
+                           apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
+                           else NULL,
+                           prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)
     free(prow_all)
+    scratch_free(edge_all)
+    free(runs)
     return 0

@@ -440,11 +440,11 @@ cdef int build_taps(Plan* p) noexcept nogil:
             p.phases[ph].rh, p.phases[ph].rw = rh, rw
             p.phases[ph].qh, p.phases[ph].qw = ceil_div(p.H - rh, p.sh), ceil_div(p.W - rw, p.sw)
             p.phases[ph].t0 = t
-            for i in range(p.kh):
-                nh = rh + p.pt - i * p.dh
+            for i in range(p.kh - 1, -1, -1):        # flipped, so a phase's taps read dy left to right
+                nh = rh + p.pt - i * p.dh                 # (merged_run merges a row of them)
                 if nh % p.sh:
                     continue
-                for j in range(p.kw):
+                for j in range(p.kw - 1, -1, -1):
                     nw = rw + p.pl - j * p.dw
                     if nw % p.sw:
                         continue
@@ -669,7 +669,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
     cdef Py_ssize_t* panel_off
     cdef ConvGrid grid
     cdef real* panels = <real*> scratch_alloc((p.groups * ncolp * p.ntaps * cin * NR + 1) * sizeof(real))
-    cdef real* zeros = <real*> calloc(cin + 1, sizeof(real))
+    cdef real* zeros = <real*> calloc(p.ntaps * cin + 1, sizeof(real))   # a merged tap reads taps x cin
     cdef int status = 0
     if panels == NULL or zeros == NULL:
         scratch_free(panels)
