@@ -131,6 +131,10 @@ KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_MR, KC_NV)
  * where the 8 x 32 tile would leave half its columns empty on a 16-filter layer). */
 KC_DEFINE_IGEMM(kc_igemm_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1)
 KC_DEFINE_IGEMM(kc_igemm_narrow_f64, double, kc_vf64, kc_vi64, 2 * KC_MR, 1)
+/* The half tile, for the last column panel of a layer whose output channels leave at most one vector
+ * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
+KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)
+KC_DEFINE_IGEMM(kc_igemm_half_f64, double, kc_vf64, kc_vi64, KC_MR, 1)
 
 /* Depthwise convolution: every channel is its own 1-channel convolution, so there is no reduction over
  * channels for a GEMM tile to use. Channels go across the vector lanes instead, and the same register tile

@@ -63,15 +63,20 @@ cdef inline void igemm_tile_final(int ntaps, int kc, const real* const* a, long 
                                   const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
                                   int accumulate, const real* bias, int clamp, bint narrow) noexcept nogil:
     """The micro-kernel (the narrow tile when narrow) with + bias (or NULL), relu (clamp 1) or relu6 (2)
-    applied in registers before the store; bias NULL and clamp 0 on every call but a tile's last."""
+    applied in registers before the store; bias NULL and clamp 0 on every call but a tile's last. A wide
+    tile with at most half its columns live runs as the half tile (same rows, one vector of columns)."""
     if real is float:
         if narrow:
             kc_igemm_narrow_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        elif 2 * nr <= KC_NR_F32:
+            kc_igemm_half_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
         else:
             kc_igemm_f32(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
     else:
         if narrow:
             kc_igemm_narrow_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        elif 2 * nr <= KC_NR_F64:
+            kc_igemm_half_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
         else:
             kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
