@@ -61,7 +61,8 @@ cdef extern from "kconv_api.h" nogil:
 # auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
 cdef enum:
     AUTO_MIN_CHANNELS = 64
-    AUTO_MIN_GRAD_CHANNELS = 64
+    AUTO_MIN_GRAD_CHANNELS = 64    # 1-D (F(4, 3))
+    AUTO_MIN_GRAD_CHANNELS_2D = 128
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
@@ -369,12 +370,19 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     if algo == KC_ALGO_AUTO:
         if p.kh == 3:
             p.grad_m = 2
-        # below 64 channels in or out the direct filter gradient wins (32x32x32->32: 4.5 ms against 5.9
-        # for F(2x2); 128 channels: 8.8 against 5.6 ms; benchmarks/bench_layers.py)
+        # below 64 channels in or out the direct filter gradient wins (1-D, and 2-D at 32: 32x32x32->32 4.5 ms
+        # against 5.9 for F(2x2)); in 2-D also at 64 since its kernel was rewritten (batch 8, C = K = 64:
+        # 56x56 7.1 ms against 8.1, 28x28 2.1 / 2.2, 14x14 0.79 / 0.90, 8x8 0.50 / 0.63); F(2x2) wins from
+        # 128 on maps of 14x14 and up (28x28x128 5.8 against 6.6 ms, 28x28x256 21.5 / 28.2; level at 14x14)
+        # and loses on 8x8 (0.97 against 1.45 ms): `python benchmarks/algorithm_sweep.py --passes dw
+        # --batch 8 --maps 56,28,14,8 --channels 64,128,256`, 2-CPU AVX-512 Xeon
         if p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
             p.grad_m = 0
-        # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512)
-        if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < p.cg * p.kg:
+        if p.kh == 3 and (p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D):
+            p.grad_m = 0
+        # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512,
+        # 1.5x on 8x8x8x128, where tiles x (C + K) is 2 C K)
+        if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) <= 2 * p.cg * p.kg:
             p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
