@@ -90,6 +90,9 @@ def build_parser():
                    help="batch size for every model and layer (default: each one's own)")
     p.add_argument("--threads", type=_positive, default=None,
                    help="threads for kconv and TensorFlow's intra-op pool (default: all the CPUs allowed)")
+    p.add_argument("--inter-op", type=_positive, default=None, metavar="N",
+                   help="TensorFlow's inter-op threads, for both contenders (default: TensorFlow's own; 1 makes "
+                        "one thread the caller of every kconv op: see the README's Threads section)")
     p.add_argument("--rounds", "--repeats", dest="rounds", type=_positive, default=None,
                    help="timed blocks per contender (default 7, --quick 5)")
     p.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
@@ -189,6 +192,8 @@ def main(argv=None):
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         kconv.set_num_threads(args.threads)
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     threads = kconv.get_num_threads()
     scale_layer = _scaling_layer(layers) if want_scaling else None
     scale_counts = _thread_counts(threads) if want_scaling else []
@@ -202,6 +207,7 @@ def main(argv=None):
     cfg = kconv.config()
     machine = dict(cpu=cpu_name(), cpus=os.cpu_count(), isa=cfg["isa"], threads=threads,
                    tf_intra_op=tf.config.threading.get_intra_op_parallelism_threads() or threads,
+                   tf_inter_op=tf.config.threading.get_inter_op_parallelism_threads() or None,
                    roof_gflops=roof, roof_1thread_gflops=roof1, tensorflow=tf.__version__,
                    keras=keras.__version__, kconv=cfg["version"], op_path=op["path"], op_reason=op.get("reason"),
                    openmp=cfg["openmp"], platform=platform.platform(), numpy=np.__version__)
@@ -308,7 +314,9 @@ def selection(args):
 def machine_line(m):
     op = "native op" if m["op_path"] == "native" else f"tf.numpy_function FALLBACK ({m.get('op_reason')})"
     return (f"machine: {m['cpu']}, {m['cpus']} CPUs | ISA: {m['isa']} | threads: kconv {m['threads']}, "
-            f"TensorFlow intra-op {m['tf_intra_op']} | roof: {m['roof_gflops']:.1f} GFLOP/s fp32 FMA on "
+            f"TensorFlow intra-op {m['tf_intra_op']}"
+            f"{', inter-op ' + str(m['tf_inter_op']) if m.get('tf_inter_op') else ''} | "
+            f"roof: {m['roof_gflops']:.1f} GFLOP/s fp32 FMA on "
             f"{m['threads']} threads | TensorFlow {m['tensorflow']}, Keras {m['keras']}, kconv {m['kconv']} ({op})")
 
 
