@@ -6,7 +6,8 @@ GCC's OpenMP runtime gives every thread that opens a parallel region a team of i
 graph's ops on several inter-op threads, so kconv's calls come from several callers, each with a team. This
 script calls the numpy API (no TensorFlow) from N Python threads in turn, one call at a time, with weights
 and inputs rotating as in training, and prints ms per call: the median, and the first calls after a 100 ms
-pause (medians over rounds). README, Known limits, quotes it.
+pause (medians over rounds). README, Threads, quotes it: run it with KCONV_BIND_THREADS=0 to see the calls
+without kconv's team binding (pyx/team_binding.pxi), and without that variable to see them with it.
 """
 import argparse
 import queue
@@ -71,7 +72,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     import kconv
     from kconv._config import cpu_name
-    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, threads {kconv.get_num_threads()}")
+    import os
+    binding = "off" if os.environ.get("KCONV_BIND_THREADS", "1").startswith("0") else "on"
+    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, threads {kconv.get_num_threads()}, "
+          f"team binding {binding}")
     for name in args.layer.split(","):
         x_shape, w_shape = LAYERS[name]
         for n in (int(c) for c in args.callers.split(",")):

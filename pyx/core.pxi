@@ -12,6 +12,7 @@ include "depthwise.pxi"
 include "winograd.pxi"
 include "winograd_filter_grad.pxi"
 include "winograd_matrices.pxi"
+include "team_binding.pxi"
 include "plan.pxi"
 
 ISA = KC_ISA.decode()

@@ -1,0 +1,195 @@
+# Keeping one call's OpenMP team on distinct CPUs when it takes all of them.
+#
+# GCC's OpenMP runtime gives every calling thread its own team, and TensorFlow calls kconv's ops from several
+# inter-op threads. With passive waiting every fork and barrier is a sleep and a wake-up, and Linux places a
+# woken thread near its waker: with no idle slack (a team as large as the CPUs) the worker often lands on
+# the caller's CPU while the other CPU idles, and the two take turns on one core for milliseconds
+# (`perf sched timehist`: a 6 ms call run on one CPU of two). So a call that holds every CPU pins its caller
+# to the CPU it is on and each worker to one of the others, and gives the caller its own mask back on return.
+# Workers stay pinned between calls; they move when their caller turns up on another CPU.
+#
+# When calls overlap (a training step runs the input and filter gradients at once) there are more threads
+# than CPUs and only the scheduler can share them: a call that starts beside a pinned team sets that team
+# free, and gradient calls do not pin within a second of an overlap. Forward calls always may.
+# Off with KCONV_BIND_THREADS=0, and when the user binds OpenMP's threads (OMP_PROC_BIND, OMP_PLACES).
+from libc.stdlib cimport getenv
+
+cdef extern from *:
+    """
+    #ifdef __linux__
+    #include <sched.h>
+    #include <time.h>
+    #include <unistd.h>
+    #include <sys/syscall.h>
+    typedef cpu_set_t kc_cpu_mask;
+    static inline int kc_this_cpu(void) { return sched_getcpu(); }
+    static inline int kc_this_tid(void) { return (int)syscall(SYS_gettid); }
+    static inline int kc_get_mask(kc_cpu_mask *m) { return sched_getaffinity(0, sizeof *m, m); }
+    static inline int kc_set_mask(int tid, const kc_cpu_mask *m) { return sched_setaffinity(tid, sizeof *m, m); }
+    static inline int kc_mask_has(const kc_cpu_mask *m, int cpu) { return CPU_ISSET(cpu, m); }
+    static inline int kc_pin_self(int cpu) {
+        cpu_set_t one; CPU_ZERO(&one); CPU_SET(cpu, &one);
+        return sched_setaffinity(0, sizeof one, &one);
+    }
+    static inline double kc_seconds(void) {
+        struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec;
+    }
+    #define KC_MASK_CPUS CPU_SETSIZE
+    #else   /* no thread affinity here: binding stays off */
+    typedef int kc_cpu_mask;
+    static inline int kc_this_cpu(void) { return -1; }
+    static inline int kc_this_tid(void) { return 0; }
+    static inline int kc_get_mask(kc_cpu_mask *m) { (void)m; return -1; }
+    static inline int kc_set_mask(int tid, const kc_cpu_mask *m) { (void)tid; (void)m; return -1; }
+    static inline int kc_mask_has(const kc_cpu_mask *m, int cpu) { (void)m; (void)cpu; return 0; }
+    static inline int kc_pin_self(int cpu) { (void)cpu; return -1; }
+    static inline double kc_seconds(void) { return 0; }
+    #define KC_MASK_CPUS 0
+    #endif
+    static inline void kc_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+    /* Per calling thread (each has its own OpenMP team): the CPU its workers were pinned around (-1: none),
+     * the team size, the release generation it was pinned in, and the team's thread ids (caller first). */
+    #define KC_MAX_TEAM 64
+    static __thread int kc_team_caller_cpu = -1;
+    static __thread int kc_team_size = 0;
+    static __thread long kc_team_generation = -1;
+    static __thread int kc_team_tids[KC_MAX_TEAM];
+    """
+    ctypedef struct kc_cpu_mask:
+        pass
+    int KC_MASK_CPUS, KC_MAX_TEAM
+    int kc_this_cpu() nogil
+    int kc_this_tid() nogil
+    int kc_get_mask(kc_cpu_mask* m) nogil
+    int kc_set_mask(int tid, const kc_cpu_mask* m) nogil
+    int kc_mask_has(const kc_cpu_mask* m, int cpu) nogil
+    int kc_pin_self(int cpu) nogil
+    double kc_seconds() nogil
+    void kc_full_fence() nogil
+    int kc_team_caller_cpu
+    int kc_team_size
+    long kc_team_generation
+    int kc_team_tids[64]
+
+cdef double OVERLAP_MEMORY_S = 1.0      # gradient calls stay unpinned this long after calls overlapped
+
+cdef int g_bind_enabled = -1            # -1: not decided yet (decided at the first call that could bind)
+cdef int g_bind_cpus[64]                # the process's CPUs, ascending
+cdef int g_bind_ncpus = 0
+cdef kc_cpu_mask g_process_mask
+# The team pinned now, published so that a call starting beside it can set it free. Behind g_pinned_lock.
+cdef int g_pinned_lock = 0
+cdef int g_pinned_tids[64]
+cdef int g_pinned_n = 0
+cdef long g_release_generation = 0      # bumped whenever a pinned team is set free
+cdef double g_last_overlap = -1e9       # when a call last started beside another
+cdef long g_bound_calls = 0             # diagnostics (binding_counts)
+cdef long g_worker_pinnings = 0
+
+
+def binding_counts():
+    """Since import: (calls that pinned their team, times a team's workers were moved, teams set free)."""
+    return g_bound_calls, g_worker_pinnings, g_release_generation
+
+
+cdef void decide_binding() noexcept nogil:
+    """On unless switched off, or OpenMP binds threads itself, or the process has 1 or more than 64 CPUs;
+    reads the process's CPUs once."""
+    global g_bind_enabled, g_bind_ncpus
+    cdef const char* env = getenv("KCONV_BIND_THREADS")
+    cdef int cpu
+    g_bind_ncpus = 0
+    if (env != NULL and env[0] == c'0') or getenv("OMP_PROC_BIND") != NULL or getenv("OMP_PLACES") != NULL \
+            or kc_get_mask(&g_process_mask) != 0:
+        g_bind_enabled = 0
+        return
+    for cpu in range(KC_MASK_CPUS):
+        if kc_mask_has(&g_process_mask, cpu):
+            if g_bind_ncpus == KC_MAX_TEAM:
+                g_bind_enabled = 0
+                return
+            g_bind_cpus[g_bind_ncpus] = cpu
+            g_bind_ncpus += 1
+    g_bind_enabled = 1 if g_bind_ncpus >= 2 else 0
+
+
+cdef void pin_workers(int n, int caller_cpu, int* tids) noexcept nogil:
+    """Worker t of the calling thread's team (t = 1 .. n-1) onto the t-th of the process's CPUs other than
+    caller_cpu; each notes its thread id in tids[t]. OpenMP hands a team's thread numbers to the same pooled
+    threads call after call."""
+    cdef int t, i, slot
+    for t in prange(n, num_threads=n, schedule='static', chunksize=1):
+        if t > 0:
+            tids[t] = kc_this_tid()
+            slot = 0
+            for i in range(g_bind_ncpus):
+                if g_bind_cpus[i] != caller_cpu:
+                    slot = slot + 1
+                    if slot == t:
+                        kc_pin_self(g_bind_cpus[i])
+                        break
+
+
+cdef void free_pinned_team() noexcept nogil:
+    """Give the pinned team's threads the whole process mask back."""
+    global g_pinned_n, g_release_generation
+    cdef int i
+    kc_lock(&g_pinned_lock)
+    for i in range(g_pinned_n):
+        kc_set_mask(g_pinned_tids[i], &g_process_mask)
+    if g_pinned_n:
+        g_release_generation += 1
+    g_pinned_n = 0
+    kc_unlock(&g_pinned_lock)
+
+
+cdef int bind_team(int n, kc_cpu_mask* saved, bint forward) noexcept nogil:
+    """Called once a call has claimed its n threads. Pins a team that holds every CPU and returns 1: the
+    caller's own mask, kept in saved, goes back with unbind_team. A call that finds others running frees
+    whatever team is pinned."""
+    global kc_team_caller_cpu, kc_team_size, kc_team_generation
+    global g_pinned_n, g_bound_calls, g_worker_pinnings, g_last_overlap
+    cdef int cpu, i
+    cdef long generation
+    if g_bind_enabled < 0:
+        decide_binding()
+    if not g_bind_enabled:
+        return 0
+    if kc_threads_held() > n:
+        g_last_overlap = kc_seconds()
+        kc_full_fence()
+        if g_pinned_n:
+            free_pinned_team()
+        return 0
+    if n != g_bind_ncpus or (not forward and kc_seconds() - g_last_overlap < OVERLAP_MEMORY_S):
+        return 0
+    cpu = kc_this_cpu()
+    if cpu < 0 or kc_get_mask(saved) != 0 or kc_pin_self(cpu) != 0:
+        return 0
+    generation = g_release_generation      # a stale read costs one needless or one missed pinning
+    if kc_team_caller_cpu != cpu or kc_team_size != n or kc_team_generation != generation:
+        kc_team_tids[0] = kc_this_tid()
+        pin_workers(n, cpu, kc_team_tids)
+        kc_team_caller_cpu, kc_team_size, kc_team_generation = cpu, n, generation
+        g_worker_pinnings += 1
+    kc_lock(&g_pinned_lock)
+    for i in range(n):
+        g_pinned_tids[i] = kc_team_tids[i]
+    g_pinned_n = n
+    g_bound_calls += 1
+    kc_unlock(&g_pinned_lock)
+    kc_full_fence()
+    if kc_threads_held() > n:       # a call started while this one was pinning, and may have missed it
+        free_pinned_team()
+    return 1
+
+
+cdef void unbind_team(int bound, const kc_cpu_mask* saved) noexcept nogil:
+    global g_pinned_n
+    if bound:
+        kc_lock(&g_pinned_lock)
+        if g_pinned_n and g_pinned_tids[0] == kc_team_tids[0]:
+            g_pinned_n = 0
+        kc_unlock(&g_pinned_lock)
+        kc_set_mask(0, saved)
