@@ -850,7 +850,7 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
     if bias != NULL or p.act != ACT_LINEAR:
         use = &ep
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 1)
+    bound = bind_team(n_threads, &saved, 1, p.flops)
     if p.depthwise:
         status = depthwise_forward_run(p, x, w, y, use, n_threads)
     elif p.fwd_m:
@@ -885,7 +885,7 @@ cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, const 
     if bias != NULL or p.act != ACT_LINEAR:
         use = &ep
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 0)
+    bound = bind_team(n_threads, &saved, 0, p.flops)
     if p.Ho * p.Wo * p.K == 0:
         memset(dx, 0, p.N * p.H * p.W * p.C * sizeof(real))
         if use != NULL:
@@ -1020,7 +1020,7 @@ cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real*
         memset(dw, 0, nw * sizeof(real))
         return 0
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 0)
+    bound = bind_team(n_threads, &saved, 0, p.flops)
     if p.depthwise:
         status = depthwise_filter_run(p, x, dy, dw, n_threads)
     elif p.grad_m:
@@ -1101,7 +1101,7 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
     if rows < 0 or K < 0:
         return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
     n_threads = claim_threads(20.0 * rows * K, threads)
-    bound = bind_team(n_threads, &saved, 0)
+    bound = bind_team(n_threads, &saved, 0, 20.0 * rows * K)
     if dtype == KC_FLOAT32:
         status = activation_grad_run(act, rows, K, <const float*> dy, <const float*> y, <const float*> z,
                                      <float*> dz, <float*> db, n_threads)

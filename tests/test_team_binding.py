@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(CPUS < 2 or not _runtime.openmp_enabled(),
 
 
 def _big_forward(rng):
-    """A forward pass that takes every CPU (well above kconv's 2 MFLOP per thread)."""
+    """A forward pass that takes every CPU and is big enough to pin (151 MFLOP)."""
     x = rng.standard_normal((8, 32, 32, 32), dtype=np.float32)
     w = rng.standard_normal((3, 3, 32, 32), dtype=np.float32)
     return lambda: ops.conv2d(x, w, 1, "SAME")
@@ -68,6 +68,15 @@ def test_a_call_with_fewer_threads_than_cpus_pins_nothing(restore_threads, rng):
     assert core.binding_counts() == before
 
 
+def test_a_small_call_pins_nothing(all_cpus, rng):
+    """Under 128 MFLOP pinning costs more than it saves (inside a graph, ~0.2 ms a call)."""
+    x = rng.standard_normal((8, 8, 8, 64), dtype=np.float32)     # 38 MFLOP: still two threads
+    w = rng.standard_normal((3, 3, 64, 64), dtype=np.float32)
+    before = core.binding_counts()
+    ops.conv2d(x, w, 1, "SAME")
+    assert core.binding_counts() == before
+
+
 def test_a_call_starting_beside_a_pinned_team_sets_it_free(all_cpus, rng):
     """The second call means more threads than CPUs: only the scheduler can share them, so the first
     call's pinned threads get the whole process mask back while it runs."""
@@ -95,9 +104,9 @@ def _outputs_in_subprocess(env_extra, tmp_path, name):
         "import numpy as np, kconv\n"
         "from kconv import ops\n"
         "rng = np.random.default_rng(7)\n"
-        "x = rng.standard_normal((8, 20, 20, 24), dtype=np.float32)\n"
-        "w = rng.standard_normal((3, 3, 24, 40), dtype=np.float32)\n"
-        "dy = rng.standard_normal((8, 20, 20, 40), dtype=np.float32)\n"
+        "x = rng.standard_normal((8, 32, 32, 32), dtype=np.float32)\n"
+        "w = rng.standard_normal((3, 3, 32, 48), dtype=np.float32)\n"
+        "dy = rng.standard_normal((8, 32, 32, 48), dtype=np.float32)\n"
         "out = [ops.conv2d(x, w, 1, 'SAME', algorithm=a) for a in ('direct', 'winograd')]\n"
         "out += [ops.conv2d_backprop_input(x.shape, w, dy, 1, 'SAME'),\n"
         "        ops.conv2d_backprop_filter(x, w.shape, dy, 1, 'SAME')]\n"
