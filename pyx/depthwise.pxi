@@ -245,11 +245,15 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
     if tables == NULL:
         return -1
     inside_range(tap_w, ntaps, grid.step_w, grid.Ws, grid.Qw, &qlo, &qhi)
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):
         tid = threadid()
         a = tables + tid * per_thread
         base = tables + tid * per_thread + DW_PIXELS * ntaps
-        for s in prange(nsplit, schedule='dynamic'):
+        while True:
+            s = next_task(&next_t, nsplit, tid, n_threads)
+            if s >= nsplit:
+                break
             out = partial + s * plane
             for k in range(plane):
                 out[k] = 0

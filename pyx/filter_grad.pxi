@@ -146,6 +146,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         free(crow_all)
         free(off_all)
         return -1
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):
         tid = threadid()
         b = scratch + tid * per_thread
@@ -153,7 +154,10 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         aptr = aptr_all + tid * ch.per_chunk * MR
         crow = crow_all + tid * MR
         tapoff = off_all + tid * MR
-        for task in prange(nsplit * grid.groups * nblocks, schedule='dynamic'):
+        while True:
+            task = next_task(&next_t, nsplit * grid.groups * nblocks, tid, n_threads)
+            if task >= nsplit * grid.groups * nblocks:
+                break
             s = task // (grid.groups * nblocks)
             g = (task // nblocks) % grid.groups
             c0 = (task % nblocks) * cblock

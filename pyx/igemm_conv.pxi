@@ -315,9 +315,13 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
         free(prow_all)
         scratch_free(edge_all)
         return -1
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):
         tid = threadid()
-        for task in prange(grid.groups * nblocks, schedule='dynamic'):
+        while True:
+            task = next_task(&next_t, grid.groups * nblocks, tid, n_threads)
+            if task >= grid.groups * nblocks:
+                break
             g = task // nblocks
             m0 = (task - g * nblocks) * MC
             mc = M - m0 if M - m0 < MC else MC
@@ -381,10 +385,14 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
         scratch_free(edge_all)
         free(runs)
         return -1
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):
         tid = threadid()
         pg = grid
-        for task in prange(grid.groups * bands, schedule='dynamic'):
+        while True:
+            task = next_task(&next_t, grid.groups * bands, tid, n_threads)
+            if task >= grid.groups * bands:
+                break
             g = task // bands
             rest = task - g * bands
             n = rest // (max_qh * ncw)

@@ -52,6 +52,8 @@ cdef extern from "microkernel.h" nogil:
     int kc_claim_threads(int want, int cpus)
     void kc_release_threads(int n)
     long kc_threads_held()
+    long kc_next_task(long* next, long total, long tid, int team, int cpus)
+    long kc_stand_down_count()
     int kc_openmp_enabled()
     void kc_count_pass(int p)
     void kc_lock(int* lock)

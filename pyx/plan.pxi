@@ -81,10 +81,9 @@ cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
 cdef long INT32_LIMIT = 2147483647
 
 # Threads: kconv.set_num_threads (0: unset) and the CPUs this process may use (affinity and cgroup quota),
-# pushed here by kconv._threads; unset, OpenMP's setting is asked at each call, capped at the CPUs. Below FLOPS_PER_THREAD of work per thread,
+# pushed here by kconv._threads (g_cpus lives in tile.pxi, beside next_task); unset, OpenMP's setting is asked at each call, capped at the CPUs. Below FLOPS_PER_THREAD of work per thread,
 # another thread costs more to wake than it saves.
 cdef int g_thread_setting = 0
-cdef int g_cpus = 1
 cdef double FLOPS_PER_THREAD = 2e6
 
 
@@ -102,6 +101,12 @@ def pass_counts():
 def threads_held():
     """Threads held by kernel calls running now (0 when idle)."""
     return kc_threads_held()
+
+
+def stand_downs():
+    """Times a helper thread stood down because overlapping calls held more threads than CPUs (since
+    import): a diagnostic for benchmarks/callers.py and the tests."""
+    return kc_stand_down_count()
 
 
 # A child forked after this process ran an OpenMP team must stay on its own thread: GCC's OpenMP runtime is

@@ -8,9 +8,10 @@
 # to the CPU it is on and each worker to one of the others, and gives the caller its own mask back on return.
 # Workers stay pinned between calls; they move when their caller turns up on another CPU.
 #
-# When calls overlap (a training step runs the input and filter gradients at once) there are more threads
-# than CPUs and only the scheduler can share them: a call that starts beside a pinned team sets that team
-# free, and gradient calls do not pin within a second of an overlap. Forward calls always may.
+# When calls overlap (a training step runs the input and filter gradients at once, a model runs branches at
+# once) each call's workers stand down (microkernel.h, kc_next_task) and the callers work alone: each caller
+# takes a CPU no other running call's caller sits on (a "seat"), so two callers never share one CPU while the
+# other idles, and a worker that rejoins when the other call ends finds its CPU free.
 # Off with KCONV_BIND_THREADS=0, and when the user binds OpenMP's threads (OMP_PROC_BIND, OMP_PLACES).
 from libc.stdlib cimport getenv
 
@@ -46,14 +47,15 @@ cdef extern from *:
     static inline double kc_seconds(void) { return 0; }
     #define KC_MASK_CPUS 0
     #endif
-    static inline void kc_full_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+    static inline int kc_take_seat(int *seat) { return __atomic_exchange_n(seat, 1, __ATOMIC_ACQ_REL) == 0; }
+    static inline void kc_leave_seat(int *seat) { __atomic_store_n(seat, 0, __ATOMIC_RELEASE); }
 
     /* Per calling thread (each has its own OpenMP team): the CPU its workers were pinned around (-1: none),
-     * the team size, the release generation it was pinned in, and the team's thread ids (caller first). */
+     * the team size, the seat its running call took, and the team's thread ids (caller first). */
     #define KC_MAX_TEAM 64
     static __thread int kc_team_caller_cpu = -1;
     static __thread int kc_team_size = 0;
-    static __thread long kc_team_generation = -1;
+    static __thread int kc_team_seat = -1;
     static __thread int kc_team_tids[KC_MAX_TEAM];
     """
     ctypedef struct kc_cpu_mask:
@@ -65,14 +67,13 @@ cdef extern from *:
     int kc_set_mask(int tid, const kc_cpu_mask* m) nogil
     int kc_mask_has(const kc_cpu_mask* m, int cpu) nogil
     int kc_pin_self(int cpu) nogil
-    double kc_seconds() nogil
-    void kc_full_fence() nogil
+    int kc_take_seat(int* seat) nogil
+    void kc_leave_seat(int* seat) nogil
     int kc_team_caller_cpu
     int kc_team_size
-    long kc_team_generation
+    int kc_team_seat
     int kc_team_tids[64]
 
-cdef double OVERLAP_MEMORY_S = 1.0      # gradient calls stay unpinned this long after calls overlapped
 # Pinning costs a sub-millisecond call inside a graph ~0.2 ms (3x3 8x8x64 batch 8: 0.52 -> 0.72 ms; from numpy
 # nothing), while the stacked threads it prevents cost calls of several ms up to half their speed.
 cdef double BIND_MIN_FLOPS = 128e6
@@ -81,19 +82,16 @@ cdef int g_bind_enabled = -1            # -1: not decided yet (decided at the fi
 cdef int g_bind_cpus[64]                # the process's CPUs, ascending
 cdef int g_bind_ncpus = 0
 cdef kc_cpu_mask g_process_mask
-# The team pinned now, published so that a call starting beside it can set it free. Behind g_pinned_lock.
-cdef int g_pinned_lock = 0
-cdef int g_pinned_tids[64]
-cdef int g_pinned_n = 0
-cdef long g_release_generation = 0      # bumped whenever a pinned team is set free
-cdef double g_last_overlap = -1e9       # when a call last started beside another
+cdef int g_seated[64]                   # 1 where the caller of a running call is pinned (g_bind_cpus order)
 cdef long g_bound_calls = 0             # diagnostics (binding_counts)
 cdef long g_worker_pinnings = 0
+cdef long g_moved_callers = 0
 
 
 def binding_counts():
-    """Since import: (calls that pinned their team, times a team's workers were moved, teams set free)."""
-    return g_bound_calls, g_worker_pinnings, g_release_generation
+    """Since import: (calls that pinned their team, times a team's workers were moved, calls whose caller
+    moved to a CPU no other running call's caller had)."""
+    return g_bound_calls, g_worker_pinnings, g_moved_callers
 
 
 cdef void decide_binding() noexcept nogil:
@@ -134,67 +132,52 @@ cdef void pin_workers(int n, int caller_cpu, int* tids) noexcept nogil:
                         break
 
 
-cdef void free_pinned_team() noexcept nogil:
-    """Give the pinned team's threads the whole process mask back."""
-    global g_pinned_n, g_release_generation
-    cdef int i
-    kc_lock(&g_pinned_lock)
-    for i in range(g_pinned_n):
-        kc_set_mask(g_pinned_tids[i], &g_process_mask)
-    if g_pinned_n:
-        g_release_generation += 1
-    g_pinned_n = 0
-    kc_unlock(&g_pinned_lock)
+cdef inline bint take_seat(int i) noexcept nogil:
+    return kc_take_seat(&g_seated[i])
 
 
 cdef int bind_team(int n, kc_cpu_mask* saved, bint forward, double flops) noexcept nogil:
-    """Called once a call of `flops` has claimed its n threads. Pins a team that holds every CPU (for a call
-    of at least BIND_MIN_FLOPS) and returns 1: the
-    caller's own mask, kept in saved, goes back with unbind_team. A call that finds others running frees
-    whatever team is pinned."""
-    global kc_team_caller_cpu, kc_team_size, kc_team_generation
-    global g_pinned_n, g_bound_calls, g_worker_pinnings, g_last_overlap
-    cdef int cpu, i
-    cdef long generation
+    """Called once a call of `flops` has claimed its n threads. A team that holds every CPU (for a call of at
+    least BIND_MIN_FLOPS) gets its caller pinned to a CPU no other running call's caller sits on (the one
+    it is on, when free) and its workers to the others; returns 1, and the caller's own mask, kept in
+    saved, goes back with unbind_team. Calls that overlap thus sit their callers on distinct CPUs, and
+    their workers, which stand down while calls overlap (microkernel.h, kc_next_task), rejoin each on a CPU
+    of its own when the others finish."""
+    global kc_team_caller_cpu, kc_team_size, kc_team_seat
+    global g_bound_calls, g_worker_pinnings, g_moved_callers
+    cdef int cpu, i, seat = -1
     if g_bind_enabled < 0:
         decide_binding()
-    if not g_bind_enabled:
-        return 0
-    if kc_threads_held() > n:
-        g_last_overlap = kc_seconds()
-        kc_full_fence()
-        if g_pinned_n:
-            free_pinned_team()
-        return 0
-    if n != g_bind_ncpus or flops < BIND_MIN_FLOPS or \
-            (not forward and kc_seconds() - g_last_overlap < OVERLAP_MEMORY_S):
+    if not g_bind_enabled or n != g_bind_ncpus or flops < BIND_MIN_FLOPS:
         return 0
     cpu = kc_this_cpu()
-    if cpu < 0 or kc_get_mask(saved) != 0 or kc_pin_self(cpu) != 0:
+    for i in range(g_bind_ncpus):
+        if g_bind_cpus[i] == cpu:
+            seat = i
+    if seat < 0 or not take_seat(seat):
+        seat = -1
+        for i in range(g_bind_ncpus):
+            if take_seat(i):
+                seat = i
+                break
+        if seat < 0:                    # more callers than CPUs: the scheduler shares them
+            return 0
+        g_moved_callers += 1
+    cpu = g_bind_cpus[seat]
+    if kc_get_mask(saved) != 0 or kc_pin_self(cpu) != 0:
+        kc_leave_seat(&g_seated[seat])
         return 0
-    generation = g_release_generation      # a stale read costs one needless or one missed pinning
-    if kc_team_caller_cpu != cpu or kc_team_size != n or kc_team_generation != generation:
+    kc_team_seat = seat
+    if kc_team_caller_cpu != cpu or kc_team_size != n:
         kc_team_tids[0] = kc_this_tid()
         pin_workers(n, cpu, kc_team_tids)
-        kc_team_caller_cpu, kc_team_size, kc_team_generation = cpu, n, generation
+        kc_team_caller_cpu, kc_team_size = cpu, n
         g_worker_pinnings += 1
-    kc_lock(&g_pinned_lock)
-    for i in range(n):
-        g_pinned_tids[i] = kc_team_tids[i]
-    g_pinned_n = n
     g_bound_calls += 1
-    kc_unlock(&g_pinned_lock)
-    kc_full_fence()
-    if kc_threads_held() > n:       # a call started while this one was pinning, and may have missed it
-        free_pinned_team()
     return 1
 
 
 cdef void unbind_team(int bound, const kc_cpu_mask* saved) noexcept nogil:
-    global g_pinned_n
     if bound:
-        kc_lock(&g_pinned_lock)
-        if g_pinned_n and g_pinned_tids[0] == kc_team_tids[0]:
-            g_pinned_n = 0
-        kc_unlock(&g_pinned_lock)
         kc_set_mask(0, saved)
+        kc_leave_seat(&g_seated[kc_team_seat])

@@ -20,6 +20,17 @@ cdef enum:
     COL_PANELS_PER_TASK = 16
 
 
+# The CPUs this process may use (set by plan.pxi's set_thread_config).
+cdef int g_cpus = 1
+
+
+cdef inline Py_ssize_t next_task(long* counter, Py_ssize_t total, Py_ssize_t tid, int team) noexcept nogil:
+    """The next task of a task loop whose tasks 0 .. total-1 are handed out from *counter (>= total: none
+    left). A helper thread stands down while overlapping calls hold more threads than there are CPUs
+    (microkernel.h, kc_next_task)."""
+    return kc_next_task(counter, total, tid, team, g_cpus)
+
+
 cdef inline int tile_rows(real* dummy) noexcept nogil:
     if real is float:
         return KC_MR_F32

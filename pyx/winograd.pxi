@@ -209,7 +209,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t wide = C if C > K else K
     cdef Py_ssize_t per_thread = A2 * C + A2 * wide + A2 * block * C + A2 * block * K + grid.mw * K
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
-    cdef int nonfinite = 0
+    cdef int nonfinite_seen[1]
     cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
@@ -226,6 +226,8 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
         free(aptr_all)
         free(crow_all)
         return -1
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
+    nonfinite_seen[0] = 0
     with parallel(num_threads=n_threads):
         tid = threadid()
         patch = scratch + tid * per_thread
@@ -235,7 +237,10 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
         out = mprod + A2 * block * K
         aptr = aptr_all + tid * MR
         crow = crow_all + tid * MR
-        for task in prange(nblocks, schedule='dynamic'):
+        while True:
+            task = next_task(&next_t, nblocks, tid, n_threads)
+            if task >= nblocks:
+                break
             t0 = task * block
             tb = tiles - t0 if tiles - t0 < block else block
             npan = (tb + MR - 1) // MR
@@ -256,13 +261,14 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
                                 crow[i] = mprod + row * K
                             igemm_tile(1, <int> kc, aptr, c0, bq, crow, j * NR, mr, nr, q > 0)
             for slot in range(tb):
-                nonfinite |= output_tile_transform(mprod, &grid, t0 + slot, ATh, ATw, tmp, out, y, slot, block)
+                if output_tile_transform(mprod, &grid, t0 + slot, ATh, ATw, tmp, out, y, slot, block):
+                    nonfinite_seen[0] = 1      # any thread may set it; none clears it
                 if ep != NULL:
                     epilogue_tile(y, &grid, t0 + slot, ep)
     scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
-    return 1 if nonfinite else 0
+    return 1 if nonfinite_seen[0] else 0
 
 
 cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
@@ -305,11 +311,15 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
         tmp = patch + A2 * C
         for t in prange(T, schedule='static'):
             input_tile_transform(x, &grid, t, BTh, BTw, patch, tmp, v, t, T)
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):          # stage 2: the alpha^2 products, by column block
         tid = threadid()
         aptr = aptr_all + tid * MR
         crow = crow_all + tid * MR
-        for task in prange(A2 * ncb, schedule='dynamic'):
+        while True:
+            task = next_task(&next_t, A2 * ncb, tid, n_threads)
+            if task >= A2 * ncb:
+                break
             xi = task // ncb
             jb = task - xi * ncb
             for q in range(nchunks):

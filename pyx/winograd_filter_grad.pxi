@@ -55,6 +55,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
     cdef Py_ssize_t wide = C if C > K else K
     cdef Py_ssize_t per_thread = A2 * wide + A2 * wide
     cdef Py_ssize_t t0, tb, s, task, xi, jb, j, kp, r, mr, nr, tid
+    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     # v is read NR values at a time from any channel: NR spare values keep the last row's reads in bounds
     cdef real* v = <real*> scratch_alloc((A2 * chunk * C + NR) * sizeof(real))
     cdef real* w = <real*> scratch_alloc(A2 * K * chunk * sizeof(real))
@@ -83,11 +84,15 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
             for s in prange(tb, schedule='static'):
                 input_tile_transform(x, &grid, t0 + s, BTh, BTw, patch, tmp, v, s, chunk)
                 output_gradient_tile_transform(dy, &grid, t0 + s, Ah, Aw, patch, tmp, w, s, chunk)
+        next_t = 0
         with parallel(num_threads=n_threads):      # M[xi] (+)= W[xi]^T V[xi], by xi and channel block
             tid = threadid()
             aptr = aptr_all + tid * krows
             crow = crow_all + tid * krows
-            for task in prange(A2 * ncb, schedule='dynamic'):
+            while True:
+                task = next_task(&next_t, A2 * ncb, tid, n_threads)
+                if task >= A2 * ncb:
+                    break
                 xi = task // ncb
                 jb = task - xi * ncb
                 for r in range(krows):     # row k of A is column k of W[xi] (K apart); rows past K repeat row 0

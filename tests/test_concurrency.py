@@ -1,15 +1,18 @@
 """Calls running at the same time (Python threads, TensorFlow's inter-op pool) share the cores and agree
 with sequential calls.
 
-kconv reserves each call's threads while it runs, so concurrent calls never start more helper threads than
-there are cores; every call keeps at least its caller's own thread.
+Each call holds its team while it runs; while calls overlap their helper threads stand down between tasks
+(microkernel.h, kc_next_task), so the cores run one thread per call, and a call left alone gets its team
+back.
 """
 import threading
 
 import numpy as np
 import pytest
 
+import kconv
 from kconv import _threads, ops
+from kconv._backend import core
 
 CALLS = 3
 
@@ -20,12 +23,16 @@ def _inputs(seed):
     return rng.standard_normal((4, 20, 20, 32)).astype(np.float32), rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
 
 
-def test_concurrent_calls_never_hold_more_threads_than_cores_or_callers():
-    """Calls from several Python threads at once: the threads they hold (counted in the kernels) never pass
-    the cores, except that every call keeps its caller's own thread; all are released at the end."""
+def test_overlapping_calls_stand_their_helpers_down_and_release_every_thread():
+    """Calls from several Python threads at once each hold their team; while they overlap, their helper
+    threads stand down between tasks (only the callers work, so the cores never hold more busy threads than
+    calls), and every thread is released at the end."""
+    if not kconv.config()["openmp"] or _threads._available_cpus() < 2:
+        pytest.skip("needs OpenMP and 2 CPUs")
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((8, 40, 40, 64)).astype(np.float32), rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
     stop, seen = threading.Event(), []
+    stand_downs = core.stand_downs()
 
     def sample():
         while not stop.is_set():
@@ -44,8 +51,9 @@ def test_concurrent_calls_never_hold_more_threads_than_cores_or_callers():
         t.join(60)
     stop.set()
     sampler.join()
-    assert max(seen) >= 1
-    assert max(seen) <= _threads._available_cpus() - 1 + CALLS, max(seen)   # helpers <= cores - 1
+    assert max(seen) > _threads._available_cpus()            # the calls did overlap ...
+    assert max(seen) <= CALLS * _threads._available_cpus()   # ... each holding at most its team
+    assert core.stand_downs() > stand_downs
     assert _threads.held() == 0
 
 

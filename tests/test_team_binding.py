@@ -1,5 +1,5 @@
 """Team binding (pyx/team_binding.pxi): a call that takes every CPU pins its caller and workers to distinct
-CPUs, gives the caller its own CPU mask back, and frees its team when another call starts beside it.
+CPUs and gives the caller its own CPU mask back; a call that starts beside it sits its caller on another CPU.
 
 Binding only moves threads; the results must be the same bits with it on or off.
 """
@@ -77,26 +77,42 @@ def test_a_small_call_pins_nothing(all_cpus, rng):
     assert core.binding_counts() == before
 
 
-def test_a_call_starting_beside_a_pinned_team_sets_it_free(all_cpus, rng):
-    """The second call means more threads than CPUs: only the scheduler can share them, so the first
-    call's pinned threads get the whole process mask back while it runs."""
+def test_a_call_starting_beside_a_pinned_call_sits_its_caller_on_another_cpu(all_cpus, rng):
+    """Two callers on one CPU would take turns there while another CPU idles: the second call's caller moves
+    to a CPU no running call's caller sits on, its helpers stand down while the calls overlap, and its
+    caller gets its own mask back."""
     x = rng.standard_normal((32, 64, 64, 64), dtype=np.float32)   # ~4.8 GFLOP: long enough to start beside
     w = rng.standard_normal((3, 3, 64, 64), dtype=np.float32)
-    small_x = rng.standard_normal((2, 16, 16, 8), dtype=np.float32)
-    small_w = rng.standard_normal((3, 3, 8, 8), dtype=np.float32)
-    long_call = threading.Thread(target=ops.conv2d, args=(x, w, 1, "SAME"), kwargs=dict(algorithm="direct"))
-    pinned, _, freed = core.binding_counts()
+    cpu = sorted(os.sched_getaffinity(0))[0]
+
+    def long_call_on(cpu):
+        os.sched_setaffinity(0, {cpu})
+        ops.conv2d(x, w, 1, "SAME", algorithm="direct")
+
+    call = _big_forward(rng)
+    alone = call()
+    long_call = threading.Thread(target=long_call_on, args=(cpu,))
+    pinned, _, moved = core.binding_counts()
+    stand_downs = core.stand_downs()
     long_call.start()
     deadline = time.monotonic() + 10
     while core.binding_counts()[0] == pinned:     # until the long call has pinned its team
         assert time.monotonic() < deadline, "the long call never pinned its team"
         time.sleep(1e-4)
-    beside = ops.conv2d(small_x, small_w, 1, "SAME", threads=1)
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})                # this caller starts on the long call's CPU
+    try:
+        beside = call()
+        mask_after = os.sched_getaffinity(0)
+    finally:
+        os.sched_setaffinity(0, mask)
     running = long_call.is_alive()
     long_call.join()
     assert running, "the long call ended before the second one started"
-    assert core.binding_counts()[2] > freed
-    np.testing.assert_array_equal(beside, ops.conv2d(small_x, small_w, 1, "SAME", threads=1))
+    assert core.binding_counts()[2] == moved + 1
+    assert core.stand_downs() > stand_downs
+    assert mask_after == {cpu}
+    np.testing.assert_array_equal(beside, alone)
 
 
 def _outputs_in_subprocess(env_extra, tmp_path, name):
