@@ -163,6 +163,7 @@ cdef struct Plan:
     Py_ssize_t block, fg_chunk, fg_splits, fg_cblock, wg_chunk
     double flops
     Py_ssize_t ntaps
+    int slow[3]                    # per pass: an unpinned call took BIND_MIN_SECONDS (team_binding.pxi)
     Py_ssize_t* tap_h              # forward taps: source offset from q * stride, and filter offset
     Py_ssize_t* tap_w
     Py_ssize_t* tap_off
@@ -845,8 +846,8 @@ cdef int depthwise_filter_run(const Plan* p, const real* x, const real* dy, real
 cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bias, real* y, real* z) noexcept nogil:
     cdef Epilogue ep
     cdef const Epilogue* use = NULL
-    cdef int status = 0, n_threads, bound
-    cdef kc_cpu_mask saved
+    cdef int status = 0, n_threads
+    cdef TeamBinding binding
     kc_count_pass(0)
     if p.N * p.Ho * p.Wo * p.K == 0:
         return 0
@@ -855,14 +856,14 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
     if bias != NULL or p.act != ACT_LINEAR:
         use = &ep
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 1, p.flops)
+    bind_team(&binding, n_threads, p.flops, &(<Plan*> p).slow[0])
     if p.depthwise:
         status = depthwise_forward_run(p, x, w, y, use, n_threads)
     elif p.fwd_m:
         status = winograd_run(p, x, w, False, y, use, n_threads)
     if not p.depthwise and (p.fwd_m == 0 or status == 1):     # direct, or Winograd met a NaN/Inf (it smears one over a tile)
         status = direct_run(p, x, w, y, False, use, n_threads)
-    unbind_team(bound, &saved)
+    unbind_team(&binding)
     kc_release_threads(n_threads)
     return status
 
@@ -880,8 +881,8 @@ cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, const 
     with no activation, bias NULL), or a transposed convolution with its bias and activation fused."""
     cdef Epilogue ep
     cdef const Epilogue* use = NULL
-    cdef int status = 0, n_threads, bound
-    cdef kc_cpu_mask saved
+    cdef int status = 0, n_threads
+    cdef TeamBinding binding
     kc_count_pass(1)
     if p.N * p.H * p.W * p.C == 0:
         return 0
@@ -890,7 +891,7 @@ cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, const 
     if bias != NULL or p.act != ACT_LINEAR:
         use = &ep
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 0, p.flops)
+    bind_team(&binding, n_threads, p.flops, &(<Plan*> p).slow[1])
     if p.Ho * p.Wo * p.K == 0:
         memset(dx, 0, p.N * p.H * p.W * p.C * sizeof(real))
         if use != NULL:
@@ -901,7 +902,7 @@ cdef int run_backprop_input(const Plan* p, const real* w, const real* dy, const 
         status = winograd_run(p, dy, w, True, dx, use, n_threads)
     if p.Ho * p.Wo * p.K != 0 and not p.depthwise and (p.bwd_m == 0 or status == 1):
         status = direct_run(p, dy, w, dx, True, use, n_threads)
-    unbind_team(bound, &saved)
+    unbind_team(&binding)
     kc_release_threads(n_threads)
     return status
 
@@ -1015,8 +1016,8 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
 
 
 cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real* dw) noexcept nogil:
-    cdef int status = 0, n_threads, bound
-    cdef kc_cpu_mask saved
+    cdef int status = 0, n_threads
+    cdef TeamBinding binding
     cdef Py_ssize_t nw = p.kh * p.kw * p.cg * p.K
     kc_count_pass(2)
     if nw == 0:
@@ -1025,14 +1026,14 @@ cdef int run_backprop_filter(const Plan* p, const real* x, const real* dy, real*
         memset(dw, 0, nw * sizeof(real))
         return 0
     n_threads = claim_threads(p.flops, p.threads)
-    bound = bind_team(n_threads, &saved, 0, p.flops)
+    bind_team(&binding, n_threads, p.flops, &(<Plan*> p).slow[2])
     if p.depthwise:
         status = depthwise_filter_run(p, x, dy, dw, n_threads)
     elif p.grad_m:
         status = winograd_filter_run(p, x, dy, dw, n_threads)
     if not p.depthwise and (p.grad_m == 0 or status == 1):    # direct, or a NaN/Inf that Winograd would spread over the taps
         status = direct_filter_run(p, x, dy, dw, n_threads)
-    unbind_team(bound, &saved)
+    unbind_team(&binding)
     kc_release_threads(n_threads)
     return status
 
@@ -1097,8 +1098,8 @@ cdef int api_backprop_filter(const kc_plan* plan, const void* x, const void* dy,
 
 cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* dy, const void* y,
                              const void* z, void* dz, void* db, int threads, char* err, int errlen) noexcept nogil:
-    cdef int status, n_threads, bound
-    cdef kc_cpu_mask saved
+    cdef int status, n_threads
+    cdef TeamBinding binding
     if act < 0 or act >= ACT_COUNT:
         return fail(err, errlen, KC_ERR_ARGUMENT, "unknown activation")
     if needs_preactivation(act) and z == NULL and rows * K > 0:
@@ -1106,7 +1107,7 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
     if rows < 0 or K < 0:
         return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
     n_threads = claim_threads(20.0 * rows * K, threads)
-    bound = bind_team(n_threads, &saved, 0, 20.0 * rows * K)
+    bind_team(&binding, n_threads, 20.0 * rows * K, NULL)
     if dtype == KC_FLOAT32:
         status = activation_grad_run(act, rows, K, <const float*> dy, <const float*> y, <const float*> z,
                                      <float*> dz, <float*> db, n_threads)
@@ -1115,7 +1116,7 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
                                      <double*> dz, <double*> db, n_threads)
     else:
         status = fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
-    unbind_team(bound, &saved)
+    unbind_team(&binding)
     kc_release_threads(n_threads)
     return memory_error(err, errlen) if status < 0 else status
 

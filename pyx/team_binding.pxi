@@ -67,6 +67,7 @@ cdef extern from *:
     int kc_set_mask(int tid, const kc_cpu_mask* m) nogil
     int kc_mask_has(const kc_cpu_mask* m, int cpu) nogil
     int kc_pin_self(int cpu) nogil
+    double kc_seconds() nogil
     int kc_take_seat(int* seat) nogil
     void kc_leave_seat(int* seat) nogil
     int kc_team_caller_cpu
@@ -77,6 +78,10 @@ cdef extern from *:
 # Pinning costs a sub-millisecond call inside a graph ~0.2 ms (3x3 8x8x64 batch 8: 0.52 -> 0.72 ms; from numpy
 # nothing), while the stacked threads it prevents cost calls of several ms up to half their speed.
 cdef double BIND_MIN_FLOPS = 128e6
+# ... but calls of few FLOPs can be slow (a first layer's 1-3 channels keep the micro-kernel far from its
+# roof: the demo's 5x5 1 -> 32, 80 MFLOP, takes 1.8 ms in a graph unpinned, 1.2 ms pinned): a plan's pass
+# whose unpinned call took this long pins from then on.
+cdef double BIND_MIN_SECONDS = 1e-3
 
 cdef int g_bind_enabled = -1            # -1: not decided yet (decided at the first call that could bind)
 cdef int g_bind_cpus[64]                # the process's CPUs, ascending
@@ -136,20 +141,32 @@ cdef inline bint take_seat(int i) noexcept nogil:
     return kc_take_seat(&g_seated[i])
 
 
-cdef int bind_team(int n, kc_cpu_mask* saved, bint forward, double flops) noexcept nogil:
-    """Called once a call of `flops` has claimed its n threads. A team that holds every CPU (for a call of at
-    least BIND_MIN_FLOPS) gets its caller pinned to a CPU no other running call's caller sits on (the one
-    it is on, when free) and its workers to the others; returns 1, and the caller's own mask, kept in
-    saved, goes back with unbind_team. Calls that overlap thus sit their callers on distinct CPUs, and
-    their workers, which stand down while calls overlap (microkernel.h, kc_next_task), rejoin each on a CPU
-    of its own when the others finish."""
+cdef struct TeamBinding:
+    int bound               # 1: the caller is pinned (its mask in saved); -1: not pinned, timed for `slow`
+    double t0
+    int* slow               # the plan's "this pass takes BIND_MIN_SECONDS" flag for this pass, or NULL
+    kc_cpu_mask saved
+
+
+cdef void bind_team(TeamBinding* b, int n, double flops, int* slow) noexcept nogil:
+    """Called once a call of `flops` has claimed its n threads. A team that holds every CPU, for a call of at
+    least BIND_MIN_FLOPS or of a plan pass that took BIND_MIN_SECONDS unpinned (`slow`, kept in the plan),
+    gets its caller pinned to a CPU no other running call's caller sits on (the one it is on, when free)
+    and its workers to the others; the caller's own mask goes back with unbind_team. Calls that overlap
+    thus sit their callers on distinct CPUs, and their workers, which stand down while calls overlap
+    (microkernel.h, kc_next_task), rejoin each on a CPU of its own when the others finish."""
     global kc_team_caller_cpu, kc_team_size, kc_team_seat
     global g_bound_calls, g_worker_pinnings, g_moved_callers
     cdef int cpu, i, seat = -1
+    b.bound, b.slow = 0, slow
     if g_bind_enabled < 0:
         decide_binding()
-    if not g_bind_enabled or n != g_bind_ncpus or flops < BIND_MIN_FLOPS:
-        return 0
+    if not g_bind_enabled or n != g_bind_ncpus:
+        return
+    if flops < BIND_MIN_FLOPS and (slow == NULL or slow[0] == 0):
+        if slow != NULL:
+            b.bound, b.t0 = -1, kc_seconds()
+        return
     cpu = kc_this_cpu()
     for i in range(g_bind_ncpus):
         if g_bind_cpus[i] == cpu:
@@ -161,12 +178,12 @@ cdef int bind_team(int n, kc_cpu_mask* saved, bint forward, double flops) noexce
                 seat = i
                 break
         if seat < 0:                    # more callers than CPUs: the scheduler shares them
-            return 0
+            return
         g_moved_callers += 1
     cpu = g_bind_cpus[seat]
-    if kc_get_mask(saved) != 0 or kc_pin_self(cpu) != 0:
+    if kc_get_mask(&b.saved) != 0 or kc_pin_self(cpu) != 0:
         kc_leave_seat(&g_seated[seat])
-        return 0
+        return
     kc_team_seat = seat
     if kc_team_caller_cpu != cpu or kc_team_size != n:
         kc_team_tids[0] = kc_this_tid()
@@ -174,10 +191,12 @@ cdef int bind_team(int n, kc_cpu_mask* saved, bint forward, double flops) noexce
         kc_team_caller_cpu, kc_team_size = cpu, n
         g_worker_pinnings += 1
     g_bound_calls += 1
-    return 1
+    b.bound = 1
 
 
-cdef void unbind_team(int bound, const kc_cpu_mask* saved) noexcept nogil:
-    if bound:
-        kc_set_mask(0, saved)
+cdef void unbind_team(TeamBinding* b) noexcept nogil:
+    if b.bound == 1:
+        kc_set_mask(0, &b.saved)
         kc_leave_seat(&g_seated[kc_team_seat])
+    elif b.bound == -1 and kc_seconds() - b.t0 >= BIND_MIN_SECONDS:
+        b.slow[0] = 1                   # a benign race: every writer stores 1
