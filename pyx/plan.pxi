@@ -982,33 +982,66 @@ cdef Py_ssize_t channel_block(const Plan* p, int n_threads) noexcept nogil:
     return cb if cb < p.fg_cblock else p.fg_cblock
 
 
+cdef int sum_splits_into(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, real* out,
+                         int n_threads) noexcept nogil:
+    """out[i] = sum over s of partial[s * plane + i] as sum_splits adds them (float64, split 0 first), but
+    stored straight into out: no float64 plane in memory. Returns 0, or -1 when the buffers cannot be had."""
+    cdef Py_ssize_t nblocks = ceil_div(plane, 4096), blk, i, i0, i1, s
+    cdef double* acc_all = <double*> scratch_alloc(n_threads * 4096 * sizeof(double))
+    cdef double* acc
+    if acc_all == NULL:
+        return -1
+    with parallel(num_threads=n_threads):
+        acc = acc_all + threadid() * 4096
+        for blk in prange(nblocks, schedule='static'):
+            i0 = blk * 4096
+            i1 = i0 + 4096 if i0 + 4096 < plane else plane
+            for i in range(i0, i1):
+                acc[i - i0] = partial[i]
+            for s in range(1, nsplit):
+                for i in range(i0, i1):
+                    acc[i - i0] = acc[i - i0] + partial[s * plane + i]
+            for i in range(i0, i1):
+                out[i] = <real> acc[i - i0]
+    scratch_free(acc_all)
+    return 0
+
+
 cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = im2col(X)^T dY on the micro-kernel (filter_grad.pxi), split over pixels; the splits are added in
-    order, in float64."""
+    order, in float64. With one group the kernel's (taps, C, K) plane is dw's own layout: one split is
+    written straight into dw, several are summed straight into it (a 7x7 512 -> 512 plane is 9 MB, and
+    the float64 copy and transposition cost more than the products)."""
     cdef Py_ssize_t taps = p.ntaps, plane = p.groups * p.kg * taps * p.cg
     cdef Py_ssize_t g, k, t, c
     cdef double* total = NULL
     cdef ConvGrid grid
-    cdef real* partial = <real*> scratch_alloc((p.fg_splits * plane + 1) * sizeof(real))
+    cdef real* partial
     cdef int status
-    if partial == NULL:
-        return -1
+    cdef Py_ssize_t cblock = channel_block(p, n_threads)
     grid.N, grid.Hs, grid.Ws, grid.Cs = p.N, p.H, p.W, p.C
     grid.Hd, grid.Wd, grid.Cd = p.Ho, p.Wo, p.K
     grid.Qh, grid.Qw, grid.step_h, grid.step_w = p.Ho, p.Wo, p.sh, p.sw
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
     grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, p.cg, p.kg, False
-    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk,
-                         channel_block(p, n_threads), n_threads)
-    if status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
+    if p.groups == 1 and p.fg_splits == 1:
+        return filter_grad(x, dy, dw, grid, p.tap_h, p.tap_w, taps, 1, p.fg_chunk, cblock, n_threads)
+    partial = <real*> scratch_alloc((p.fg_splits * plane + 1) * sizeof(real))
+    if partial == NULL:
+        return -1
+    status = filter_grad(x, dy, partial, grid, p.tap_h, p.tap_w, taps, p.fg_splits, p.fg_chunk, cblock,
+                         n_threads)
+    if status == 0 and p.groups == 1:
+        status = sum_splits_into(partial, p.fg_splits, plane, dw, n_threads)
+    elif status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
         # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
         for t in prange(taps, schedule='static', num_threads=n_threads):
             for c in range(p.cg):
                 for g in range(p.groups):
                     for k in range(p.kg):
                         dw[(t * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * taps + t) * p.cg + c) * p.kg + k]
-    if status == 0 and total == NULL:
+    if status == 0 and p.groups != 1 and total == NULL:
         status = -1
     scratch_free(total)
     scratch_free(partial)
