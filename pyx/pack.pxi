@@ -15,6 +15,7 @@ cdef void pack_filter_panels(const real* w, const Py_ssize_t* tap_off, Py_ssize_
     cdef Py_ssize_t gp, g, j, q, t, r, v, r0, r1, col, row
     cdef const real* src
     cdef real* dst
+    n_threads = phase_threads(groups * npanels, groups * npanels * ntaps * nred * NR, n_threads)
     for gp in prange(groups * npanels, schedule='static', num_threads=n_threads):
         g = gp // npanels
         j = gp % npanels

@@ -871,6 +871,7 @@ cdef int run_forward(const Plan* p, const real* x, const real* w, const real* bi
 cdef void epilogue_rows(real* y, Py_ssize_t rows, Py_ssize_t K, const Epilogue* ep, int n_threads) noexcept nogil:
     """The epilogue over rows x K values (for outputs no kernel applied it to)."""
     cdef Py_ssize_t r
+    n_threads = phase_threads(rows, rows * K, n_threads)
     for r in prange(rows, schedule='static', num_threads=n_threads):
         apply_epilogue(y + r * K, K, <const real*> ep.bias, ep)
 
@@ -923,6 +924,7 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     if winograd_filter_grad(x, dy, mgrad, grid, mh.BT, mw.BT, mh.A, mw.A, p.wg_chunk, n_threads):
         scratch_free(mgrad)
         return -1
+    n_threads = phase_threads(p.K, A2 * p.K * p.C, n_threads)
     for k in prange(p.K, schedule='static', num_threads=n_threads):   # dw[i, j, c, k], summed in float64
         for c in range(p.C):
             for i in range(p.kh):
@@ -947,6 +949,7 @@ cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, do
     out[0] = total
     if total == NULL:
         return -1
+    n_threads = phase_threads(nblocks, nsplit * plane, n_threads)
     for blk in prange(nblocks, schedule='static', num_threads=n_threads):
         i0 = blk * 4096
         i1 = i0 + 4096 if i0 + 4096 < plane else plane
@@ -991,6 +994,7 @@ cdef int sum_splits_into(const real* partial, Py_ssize_t nsplit, Py_ssize_t plan
     cdef double* acc
     if acc_all == NULL:
         return -1
+    n_threads = phase_threads(nblocks, nsplit * plane, n_threads)
     with parallel(num_threads=n_threads):
         acc = acc_all + threadid() * 4096
         for blk in prange(nblocks, schedule='static'):
@@ -1036,6 +1040,7 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
         status = sum_splits_into(partial, p.fg_splits, plane, dw, n_threads)
     elif status == 0 and sum_splits(partial, p.fg_splits, plane, &total, n_threads) == 0:
         # total (groups, taps, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
+        n_threads = phase_threads(taps, plane, n_threads)
         for t in prange(taps, schedule='static', num_threads=n_threads):
             for c in range(p.cg):
                 for g in range(p.groups):

@@ -79,6 +79,7 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     cdef real* dst
     if scratch == NULL:
         return -1
+    n_threads = phase_threads(C, C * per_thread, n_threads)
     with parallel(num_threads=n_threads):
         taps = scratch + threadid() * per_thread
         half = taps + kh * kw * K
@@ -210,7 +211,9 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t per_thread = A2 * C + A2 * wide + A2 * block * C + A2 * block * K + grid.mw * K
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     cdef int nonfinite_seen[1]
-    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
+    cdef real* scratch
+    n_threads = phase_threads(nblocks, SERIAL_PHASE_VALUES, n_threads)    # no idle helper woken for nothing
+    scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
     cdef real* patch
@@ -306,7 +309,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
         free(aptr_all)
         free(crow_all)
         return -1
-    with parallel(num_threads=n_threads):          # stage 1: every tile's input transform
+    with parallel(num_threads=phase_threads(T, T * A2 * C, n_threads)):   # stage 1: every tile's input transform
         patch = scratch + threadid() * per_thread
         tmp = patch + A2 * C
         for t in prange(T, schedule='static'):
@@ -335,7 +338,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
                             aptr[i] = v + row * C
                             crow[i] = mprod + row * K
                         igemm_tile(1, <int> kc, aptr, c0, bq, crow, j * NR, mr, nr, q > 0)
-    with parallel(num_threads=n_threads):          # stage 3: every tile's output transform
+    with parallel(num_threads=phase_threads(T, T * A2 * K, n_threads)):   # stage 3: every tile's output transform
         tid = threadid()
         tmp = scratch + tid * per_thread + A2 * C
         out = tmp + A2 * wide

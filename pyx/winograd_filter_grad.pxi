@@ -78,7 +78,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
     t0 = 0
     while t0 < T:
         tb = T - t0 if T - t0 < chunk else chunk
-        with parallel(num_threads=n_threads):      # transform the chunk's tiles, both operands
+        with parallel(num_threads=phase_threads(tb, tb * A2 * (C + K), n_threads)):   # both operands' tiles
             patch = scratch + threadid() * per_thread
             tmp = patch + A2 * wide
             for s in prange(tb, schedule='static'):
