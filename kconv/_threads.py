@@ -9,9 +9,9 @@ the same results on its own thread.
 
 The setting lives in the compiled kernels (core.set_thread_config), so the numpy API and the TensorFlow op
 library, which calls the kernels without Python, resolve it alike. Calls that run at the same time (several
-Python threads, or TensorFlow running several kconv ops of a graph at once) share the CPUs: each call claims
-its threads in the kernels while it runs, and never more than the CPUs not already held (at least its
-caller's own thread), so kconv never adds helper threads beyond the cores.
+Python threads, or TensorFlow running several kconv ops of a graph at once) share the CPUs: each call holds
+its team in the kernels while it runs, and while calls overlap their helper threads stand down between
+tasks (pyx/microkernel.h, kc_next_task), so the cores run one kconv thread per call until the others end.
 """
 import functools
 import math

@@ -318,13 +318,12 @@ static inline int kc_omp_max_threads(void) { return 1; }
 #endif
 
 /* Threads held by kernel calls running now, in every thread of the process (numpy API and TensorFlow op
- * alike): concurrent calls share the cores instead of each starting a full team. kc_claim_threads takes
- * up to `want` of the `cpus` not yet held, and at least 1 (the caller's own thread). */
+ * alike). Each call holds its whole team (at least its caller's own thread); when calls together hold more
+ * than the CPUs, their helpers stand down between tasks (kc_next_task, below). */
 #include <time.h>
 static long kc_busy_threads = 0;
-static inline int kc_claim_threads(int want, int cpus)
+static inline int kc_claim_threads(int want)
 {
-    (void)cpus;
     if (want < 1) want = 1;
     __atomic_add_fetch(&kc_busy_threads, want, __ATOMIC_ACQ_REL);
     return want;

@@ -49,7 +49,7 @@ cdef extern from "microkernel.h" nogil:
     float kc_fma_chains(long iters)
     int kc_cpu_supports_avx2()
     int kc_cpu_supports_avx512()
-    int kc_claim_threads(int want, int cpus)
+    int kc_claim_threads(int want)
     void kc_release_threads(int n)
     long kc_threads_held()
     long kc_next_task(long* next, long total, long tid, int team, int cpus)

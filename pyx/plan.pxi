@@ -141,13 +141,14 @@ cdef inline int resolve_threads(int requested) noexcept nogil:
 
 
 cdef int claim_threads(double flops, int requested) noexcept nogil:
-    """Threads for one call of `flops`: resolve_threads, fewer for small work, shared with concurrent calls."""
+    """Threads for one call of `flops`: resolve_threads, fewer for small work; held until kc_release_threads
+    (overlapping calls stand their helpers down: microkernel.h, kc_next_task)."""
     cdef int n = resolve_threads(requested)
     cdef double by_work = flops / FLOPS_PER_THREAD
     global g_ran_team
     if by_work < n:
         n = <int> by_work if by_work >= 1 else 1
-    n = kc_claim_threads(n, g_cpus)
+    n = kc_claim_threads(n)
     if n > 1 and not g_ran_team:
         g_ran_team = 1
     return n
