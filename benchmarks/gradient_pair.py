@@ -24,10 +24,12 @@ LAYERS = [   # (input NHWC, filter HWCK): the image CNN's second and fourth laye
 ]
 
 
-def median_ms(f, repeats):
+def median_ms(f, repeats, pause=0.005):
+    """Median ms of f() over repeats, each after `pause` seconds."""
     out = []
     for _ in range(repeats):
-        time.sleep(0.005)
+        if pause:
+            time.sleep(pause)
         t0 = time.perf_counter()
         f()
         out.append(time.perf_counter() - t0)
