@@ -71,30 +71,8 @@ typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
             }                                                                                      \
     }
 
-/* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
-#define KC_DEFINE_IGEMM(NAME, T, V, VI, MR, NV)                                                   \
-static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
-                        const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
-                        int accumulate, const T *bias, int clamp)                                 \
-{                                                                                                 \
-    enum { LANES = KC_VEC_BYTES / sizeof(T), NR = NV * LANES };                                   \
-    V acc[MR][NV];                                                                          \
-    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                       \
-        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};               \
-    for (int t = 0; t < ntaps; t++) {                                                             \
-        const T *ar[MR];                                                                       \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) ar[i] = a[t * MR + i] + a_off; \
-        _Pragma("GCC unroll 4") for (int k = 0; k < kc; k++) {                                    \
-            V bv[NV];                                                                          \
-            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
-                bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
-            b += ldb;                                                                             \
-            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                             \
-                V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
-                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];  \
-            }                                                                                     \
-        }                                                                                         \
-    }                                                                                             \
+/* The end of every tile: + C (accumulate), the epilogue, and the store of its first mr rows and nr columns. */
+#define KC_TILE_STORE(T, V, VI, MR, NV)                                                                     \
     if (mr == MR && nr == NR) {                                                                \
         if (accumulate)                                                                           \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
@@ -121,7 +99,65 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long l
                 ci[j] = s;                                                                        \
             }                                                                                     \
         }                                                                                         \
+    }
+
+/* One function body for both precisions (C has no templates). T: scalar, V: vector, NR: columns. */
+#define KC_DEFINE_IGEMM(NAME, T, V, VI, MR, NV)                                                   \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long lda,              \
+                        const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
+                        int accumulate, const T *bias, int clamp)                                 \
+{                                                                                                 \
+    enum { LANES = KC_VEC_BYTES / sizeof(T), NR = NV * LANES };                                   \
+    V acc[MR][NV];                                                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};               \
+    for (int t = 0; t < ntaps; t++) {                                                             \
+        const T *ar[MR];                                                                       \
+        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) ar[i] = a[t * MR + i] + a_off; \
+        _Pragma("GCC unroll 4") for (int k = 0; k < kc; k++) {                                    \
+            V bv[NV];                                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
+                bv[v] = *(const V *)(b + v * LANES); /* V is 4/8-aligned: unaligned load */      \
+            b += ldb;                                                                             \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                             \
+                V ai = ar[i][k * lda] - (V){0}; /* broadcast (x - 0 == x, also for -0) */          \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];  \
+            }                                                                                     \
+        }                                                                                         \
     }                                                                                             \
+    KC_TILE_STORE(T, V, VI, MR, NV)                                                               \
+}
+
+/* The same tile when its MR rows are one run of pixels rs values apart (interior pixels of an image row):
+ * row i of tap t is a[t*MR] + a_off + i*rs, its kc values contiguous. One pointer per tap instead of MR
+ * frees the registers the narrow tile's 16 row pointers spilled (and reloaded through p0, an FMA port).
+ * RS: the run's stride when known at compile time (the loads then take constant displacements from one
+ * register), else 0 and the argument rs is used. igemm_conv.pxi, index_panels, finds the runs. */
+#define KC_DEFINE_IGEMM_RUN(NAME, T, V, VI, MR, NV, RS)                                           \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long rs,               \
+                        const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
+                        int accumulate, const T *bias, int clamp)                                 \
+{                                                                                                 \
+    enum { LANES = KC_VEC_BYTES / sizeof(T), NR = NV * LANES };                                   \
+    const long stride = RS ? RS : rs;                                                             \
+    V acc[MR][NV];                                                                          \
+    _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                       \
+        _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};               \
+    for (int t = 0; t < ntaps; t++) {                                                             \
+        const T *ar = a[t * MR] + a_off;                                                          \
+        _Pragma("GCC unroll 4") for (int k = 0; k < kc; k++) {                                    \
+            V bv[NV];                                                                          \
+            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
+                bv[v] = *(const V *)(b + v * LANES);                                              \
+            b += ldb;                                                                             \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                             \
+                V ai = ar[i * stride] - (V){0};                                                   \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];  \
+            }                                                                                     \
+            ar++;                                                                                 \
+        }                                                                                         \
+    }                                                                                             \
+    KC_TILE_STORE(T, V, VI, MR, NV)                                                               \
 }
 
 KC_DEFINE_IGEMM(kc_igemm_f32, float, kc_vf32, kc_vi32, KC_MR, KC_NV)
@@ -131,6 +167,9 @@ KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_MR, KC_NV)
  * where the 8 x 32 tile would leave half its columns empty on a 16-filter layer). */
 KC_DEFINE_IGEMM(kc_igemm_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1)
 KC_DEFINE_IGEMM(kc_igemm_narrow_f64, double, kc_vf64, kc_vi64, 2 * KC_MR, 1)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 0)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run16_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 16)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run32_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 32)
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector
  * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
 KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)

@@ -107,6 +107,20 @@ cdef inline void igemm_tile_final(int ntaps, int kc, const real* const* a, long 
             kc_igemm_f64(ntaps, kc, a, a_off, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
 
+cdef inline void igemm_tile_run(int ntaps, int kc, const real* const* a, long a_off, long rs,
+                                const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
+                                int accumulate, const real* bias, int clamp) noexcept nogil:
+    """The narrow tile on rows that are one run of pixels rs values apart: row i of tap t at a[t*MR] + i*rs
+    (igemm_conv.pxi, index_panels; float only, callers check): microkernel.h, KC_DEFINE_IGEMM_RUN."""
+    if real is float:
+        if rs == 16:        # 16 channels, stride 1 (a ResNet stage's layers and their input gradients)
+            kc_igemm_narrow_run16_f32(ntaps, kc, a, a_off, rs, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        elif rs == 32:
+            kc_igemm_narrow_run32_f32(ntaps, kc, a, a_off, rs, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        else:
+            kc_igemm_narrow_run_f32(ntaps, kc, a, a_off, rs, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+
+
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
     """How many channel chunks split a reduction of ntaps x cin so each stays within KC_MAX."""
     cdef Py_ssize_t n = (ntaps * cin + KC_MAX - 1) // KC_MAX

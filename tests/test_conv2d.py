@@ -85,6 +85,47 @@ def test_output_pixel_counts_around_tile_multiples(case, op, rng):
 
 
 # ---------------------------------------------------------------------------------------
+# Runs of pixels: layers with at most 16 filters (the narrow tile) whose tile rows are pixels of one
+# image row take the run tile (pyx/igemm_conv.pxi, index_panels): interior runs read the image in
+# place, runs at the image's edge a zero-padded strip; rows that wrap onto the next image row keep
+# the pointer tile. Float32 only; widths of 16+ output pixels so whole tiles fit in one row.
+# ---------------------------------------------------------------------------------------
+
+RUN_TILE_CASES = [
+    Conv2dCase(2, 32, 32, 16, 16, 3, 3, padding="SAME"),  # every tile in one row; edges top, bottom, left, right
+    Conv2dCase(3, 28, 28, 16, 16, 3, 3, padding="SAME"),  # 28 = 16 + 12: tiles wrap onto the next row
+    Conv2dCase(2, 20, 40, 3, 16, 3, 3, padding="SAME"),  # RGB: a run of 3 values per pixel
+    Conv2dCase(2, 32, 33, 16, 16, 3, 3, strides=(2, 2), padding="SAME"),  # stride 2 <= 3 merged taps
+    Conv2dCase(1, 40, 70, 8, 12, 5, 5, padding="SAME"),  # 12 filters: a partial column vector
+    Conv2dCase(2, 24, 50, 16, 16, 3, 3, dilations=(1, 2), padding="SAME"),  # taps not merged: interior only
+    Conv2dCase(2, 20, 36, 32, 16, 3, 3, groups=2, padding="SAME"),  # a group's channels of wider pixels
+    Conv2dCase(2, 16, 48, 64, 16, 3, 3, padding="SAME"),  # 576-long reduction: two chunks
+    Conv2dCase(2, 30, 40, 16, 16, 3, 3, padding=((2, 0), (0, 2))),  # lopsided padding
+    Conv2dCase(1, 40, 64, 16, 16, 2, 2, strides=(2, 2)),  # stride 2 = 2 merged taps
+    Conv2dCase(2, 50, 64, 16, 16, 3, 3, strides=(3, 3), padding="SAME"),  # stride 3 = 3 merged taps
+    Conv2dCase(2, 9, 90, 16, 16, 1, 7, padding="SAME"),  # one kernel row of 7
+    Conv2dCase(2, 12, 40, 16, 16, 3, 3, strides=(1, 4), padding="SAME"),  # stride 4 > 3 taps: no strip
+]
+
+
+@parametrize_cases(RUN_TILE_CASES)
+@pytest.mark.parametrize("op", OPS)
+def test_layers_with_few_filters_on_runs_of_pixels(case, op, rng):
+    check_against_reference(case, op, rng)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "linear"])
+def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, rng):
+    x = rng.standard_normal((2, 32, 32, 16)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    got = ops.conv2d(x, w, 1, "SAME", bias=b, activation=activation, algorithm="direct")
+    y = ref.conv2d(x, w, pads=((1, 1), (1, 1))) + b
+    want = {"relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6), "linear": y}[activation]
+    assert_close(got, want, np.float32, what=f"conv2d + bias, {activation}")
+
+
+# ---------------------------------------------------------------------------------------
 # Reductions longer than one KC chunk (taps * channels per group > 512)
 # ---------------------------------------------------------------------------------------
 
