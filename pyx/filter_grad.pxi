@@ -113,7 +113,9 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef Py_ssize_t max_pix = ch.per_chunk * grid.Qw if ch.segs == 1 else (grid.Qw + ch.segs - 1) // ch.segs
     cdef Py_ssize_t th_min = tap_h[0], th_max = tap_h[0], tw_min = tap_w[0], tw_max = tap_w[0]
     cdef Py_ssize_t t, win_h, win_w, b_len, per_thread, ncol
-    cdef bint packed
+    cdef bint packed, chan
+    cdef const real* bp
+    cdef Py_ssize_t ldb
     for t in range(ntaps):
         th_min = tap_h[t] if tap_h[t] < th_min else th_min
         th_max = tap_h[t] if tap_h[t] > th_max else th_max
@@ -197,14 +199,18 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                     for rr in range(cur.nr):
                         for i in range(MR):
                             aptr[rr * MR + i] = win + (rr * grid.step_h * win_w * nb + tapoff[i])
+                    # MR channels of one tap: row i is row 0 + i, one pointer per output row (the channels tile)
+                    chan = real is float and mr == MR and q0 // nb == (q0 + MR - 1) // nb
                     for j in range(ncolp):
                         ncol = K - j * NR if K - j * NR < NR else NR
-                        if packed:
-                            igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, b + j * npix * NR, NR, crow, j * NR,
-                                             <int> mr, <int> ncol, ci > ci0, NULL, 0, narrow)
-                        else:                   # dY read in place: its rows hold whole, aligned panels
-                            igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, dy + pix0 * grid.Cd + g * K + j * NR,
-                                             grid.Cd, crow, j * NR, <int> mr, NR, ci > ci0, NULL, 0, narrow)
+                        bp = b + j * npix * NR if packed else dy + pix0 * grid.Cd + g * K + j * NR
+                        ldb = NR if packed else grid.Cd    # dY in place: its rows hold whole, aligned panels
+                        if chan and (narrow or 2 * ncol > NR):     # (the half tile does a 4-column panel)
+                            igemm_tile_channels(<int> cur.nr, <int> kc, aptr, 0, lda, bp, ldb, crow, j * NR,
+                                                <int> mr, <int> ncol if packed else NR, ci > ci0, narrow)
+                        else:
+                            igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, bp, ldb, crow, j * NR,
+                                             <int> mr, <int> ncol if packed else NR, ci > ci0, NULL, 0, narrow)
                     q0 = q0 + MR
     scratch_free(scratch)
     free(aptr_all)

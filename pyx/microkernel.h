@@ -128,18 +128,19 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long l
     KC_TILE_STORE(T, V, VI, MR, NV)                                                               \
 }
 
-/* The same tile when its MR rows are one run of pixels rs values apart (interior pixels of an image row):
- * row i of tap t is a[t*MR] + a_off + i*rs, its kc values contiguous. One pointer per tap instead of MR
- * frees the registers the narrow tile's 16 row pointers spilled (and reloaded through p0, an FMA port).
- * RS: the run's stride when known at compile time (the loads then take constant displacements from one
- * register), else 0 and the argument rs is used. igemm_conv.pxi, index_panels, finds the runs. */
-#define KC_DEFINE_IGEMM_RUN(NAME, T, V, VI, MR, NV, RS)                                           \
-static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long rs,               \
+/* The same tile when its MR rows are one run, rs values apart: row i of tap t is a[t*MR] + a_off + i*rs.
+ * One pointer per tap instead of MR frees the registers the narrow tile's 16 row pointers spilled (and
+ * reloaded through p0, an FMA port). Two uses: MR pixels of an image row (rs = stride x channels, the
+ * reduction contiguous: LDA 1) in igemm_conv.pxi, index_panels; MR channels of one tap (rs = 1, the
+ * reduction over pixels lda apart: LDA 0, the argument) in filter_grad.pxi. RS / LDA: known at compile
+ * time (the loads then take constant displacements from one register), or 0 for the arguments. */
+#define KC_DEFINE_IGEMM_RUN(NAME, T, V, VI, MR, NV, RS, LDA)                                      \
+static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long rs, long lda,     \
                         const T *b, long ldb, T *const *c, long c_off, int mr, int nr,            \
                         int accumulate, const T *bias, int clamp)                                 \
 {                                                                                                 \
     enum { LANES = KC_VEC_BYTES / sizeof(T), NR = NV * LANES };                                   \
-    const long stride = RS ? RS : rs;                                                             \
+    const long stride = RS ? RS : rs, step = LDA ? LDA : lda;                                     \
     V acc[MR][NV];                                                                          \
     _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                       \
         _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] = (V){0};               \
@@ -154,7 +155,7 @@ static inline void NAME(int ntaps, int kc, const T *const *a, long a_off, long r
                 V ai = ar[i * stride] - (V){0};                                                   \
                 _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) acc[i][v] += ai * bv[v];  \
             }                                                                                     \
-            ar++;                                                                                 \
+            ar += step;                                                                           \
         }                                                                                         \
     }                                                                                             \
     KC_TILE_STORE(T, V, VI, MR, NV)                                                               \
@@ -167,9 +168,11 @@ KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_MR, KC_NV)
  * where the 8 x 32 tile would leave half its columns empty on a 16-filter layer). */
 KC_DEFINE_IGEMM(kc_igemm_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1)
 KC_DEFINE_IGEMM(kc_igemm_narrow_f64, double, kc_vf64, kc_vi64, 2 * KC_MR, 1)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 0)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run16_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 16)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run32_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 32)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 0, 1)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run16_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 16, 1)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run32_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 32, 1)
+KC_DEFINE_IGEMM_RUN(kc_igemm_channels_f32, float, kc_vf32, kc_vi32, KC_MR, KC_NV, 1, 0)
+KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_channels_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 1, 0)
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector
  * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
 KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)
