@@ -168,11 +168,31 @@ KC_DEFINE_IGEMM(kc_igemm_f64, double, kc_vf64, kc_vi64, KC_MR, KC_NV)
  * where the 8 x 32 tile would leave half its columns empty on a 16-filter layer). */
 KC_DEFINE_IGEMM(kc_igemm_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1)
 KC_DEFINE_IGEMM(kc_igemm_narrow_f64, double, kc_vf64, kc_vi64, 2 * KC_MR, 1)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 0, 1)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run16_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 16, 1)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_run32_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 32, 1)
-KC_DEFINE_IGEMM_RUN(kc_igemm_channels_f32, float, kc_vf32, kc_vi32, KC_MR, KC_NV, 1, 0)
-KC_DEFINE_IGEMM_RUN(kc_igemm_narrow_channels_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 1, 0)
+KC_DEFINE_IGEMM_RUN(kc_run_pixels_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 0, 1)
+KC_DEFINE_IGEMM_RUN(kc_run_pixels16_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 16, 1)
+KC_DEFINE_IGEMM_RUN(kc_run_pixels32_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 32, 1)
+KC_DEFINE_IGEMM_RUN(kc_run_channels_f32, float, kc_vf32, kc_vi32, KC_MR, KC_NV, 1, 0)
+KC_DEFINE_IGEMM_RUN(kc_run_channels_narrow_f32, float, kc_vf32, kc_vi32, 2 * KC_MR, 1, 1, 0)
+
+/* The run tiles' one entry (float). The wide tile runs over channels only (rs == 1, the reduction lda
+ * apart: the filter gradient). The narrow tile runs over pixels rs apart with a contiguous reduction
+ * (lda == 1; 16 channels at stride 1 or 2 compiled in), or over channels like the wide one. */
+static inline void kc_igemm_run_f32(int narrow, int ntaps, int kc, const float *const *a, long a_off, long rs,
+                                    long lda, const float *b, long ldb, float *const *c, long c_off, int mr,
+                                    int nr, int accumulate, const float *bias, int clamp)
+{
+    if (!narrow)
+        kc_run_channels_f32(ntaps, kc, a, a_off, rs, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
+    else if (lda == 1 && rs == 16)
+        kc_run_pixels16_f32(ntaps, kc, a, a_off, rs, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
+    else if (lda == 1 && rs == 32)
+        kc_run_pixels32_f32(ntaps, kc, a, a_off, rs, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
+    else if (lda == 1)
+        kc_run_pixels_f32(ntaps, kc, a, a_off, rs, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
+    else
+        kc_run_channels_narrow_f32(ntaps, kc, a, a_off, rs, lda, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
+}
+
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector
  * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
 KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)

@@ -113,12 +113,7 @@ cdef inline void igemm_tile_run(int ntaps, int kc, const real* const* a, long a_
     """The narrow tile on rows that are one run of pixels rs values apart: row i of tap t at a[t*MR] + i*rs
     (igemm_conv.pxi, index_panels; float only, callers check): microkernel.h, KC_DEFINE_IGEMM_RUN."""
     if real is float:
-        if rs == 16:        # 16 channels, stride 1 (a ResNet stage's layers and their input gradients)
-            kc_igemm_narrow_run16_f32(ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
-        elif rs == 32:
-            kc_igemm_narrow_run32_f32(ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
-        else:
-            kc_igemm_narrow_run_f32(ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        kc_igemm_run_f32(1, ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
 
 cdef inline void igemm_tile_channels(int ntaps, int kc, const real* const* a, long a_off, long lda,
@@ -127,10 +122,7 @@ cdef inline void igemm_tile_channels(int ntaps, int kc, const real* const* a, lo
     """The tile on MR consecutive channels of one tap (row i at a[t*MR] + i, the reduction lda apart): the
     filter gradient's row panels (filter_grad.pxi). Float only: callers check."""
     if real is float:
-        if narrow:
-            kc_igemm_narrow_channels_f32(ntaps, kc, a, a_off, 1, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
-        else:
-            kc_igemm_channels_f32(ntaps, kc, a, a_off, 1, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
+        kc_igemm_run_f32(narrow, ntaps, kc, a, a_off, 1, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
 
 
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
