@@ -288,7 +288,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef const real* bias = (<const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL) if in_tile else NULL
     cdef int clamp = (1 if ep.act == ACT_RELU else 2 if ep.act == ACT_RELU6 else 0) if in_tile else 0
     cdef Py_ssize_t rs = grid.step_w * grid.Cs     # source values between consecutive pixels of a row
-    cdef bint runs[PANELS_PER_BLOCK]               # panel p's rows are one run of pixels (mark_runs)
+    cdef bint runs[PANELS_PER_BLOCK]               # panel p takes the run tile (index_panels)
     if packed:      # A^T packed along pixels (pack_taps_by_pixels), read by the tile with a stride of MC
         pack_taps_by_pixels(src, grid, tap_h, tap_w, ntaps, g, m0, mc, MC, apack)
         dst_rows(dst, grid, g, m0, mc, crow)
