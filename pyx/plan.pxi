@@ -103,6 +103,12 @@ def threads_held():
     return kc_threads_held()
 
 
+def cpu_share(int team, int cpus, long held):
+    """Threads a call of `team` keeps working while calls hold `held` threads on `cpus` CPUs (microkernel.h,
+    kc_share): its team when they fit or it runs alone, else team x cpus / held, at least its caller."""
+    return kc_share_of(team, cpus, held)
+
+
 def stand_downs():
     """Times a helper thread stood down because overlapping calls held more threads than CPUs (since
     import): a diagnostic for benchmarks/callers.py and the tests."""

@@ -121,20 +121,19 @@ cdef void decide_binding() noexcept nogil:
 
 
 cdef void pin_workers(int n, int caller_cpu, int* tids) noexcept nogil:
-    """Worker t of the calling thread's team (t = 1 .. n-1) onto the t-th of the process's CPUs other than
-    caller_cpu; each notes its thread id in tids[t]. OpenMP hands a team's thread numbers to the same pooled
-    threads call after call."""
-    cdef int t, i, slot
+    """Worker t of the calling thread's team (t = 1 .. n-1) onto the t-th of the process's CPUs after
+    caller_cpu, wrapping around; each notes its thread id in tids[t]. OpenMP hands a team's thread numbers to
+    the same pooled threads call after call. Overlapping calls keep their first helpers working
+    (microkernel.h, kc_share); counted from each caller's own CPU (callers sit on distinct CPUs), those
+    helpers start on different CPUs instead of all on the lowest ones."""
+    cdef int t, i, at = 0
+    for i in range(g_bind_ncpus):
+        if g_bind_cpus[i] == caller_cpu:
+            at = i
     for t in prange(n, num_threads=n, schedule='static', chunksize=1):
         if t > 0:
             tids[t] = kc_this_tid()
-            slot = 0
-            for i in range(g_bind_ncpus):
-                if g_bind_cpus[i] != caller_cpu:
-                    slot = slot + 1
-                    if slot == t:
-                        kc_pin_self(g_bind_cpus[i])
-                        break
+            kc_pin_self(g_bind_cpus[(at + t) % g_bind_ncpus])
 
 
 cdef inline bint take_seat(int i) noexcept nogil:

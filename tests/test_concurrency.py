@@ -1,9 +1,9 @@
 """Calls running at the same time (Python threads, TensorFlow's inter-op pool) share the cores and agree
 with sequential calls.
 
-Each call holds its team while it runs; while calls overlap their helper threads stand down between tasks
-(microkernel.h, kc_next_task), so the cores run one thread per call, and a call left alone gets its team
-back.
+Each call holds its team while it runs; while calls overlap, each keeps its share of the CPUs and its other
+helper threads stand down between tasks (microkernel.h, kc_share and kc_next_task): on 2 CPUs the cores run
+one thread per call, on 16 two calls keep 8 each, and a call left alone gets its team back.
 """
 import threading
 
@@ -55,6 +55,20 @@ def test_overlapping_calls_stand_their_helpers_down_and_release_every_thread():
     assert max(seen) <= CALLS * _threads._available_cpus()   # ... each holding at most its team
     assert core.stand_downs() > stand_downs
     assert _threads.held() == 0
+
+
+@pytest.mark.parametrize("team, cpus, held, share", [
+    (2, 2, 2, 2),       # one call alone on 2 CPUs: its whole team
+    (2, 2, 4, 1),       # a training step's two gradients on 2 CPUs: one core each
+    (2, 2, 3, 1),       # beside a call of one thread
+    (1, 2, 3, 1),       # a call of one thread keeps its caller
+    (16, 16, 32, 8),    # two calls on 16 CPUs: 8 each, not one
+    (16, 16, 48, 5),    # three
+    (8, 16, 24, 5),     # a team of 8 beside one of 16
+    (4, 2, 4, 4),       # more threads than CPUs, asked for by the user, alone: not cut
+])
+def test_overlapping_calls_split_the_cpus_between_them(team, cpus, held, share):
+    assert core.cpu_share(team, cpus, held) == share
 
 
 def test_threads_are_released_when_a_call_fails():
