@@ -56,7 +56,6 @@ cdef extern from "microkernel.h" nogil:
     void kc_release_threads(int n)
     long kc_threads_held()
     long kc_next_task(long* next, long total, long tid, int team, int cpus)
-    int kc_share(int team, int cpus)
     int kc_share_of(int team, int cpus, long held)
     long kc_stand_down_count()
     int kc_openmp_enabled()
