@@ -260,18 +260,36 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
             crow[p * MR + i] = c0 + i * grid.dstep_w * grid.Cd
 
 
+# The forward reading the filter in place (plan.pxi, filters_in_place) walks a column panel's rows K values
+# apart. From this many bytes apart (K >= 512 float32 channels) the rows of one panel fall into few cache
+# sets and evict each other before the next row tile reads them again: a 1x1 512 -> 2048 layer at 7x7,
+# batch 1, ran at 49 GFLOP/s on one core. So there each tap's slice of the panel is first copied together.
+cdef enum:
+    COPY_FILTER_STRIDE = 4096
+
+
+cdef inline void copy_panel_rows(const real* b, Py_ssize_t ldb, Py_ssize_t rows, int NR, real* out) noexcept nogil:
+    """rows x NR values, rows ldb apart, into out (NR apart)."""
+    cdef Py_ssize_t r
+    for r in range(rows):
+        memcpy(&out[r * NR], &b[r * ldb], NR * sizeof(real))
+
+
 cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_ssize_t* tap_h,
                      const Py_ssize_t* tap_w, Py_ssize_t ntaps, const real* panels, const real* zeros,
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
                      const real** aptr, real** crow, real* apack, const real** prow,
-                     const real* w, const Py_ssize_t* tap_off, Py_ssize_t run, real* edge) noexcept nogil:
-    """GEMM rows m0 .. m0+mc (mc <= MC) of group g: every column panel, every reduction chunk, then the
-    epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
+                     const real* w, const Py_ssize_t* tap_off, Py_ssize_t run, real* edge,
+                     Py_ssize_t j0, Py_ssize_t j1, real* bcopy) noexcept nogil:
+    """GEMM rows m0 .. m0+mc (mc <= MC) of group g, column panels j0 .. j1-1: every reduction chunk, then
+    the epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
     With w (not NULL), B is the forward filter read in place (tap t, channel c: the row at w + tap_off[t]
     + c * Cd, whole panels of output channels), one micro-kernel call per tap; panels is then unused.
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
-    index_tile_rows's zero-padded copies (NULL when run is 1)."""
+    index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for one tap's
+    slice of a column panel (run x cin x NR), where it is copied before the row tiles read it
+    (COPY_FILTER_STRIDE)."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef int NR = shape_cols(dst, grid.narrow)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
@@ -279,7 +297,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef bint packed = apack != NULL
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
-    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu
+    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu, ldb
     cdef int mr, nr
     cdef bint last
     cdef const real* bq
@@ -296,7 +314,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
             mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
             for i in range(MR):         # rows past the block's end repeat its first row, never stored
                 prow[i] = apack + p * MR + (i if i < mr else 0)
-            for j in range(ncolp):
+            for j in range(j0, j1):
                 nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
                 igemm_tile_final(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
                                  &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
@@ -307,20 +325,23 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = (chunk_start(q + 1, nchunks, grid.cin) - c0) * run
-            for j in range(ncolp):
-                for p in range(npan):
-                    mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                    for u in range(nu):     # filter rows of tap u*run on: run x cin rows, Cd apart
-                        t = u * run
-                        last = q == nchunks - 1 and u == nu - 1
+            for j in range(j0, j1):
+                for u in range(nu):     # filter rows of tap u*run on: run x cin rows, Cd apart
+                    t = u * run
+                    last = q == nchunks - 1 and u == nu - 1
+                    bq = w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR
+                    ldb = grid.Cd
+                    if bcopy != NULL and npan > 1:
+                        copy_panel_rows(bq, grid.Cd, kc, NR, bcopy)
+                        bq, ldb = bcopy, NR
+                    for p in range(npan):
+                        mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
                         if runs[p]:
-                            igemm_tile_run(1, <int> kc, &aptr[(p * nu + u) * MR], c0, rs,
-                                           w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
+                            igemm_tile_run(1, <int> kc, &aptr[(p * nu + u) * MR], c0, rs, bq, ldb,
                                            &crow[p * MR], j * NR, mr, NR, q > 0 or u > 0,
                                            bias + j * NR if last and bias != NULL else NULL, clamp if last else 0)
                         else:
-                            igemm_tile_final(1, <int> kc, &aptr[(p * nu + u) * MR], c0, 1,
-                                             w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
+                            igemm_tile_final(1, <int> kc, &aptr[(p * nu + u) * MR], c0, 1, bq, ldb,
                                              &crow[p * MR], j * NR, mr, NR, q > 0 or u > 0,
                                              bias + j * NR if last and bias != NULL else NULL,
                                              clamp if last else 0, grid.narrow)
@@ -330,7 +351,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = chunk_start(q + 1, nchunks, grid.cin) - c0
-            for j in range(ncolp):
+            for j in range(j0, j1):
                 nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
                 bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
                 for p in range(npan):
@@ -346,9 +367,11 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                          bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
                                          grid.narrow)
     if ep != NULL and not in_tile:
+        c0 = j0 * NR
+        kc = (j1 * NR if j1 * NR < grid.cout else grid.cout) - c0      # the columns this call computed
         for p in range(mc):
-            apply_epilogue(crow[p], grid.cout,
-                           <const real*> ep.bias + g * grid.cout if ep.bias != NULL else NULL, ep)
+            apply_epilogue(crow[p] + c0, kc,
+                           <const real*> ep.bias + g * grid.cout + c0 if ep.bias != NULL else NULL, ep)
 
 
 cdef inline bint few_channels(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
@@ -359,6 +382,24 @@ cdef inline bint few_channels(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
     of a kernel row it beats this copy too (one core, AVX-512: C = 1 3x3 29 -> 37 GFLOP/s, 5x5 49 -> 55,
     7x7 level), so callers take this path only where no run merges (dilated kernels)."""
     return reduction_chunks(ntaps, cin) == 1 and ntaps > 1 and cin == 1
+
+
+# Row blocks are the GEMM's tasks. A layer of few output pixels (a late layer at batch 1-8: 7x7 at batch 1 is
+# 49 rows, one block) has fewer blocks than threads; then each block's column panels are cut into ranges,
+# each a task of its own, so every thread works and each reads only its slice of the filter. A task of a
+# block computes every reduction step of its columns, so results do not depend on the cut.
+cdef enum:
+    COLUMN_SPLIT_TASKS_PER_THREAD = 4
+
+
+cdef inline Py_ssize_t column_ranges(Py_ssize_t row_tasks, Py_ssize_t ncolp, int n_threads) noexcept nogil:
+    """Column ranges per row block: 1 when the blocks alone give every thread two tasks, else enough for
+    COLUMN_SPLIT_TASKS_PER_THREAD tasks per thread, at most one per column panel."""
+    cdef Py_ssize_t want
+    if n_threads <= 1 or row_tasks >= 2 * n_threads:
+        return 1
+    want = (COLUMN_SPLIT_TASKS_PER_THREAD * n_threads + row_tasks - 1) // row_tasks
+    return want if want < ncolp else ncolp
 
 
 cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
@@ -376,15 +417,22 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t run = merged_run(&grid, tap_h, tap_w, ntaps)
     cdef bint packed = run == 1 and few_channels(ntaps, grid.cin)
     cdef Py_ssize_t red = ntaps * grid.cin
-    cdef Py_ssize_t task, g, m0, mc, tid
-    n_threads = phase_threads(grid.groups * nblocks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
+    cdef Py_ssize_t task, g, m0, mc, tid, b, cs
+    cdef Py_ssize_t ncolp = (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow)
+    cdef Py_ssize_t nsplit = column_ranges(grid.groups * nblocks, ncolp, n_threads)
+    cdef Py_ssize_t ntasks = grid.groups * nblocks * nsplit
+    n_threads = phase_threads(ntasks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
     cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
+    cdef Py_ssize_t bcopy_len = run * grid.cin * shape_cols(dst, grid.narrow) \
+        if w != NULL and grid.Cd * sizeof(real) >= COPY_FILTER_STRIDE else 0
+    cdef real* bcopy_all = <real*> scratch_alloc((n_threads * bcopy_len + 1) * sizeof(real))
     if (aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL))
-            or (run > 1 and edge_all == NULL)):
+            or (run > 1 and edge_all == NULL) or bcopy_all == NULL):
+        scratch_free(bcopy_all)
         free(aptr_all)
         free(crow_all)
         scratch_free(apack_all)
@@ -395,22 +443,27 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     with parallel(num_threads=n_threads):
         tid = threadid()
         while True:
-            task = next_task(&next_t, grid.groups * nblocks, tid, n_threads)
-            if task >= grid.groups * nblocks:
+            task = next_task(&next_t, ntasks, tid, n_threads)
+            if task >= ntasks:
                 break
-            g = task // nblocks
-            m0 = (task - g * nblocks) * MC
+            b = task // nsplit                  # a row block of one group ...
+            cs = task - b * nsplit              # ... and one of its column ranges
+            g = b // nblocks
+            m0 = (b - g * nblocks) * MC
             mc = M - m0 if M - m0 < MC else MC
             igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
                        aptr_all + tid * a_len, crow_all + tid * MC,
                        apack_all + tid * MC * red if packed else NULL,
                        prow_all + tid * MR if packed else NULL, w, tap_off, run,
-                       edge_all + tid * MC * red if run > 1 else NULL)
+                       edge_all + tid * MC * red if run > 1 else NULL,
+                       ncolp * cs // nsplit, ncolp * (cs + 1) // nsplit,
+                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)
     free(prow_all)
     scratch_free(edge_all)
+    scratch_free(bcopy_all)
     return 0
 
 
@@ -488,7 +541,8 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                            m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
                            apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
                            else NULL,
-                           prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged)
+                           prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged,
+                           0, (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow), NULL)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)

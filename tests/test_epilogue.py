@@ -56,6 +56,19 @@ def test_fused_forward_on_the_staged_winograd_path_and_in_float32(activation, rn
     assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "gelu"])
+@pytest.mark.parametrize("kernel, k", [(1, 1024), (3, 100)])
+def test_fused_forward_of_a_late_layer_whose_columns_are_split_between_threads(activation, kernel, k, rng):
+    # 7x7 at batch 1 is one block of rows: its column panels become the tasks, and each value gets its bias
+    # and activation once (1x1 K = 1024 also copies the filter's far-apart rows together first).
+    x, w, b = _layer(rng, n=1, hw=(7, 7), c=128, k=k, kernel=kernel, dtype=np.float32)
+    got = ops.conv2d(x, w, padding="SAME", algorithm="direct", bias=b, activation=activation, threads=2)
+    pad = kernel // 2
+    z = ref.conv2d(x.astype(np.float64), w.astype(np.float64), pads=((pad, pad), (pad, pad))) + b
+    want = ACTIVATION_FUNCTIONS[activation](z)
+    assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
 def test_fused_1d_causal_with_bias(rng):
     x = rng.standard_normal((3, 17, 8))
     w = rng.standard_normal((3, 8, 5))

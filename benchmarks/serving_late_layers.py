@@ -1,0 +1,75 @@
+"""Late layers at batch 1 as a served model runs them: the same weights every call, inside tf.function.
+
+    python benchmarks/serving_late_layers.py [--repeats 15] [--loop 20] [--threads 1,2]
+
+A tf.function runs `--loop` chained forward passes of one layer (each waits for the last), with the same
+filter every pass, as `predict` on one image does; kconv's op against tf.nn.conv2d, interleaved, median ms per
+pass over `--repeats` calls. The per-pass table of `python -m kconv bench` gives every pass fresh weights
+(memory-bound for these layers); this is the other case: weights that stay in cache.
+README, How it works ("Few rows, many columns"), quotes it.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+LAYERS = (  # input NHWC, filter HWCK: ResNet-50's last stage at batch 1
+    ((1, 7, 7, 2048), (1, 1, 2048, 512)),
+    ((1, 7, 7, 512), (1, 1, 512, 2048)),
+    ((1, 7, 7, 512), (3, 3, 512, 512)),
+    ((1, 14, 14, 1024), (1, 1, 1024, 256)),
+)
+
+
+def chained(tf, conv, loop):
+    @tf.function
+    def run(x, w):
+        total = tf.constant(0.0)
+        for _ in tf.range(loop):
+            y = conv(x, w)
+            total += y[0, 0, 0, 0]
+            x = x + 0.0 * total
+        return total
+    return run
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--loop", type=int, default=20)
+    parser.add_argument("--threads", default="1,2", help="kconv thread counts, comma-separated")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import kconv
+    from kconv import tf_ops
+    from kconv._config import cpu_name
+    rng = np.random.default_rng(0)
+    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, TensorFlow intra-op "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; forward, same weights each pass")
+    print("| layer | kconv threads | kconv ms | TensorFlow ms | ratio |\n|---|---:|---:|---:|---:|")
+    for xs, ws in LAYERS:
+        x = tf.constant(rng.standard_normal(xs, dtype=np.float32))
+        w = tf.constant(rng.standard_normal(ws, dtype=np.float32) * np.float32(1 / np.sqrt(ws[0] * ws[1] * ws[2])))
+        for threads in (int(t) for t in args.threads.split(",")):
+            runs = {"kconv": chained(tf, lambda x, w, n=threads: tf_ops.conv2d(x, w, 1, "SAME", threads=n),
+                                     args.loop),
+                    "tf": chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), args.loop)}
+            for f in runs.values():
+                f(x, w).numpy()
+            times = {k: [] for k in runs}
+            for _ in range(args.repeats):
+                for k, f in runs.items():
+                    t0 = time.perf_counter()
+                    f(x, w).numpy()
+                    times[k].append((time.perf_counter() - t0) / args.loop * 1e3)
+            kc, tfm = (float(np.median(times[k])) for k in ("kconv", "tf"))
+            name = f"{ws[0]}x{ws[1]} {xs[1]}x{xs[2]} {ws[2]}->{ws[3]} b{xs[0]}"
+            print(f"| {name} | {threads} | {kc:.3f} | {tfm:.3f} | {tfm / kc:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
