@@ -6,7 +6,8 @@ A tf.function runs `--loop` iterations of conv -> op (chained, so nothing overla
 alone; the op's share is the difference of the two, per iteration, median of `--repeats` alternating runs.
 TensorFlow's intra-op threads run oneDNN's convolution and stay awake for the op that follows; through
 kconv's convolution (kconv's own OpenMP threads) they sleep, and the next op pays for waking them. README,
-Known limits, quotes it; the lasting fix is kconv running its parallel loops on TensorFlow's pool.
+Known limits, quotes it, with what was tried: kconv's loops run on TensorFlow's pool shrank the op's share
+but slowed the conv more (not kept).
 """
 import argparse
 import os
