@@ -12,7 +12,6 @@ but slowed the conv more (not kept).
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -53,6 +52,7 @@ def main(argv=None):
     import kconv
     from kconv import tf_ops
     from kconv._config import cpu_name
+    from kconv.bench.timing import interleaved
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal(LAYER[0], dtype=np.float32))
     w = tf.constant(rng.standard_normal(LAYER[1], dtype=np.float32))
@@ -61,15 +61,8 @@ def main(argv=None):
     op = after_ops(tf)[args.op]
     runs = {(name, with_op): chained(tf, conv, op if with_op else None, args.loop)
             for name, conv in convs.items() for with_op in (False, True)}
-    for f in runs.values():
-        f(x, w).numpy()
-    times = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for k, f in runs.items():
-            t0 = time.perf_counter()
-            f(x, w).numpy()
-            times[k].append((time.perf_counter() - t0) / args.loop * 1e3)
-    ms = {k: float(np.median(v)) for k, v in times.items()}
+    times = interleaved({k: (lambda f=f: f(x, w).numpy()) for k, f in runs.items()}, repeats=args.repeats, warmup=1)
+    ms = {k: float(np.median(v)) / args.loop * 1e3 for k, v in times.items()}
     print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, kconv threads {kconv.get_num_threads()}, "
           f"TensorFlow intra-op {tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; "
           f"3x3 conv {LAYER[0]} -> {LAYER[1][3]} filters, then {args.op}")

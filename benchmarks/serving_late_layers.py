@@ -11,7 +11,6 @@ README, How it works ("Few rows, many columns"), quotes it.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -46,6 +45,7 @@ def main(argv=None):
     import kconv
     from kconv import tf_ops
     from kconv._config import cpu_name
+    from kconv.bench.timing import interleaved
     rng = np.random.default_rng(0)
     print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, TensorFlow intra-op "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; forward, same weights each pass")
@@ -57,15 +57,8 @@ def main(argv=None):
             runs = {"kconv": chained(tf, lambda x, w, n=threads: tf_ops.conv2d(x, w, 1, "SAME", threads=n),
                                      args.loop),
                     "tf": chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), args.loop)}
-            for f in runs.values():
-                f(x, w).numpy()
-            times = {k: [] for k in runs}
-            for _ in range(args.repeats):
-                for k, f in runs.items():
-                    t0 = time.perf_counter()
-                    f(x, w).numpy()
-                    times[k].append((time.perf_counter() - t0) / args.loop * 1e3)
-            kc, tfm = (float(np.median(times[k])) for k in ("kconv", "tf"))
+            times = interleaved({k: (lambda f=f: f(x, w).numpy()) for k, f in runs.items()}, repeats=args.repeats)
+            kc, tfm = (float(np.median(times[k])) / args.loop * 1e3 for k in ("kconv", "tf"))
             name = f"{ws[0]}x{ws[1]} {xs[1]}x{xs[2]} {ws[2]}->{ws[3]} b{xs[0]}"
             print(f"| {name} | {threads} | {kc:.3f} | {tfm:.3f} | {tfm / kc:.2f}x |")
     return 0
