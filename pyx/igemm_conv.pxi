@@ -275,6 +275,17 @@ cdef inline void copy_panel_rows(const real* b, Py_ssize_t ldb, Py_ssize_t rows,
         memcpy(&out[r * NR], &b[r * ldb], NR * sizeof(real))
 
 
+cdef inline void filter_row_tile(bint run_tile, int kc, const real** a, Py_ssize_t c0, Py_ssize_t rs,
+                                 const real* b, Py_ssize_t ldb, real** c, Py_ssize_t col, int mr, int NR,
+                                 bint accumulate, const real* bias, int clamp, bint narrow) noexcept nogil:
+    """One row tile of igemm_rows's in-place-filter path: the run tile (rows one run of pixels) or the
+    pointer-table tile, B's rows ldb apart."""
+    if run_tile:
+        igemm_tile_run(1, kc, a, c0, rs, b, ldb, c, col, mr, NR, accumulate, bias, clamp)
+    else:
+        igemm_tile_final(1, kc, a, c0, 1, b, ldb, c, col, mr, NR, accumulate, bias, clamp, narrow)
+
+
 cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_ssize_t* tap_h,
                      const Py_ssize_t* tap_w, Py_ssize_t ntaps, const real* panels, const real* zeros,
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
@@ -297,7 +308,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef bint packed = apack != NULL
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
-    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu, ldb
+    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu
     cdef int mr, nr
     cdef bint last
     cdef const real* bq
@@ -326,25 +337,25 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = (chunk_start(q + 1, nchunks, grid.cin) - c0) * run
             for j in range(j0, j1):
-                for u in range(nu):     # filter rows of tap u*run on: run x cin rows, Cd apart
-                    t = u * run
-                    last = q == nchunks - 1 and u == nu - 1
-                    bq = w + tap_off[t] + c0 * grid.Cd + g * grid.cout + j * NR
-                    ldb = grid.Cd
-                    if bcopy != NULL and npan > 1:
-                        copy_panel_rows(bq, grid.Cd, kc, NR, bcopy)
-                        bq, ldb = bcopy, NR
+                if bcopy != NULL and npan > 1:      # each tap's slice copied once, then every row tile
+                    for u in range(nu):
+                        last = q == nchunks - 1 and u == nu - 1
+                        copy_panel_rows(w + tap_off[u * run] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
+                                        kc, NR, bcopy)
+                        for p in range(npan):
+                            filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + u) * MR], c0, rs, bcopy, NR,
+                                            &crow[p * MR], j * NR, <int> (mc - p * MR if mc - p * MR < MR else MR),
+                                            NR, q > 0 or u > 0, bias + j * NR if last and bias != NULL else NULL,
+                                            clamp if last else 0, grid.narrow)
+                else:                               # a row tile's taps one after another (its C tile hot)
                     for p in range(npan):
-                        mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                        if runs[p]:
-                            igemm_tile_run(1, <int> kc, &aptr[(p * nu + u) * MR], c0, rs, bq, ldb,
-                                           &crow[p * MR], j * NR, mr, NR, q > 0 or u > 0,
-                                           bias + j * NR if last and bias != NULL else NULL, clamp if last else 0)
-                        else:
-                            igemm_tile_final(1, <int> kc, &aptr[(p * nu + u) * MR], c0, 1, bq, ldb,
-                                             &crow[p * MR], j * NR, mr, NR, q > 0 or u > 0,
-                                             bias + j * NR if last and bias != NULL else NULL,
-                                             clamp if last else 0, grid.narrow)
+                        for u in range(nu):     # filter rows of tap u*run on: run x cin rows, Cd apart
+                            last = q == nchunks - 1 and u == nu - 1
+                            filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + u) * MR], c0, rs,
+                                            w + tap_off[u * run] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
+                                            &crow[p * MR], j * NR, <int> (mc - p * MR if mc - p * MR < MR else MR),
+                                            NR, q > 0 or u > 0, bias + j * NR if last and bias != NULL else NULL,
+                                            clamp if last else 0, grid.narrow)
     else:
         index_panels(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, MR, zeros, aptr, crow, edge, runs)
         nu = ntaps // run
