@@ -261,7 +261,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
 
 
 # The forward reading the filter in place (plan.pxi, filters_in_place) walks a column panel's rows K values
-# apart. From this many bytes apart (K >= 512 float32 channels) the rows of one panel fall into few cache
+# apart. From this many bytes apart (K >= 1024 float32 channels) the rows of one panel fall into few cache
 # sets and evict each other before the next row tile reads them again: a 1x1 512 -> 2048 layer at 7x7,
 # batch 1, ran at 49 GFLOP/s on one core. So there each tap's slice of the panel is first copied together.
 cdef enum:
@@ -440,9 +440,9 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
     cdef Py_ssize_t bcopy_len = run * grid.cin * shape_cols(dst, grid.narrow) \
         if w != NULL and grid.Cd * sizeof(real) >= COPY_FILTER_STRIDE else 0
-    cdef real* bcopy_all = <real*> scratch_alloc((n_threads * bcopy_len + 1) * sizeof(real))
+    cdef real* bcopy_all = <real*> scratch_alloc(n_threads * bcopy_len * sizeof(real)) if bcopy_len > 0 else NULL
     if (aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL))
-            or (run > 1 and edge_all == NULL) or bcopy_all == NULL):
+            or (run > 1 and edge_all == NULL) or (bcopy_len > 0 and bcopy_all == NULL)):
         scratch_free(bcopy_all)
         free(aptr_all)
         free(crow_all)
