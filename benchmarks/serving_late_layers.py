@@ -14,24 +14,14 @@ import sys
 
 import numpy as np
 
+from op_after_conv import chained   # benchmarks/: the chained conv loop (op None: the conv alone)
+
 LAYERS = (  # input NHWC, filter HWCK: ResNet-50's last stage at batch 1
     ((1, 7, 7, 2048), (1, 1, 2048, 512)),
     ((1, 7, 7, 512), (1, 1, 512, 2048)),
     ((1, 7, 7, 512), (3, 3, 512, 512)),
     ((1, 14, 14, 1024), (1, 1, 1024, 256)),
 )
-
-
-def chained(tf, conv, loop):
-    @tf.function
-    def run(x, w):
-        total = tf.constant(0.0)
-        for _ in tf.range(loop):
-            y = conv(x, w)
-            total += y[0, 0, 0, 0]
-            x = x + 0.0 * total
-        return total
-    return run
 
 
 def main(argv=None):
@@ -55,8 +45,8 @@ def main(argv=None):
         w = tf.constant(rng.standard_normal(ws, dtype=np.float32) * np.float32(1 / np.sqrt(ws[0] * ws[1] * ws[2])))
         for threads in (int(t) for t in args.threads.split(",")):
             runs = {"kconv": chained(tf, lambda x, w, n=threads: tf_ops.conv2d(x, w, 1, "SAME", threads=n),
-                                     args.loop),
-                    "tf": chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), args.loop)}
+                                     None, args.loop),
+                    "tf": chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), None, args.loop)}
             times = interleaved({k: (lambda f=f: f(x, w).numpy()) for k, f in runs.items()}, repeats=args.repeats)
             kc, tfm = (float(np.median(times[k])) / args.loop * 1e3 for k in ("kconv", "tf"))
             name = f"{ws[0]}x{ws[1]} {xs[1]}x{xs[2]} {ws[2]}->{ws[3]} b{xs[0]}"
