@@ -203,7 +203,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
                        Py_ssize_t mc, int MR, const real* zeros, const real** aptr, real** crow, real* edge,
                        bint* runs) noexcept nogil:
     """index_tile_rows for a block, panel by panel, with runs[p] set where panel p takes the run tile (tile.pxi:
-    float, the narrow tile). Such a panel is MR pixels of one destination row: inside the image its merged
+    float, either tile). Such a panel is MR pixels of one destination row: inside the image its merged
     taps' row 0 pointers are all it needs (row i is row 0 + i * rs); near the image's edge each merged tap
     reads a zero-padded copy of the source row under the panel (a strip, in the panel's part of `edge`:
     it spans (MR-1) * stride + run pixels where the panel's edge copies take MR * run, so stride <= run).
@@ -214,8 +214,9 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
     cdef Py_ssize_t p, u, i, m, n, rem, qh, qw0, sh, sw0, lo, hi, pixel
     cdef real* strip
     cdef real* c0
-    cdef bint float_narrow = real is float and MR == 2 * KC_MR_F32 and 0 < ntaps <= TABLE_FAST_TAPS
-    if not float_narrow:
+    cdef bint float_runs = real is float and 0 < ntaps <= TABLE_FAST_TAPS
+    cdef bint narrow = MR == 2 * KC_MR_F32       # strips at the edge pay for 16 rows; 8 keep their tables
+    if not float_runs:
         index_tile_rows(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, npan * MR, zeros, aptr, crow, edge)
         for p in range(npan):
             runs[p] = False
@@ -233,7 +234,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
             pixel = ((n * grid.Hs + qh * grid.step_h) * grid.Ws + qw0 * grid.step_w) * grid.Cs + g * grid.cin
             for u in range(nu):
                 aptr[(p * nu + u) * MR] = src + pixel + (tap_h[u * run] * grid.Ws + tap_w[u * run]) * grid.Cs
-        elif runs[p] and run > 1 and edge != NULL and grid.step_w <= run:      # run > 1: one group, cin == Cs
+        elif runs[p] and narrow and run > 1 and edge != NULL and grid.step_w <= run:   # one group, cin == Cs
             for u in range(nu):
                 strip = edge + p * MR * nu * run * grid.cin + u * width * grid.Cs
                 sh = qh * grid.step_h + tap_h[u * run]
@@ -281,7 +282,7 @@ cdef inline void filter_row_tile(bint run_tile, int kc, const real** a, Py_ssize
     """One row tile of igemm_rows's in-place-filter path: the run tile (rows one run of pixels) or the
     pointer-table tile, B's rows ldb apart."""
     if run_tile:
-        igemm_tile_run(1, kc, a, c0, rs, b, ldb, c, col, mr, NR, accumulate, bias, clamp)
+        igemm_tile_run(1, kc, a, c0, rs, b, ldb, c, col, mr, NR, accumulate, bias, clamp, narrow)
     else:
         igemm_tile_final(1, kc, a, c0, 1, b, ldb, c, col, mr, NR, accumulate, bias, clamp, narrow)
 
@@ -371,7 +372,8 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                     if runs[p]:
                         igemm_tile_run(<int> nu, <int> (kc * run), &aptr[p * nu * MR], c0, rs, bq, NR,
                                        &crow[p * MR], j * NR, mr, nr, q > 0,
-                                       bias + j * NR if last and bias != NULL else NULL, clamp if last else 0)
+                                       bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
+                                       grid.narrow)
                     else:
                         igemm_tile_final(<int> nu, <int> (kc * run), &aptr[p * nu * MR], c0, 1, bq, NR,
                                          &crow[p * MR], j * NR, mr, nr, q > 0,

@@ -9,6 +9,9 @@ cdef extern from "microkernel.h" nogil:
     void kc_igemm_run_f32(int narrow, int ntaps, int kc, const float* const* a, long a_off, long rs, long lda,
                           const float* b, long ldb, float* const* c, long c_off, int mr, int nr, int accumulate,
                           const float* bias, int clamp)
+    void kc_igemm_run_wide_f32(int ntaps, int kc, const float* const* a, long a_off, long rs, const float* b, long ldb,
+                               float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias,
+                               int clamp)
     void kc_igemm_half_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
                            float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias, int clamp)
     void kc_igemm_half_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,

@@ -109,11 +109,15 @@ cdef inline void igemm_tile_final(int ntaps, int kc, const real* const* a, long 
 
 cdef inline void igemm_tile_run(int ntaps, int kc, const real* const* a, long a_off, long rs,
                                 const real* b, long ldb, real* const* c, long c_off, int mr, int nr,
-                                int accumulate, const real* bias, int clamp) noexcept nogil:
-    """The narrow tile on rows that are one run of pixels rs values apart: row i of tap t at a[t*MR] + i*rs
+                                int accumulate, const real* bias, int clamp, bint narrow) noexcept nogil:
+    """The tile (the narrow one when narrow; the wide one runs as its half on a panel of at most one vector of
+    columns) on rows that are one run of pixels rs values apart: row i of tap t at a[t*MR] + i*rs
     (igemm_conv.pxi, index_panels; float only, callers check): microkernel.h, KC_DEFINE_IGEMM_RUN."""
     if real is float:
-        kc_igemm_run_f32(1, ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        if narrow:
+            kc_igemm_run_f32(1, ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
+        else:
+            kc_igemm_run_wide_f32(ntaps, kc, a, a_off, rs, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp)
 
 
 cdef inline void igemm_tile_channels(int ntaps, int kc, const real* const* a, long a_off, long lda,

@@ -114,15 +114,40 @@ def test_layers_with_few_filters_on_runs_of_pixels(case, op, rng):
     check_against_reference(case, op, rng)
 
 
+# The wide tile (more than 16 filters per group) takes runs too, inside the image only: at its edges a row
+# tile keeps its pointer table. Partial and half column panels, in-place filters, chunked reductions, strides.
+WIDE_RUN_TILE_CASES = [
+    Conv2dCase(2, 32, 32, 16, 32, 3, 3, padding="SAME", algorithm="direct"),  # whole tiles of 8 per row
+    Conv2dCase(3, 28, 28, 32, 32, 3, 3, padding="SAME", algorithm="direct"),  # 28 = 3 x 8 + 4: tiles wrap
+    Conv2dCase(2, 12, 20, 24, 100, 3, 3, padding="SAME", algorithm="direct"),  # 3 panels and a half panel
+    Conv2dCase(2, 9, 33, 17, 20, 3, 3, algorithm="direct"),  # 20 filters: one partial panel; 17 -> dx wide
+    Conv2dCase(2, 16, 24, 32, 40, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct"),  # 40 = 32 + 8
+    Conv2dCase(1, 10, 40, 64, 64, 1, 1),  # 1x1: the filter read in place
+    Conv2dCase(2, 10, 40, 64, 32, 3, 3, padding="SAME", algorithm="direct"),  # in place at few rows
+    Conv2dCase(2, 12, 32, 128, 20, 3, 3, padding="SAME", algorithm="direct"),  # 1152 long: chunks, no merge
+    Conv2dCase(2, 20, 36, 64, 48, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # 24 filters a group
+    Conv2dCase(2, 24, 50, 24, 32, 3, 3, dilations=(1, 2), padding="SAME", algorithm="direct"),  # unmerged
+    Conv2dCase(2, 9, 90, 20, 24, 1, 7, padding="SAME", algorithm="direct"),  # one kernel row of 7
+    Conv2dCase(1, 40, 64, 32, 48, 2, 2, strides=(2, 2), algorithm="direct"),  # stride 2 = 2 merged taps
+]
+
+
+@parametrize_cases(WIDE_RUN_TILE_CASES)
+@pytest.mark.parametrize("op", OPS)
+def test_layers_with_many_filters_on_runs_of_pixels(case, op, rng):
+    check_against_reference(case, op, rng)
+
+
+@pytest.mark.parametrize("filters", [16, 40, 100])
 @pytest.mark.parametrize("activation", ["relu", "relu6", "linear"])
-def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, rng):
+def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, filters, rng):
     x = rng.standard_normal((2, 32, 32, 16)).astype(np.float32)
-    w = rng.standard_normal((3, 3, 16, 16)).astype(np.float32)
-    b = rng.standard_normal(16).astype(np.float32)
+    w = rng.standard_normal((3, 3, 16, filters)).astype(np.float32)
+    b = rng.standard_normal(filters).astype(np.float32)
     got = ops.conv2d(x, w, 1, "SAME", bias=b, activation=activation, algorithm="direct")
     y = ref.conv2d(x, w, pads=((1, 1), (1, 1))) + b
     want = {"relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6), "linear": y}[activation]
-    assert_close(got, want, np.float32, what=f"conv2d + bias, {activation}")
+    assert_close(got, want, np.float32, what=f"conv2d + bias, {activation}, {filters} filters")
 
 
 # ---------------------------------------------------------------------------------------
