@@ -137,7 +137,7 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
     if tables == NULL:
         return -1
     inside_range(tap_w, ntaps, grid.step_w, grid.Ws, grid.Qw, &qlo, &qhi)
-    with parallel(num_threads=n_threads):
+    with parallel(num_threads=phase_threads(grid.N * grid.Qh, SERIAL_PHASE_VALUES, n_threads)):
         tid = threadid()
         a = <const real**> (tables + tid * per_thread)
         crow = <real**> (tables + tid * per_thread + nt * MR)
@@ -314,7 +314,7 @@ cdef void expand_channels(const real* x, Py_ssize_t pixels, Py_ssize_t C, Py_ssi
                           int n_threads) noexcept nogil:
     """out[pixel, c * dm + m] = x[pixel, c]: the input each output channel of a depth multiplier reads."""
     cdef Py_ssize_t q, c, m
-    for q in prange(pixels, schedule='static', num_threads=n_threads):
+    for q in prange(pixels, schedule='static', num_threads=phase_threads(pixels, pixels * C * dm, n_threads)):
         for c in range(C):
             for m in range(dm):
                 out[(q * C + c) * dm + m] = x[q * C + c]
@@ -325,7 +325,7 @@ cdef void fold_channels(const real* g, Py_ssize_t pixels, Py_ssize_t C, Py_ssize
     """out[pixel, c] = sum over m of g[pixel, c * dm + m]: expand_channels' adjoint."""
     cdef Py_ssize_t q, c, m
     cdef real s
-    for q in prange(pixels, schedule='static', num_threads=n_threads):
+    for q in prange(pixels, schedule='static', num_threads=phase_threads(pixels, pixels * C * dm, n_threads)):
         for c in range(C):
             s = 0
             for m in range(dm):

@@ -133,7 +133,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef PixelChunk cur
     cdef const real* src
     cdef real* dst
-    n_threads = phase_threads(nsplit * grid.groups * nblocks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
+    n_threads = loop_threads(nsplit * grid.groups * nblocks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * ch.per_chunk * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))

@@ -434,7 +434,7 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t ncolp = (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow)
     cdef Py_ssize_t nsplit = column_ranges(grid.groups * nblocks, ncolp, n_threads)
     cdef Py_ssize_t ntasks = grid.groups * nblocks * nsplit
-    n_threads = phase_threads(ntasks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
+    n_threads = loop_threads(ntasks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
@@ -514,7 +514,7 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
             max_red = phases[ph].nt * grid.cin
     ncw = (max_qw + MC - 1) // MC
     bands = grid.N * max_qh * ncw
-    n_threads = phase_threads(grid.groups * bands, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
+    n_threads = loop_threads(grid.groups * bands, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef const real** aptr_all = <const real**> malloc(n_threads * MC * max_nt * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * max_red + 1) * sizeof(real))

@@ -60,6 +60,7 @@ cdef extern from "microkernel.h" nogil:
     long kc_threads_held()
     long kc_next_task(long* next, long total, long tid, int team, int cpus)
     int kc_share_of(int team, int cpus, long held)
+    int kc_share(int team, int cpus)
     long kc_stand_down_count()
     int kc_openmp_enabled()
     void kc_count_pass(int p)

@@ -27,16 +27,28 @@ cdef enum:
     SERIAL_PHASE_VALUES = 1 << 18
 
 
-cdef inline int phase_threads(Py_ssize_t tasks, Py_ssize_t values, int n_threads) noexcept nogil:
-    """Threads for one short phase of a call: 1 under SERIAL_PHASE_VALUES values or with one task, else at
-    most one per task. Phases only split work whose every piece is computed the same way on any thread."""
+# The CPUs this process may use (set by plan.pxi's set_thread_config).
+cdef int g_cpus = 1
+
+
+cdef inline int loop_threads(Py_ssize_t tasks, Py_ssize_t values, int n_threads) noexcept nogil:
+    """Threads for a call's task loop (next_task): 1 under SERIAL_PHASE_VALUES values or with one task, else
+    at most one per task. Its helpers stand down while calls overlap and rejoin when the others finish
+    (microkernel.h, kc_next_task). Loops only split work whose every piece is computed the same way on any
+    thread."""
     if values < SERIAL_PHASE_VALUES or tasks < 2:
         return 1
     return n_threads if tasks >= n_threads else <int> tasks
 
 
-# The CPUs this process may use (set by plan.pxi's set_thread_config).
-cdef int g_cpus = 1
+cdef inline int phase_threads(Py_ssize_t tasks, Py_ssize_t values, int n_threads) noexcept nogil:
+    """Threads for a phase split statically (prange): loop_threads', and while overlapping calls hold more
+    threads than there are CPUs, no more than this call's share of them (kc_share). A static phase ends when
+    its last thread does: a helper sharing a CPU with another call's caller keeps this call's caller waiting
+    at the phase's end while its own CPU idles."""
+    cdef int n = loop_threads(tasks, values, n_threads)
+    cdef int share = kc_share(n_threads, g_cpus)
+    return share if share < n else n
 
 
 cdef inline Py_ssize_t next_task(long* counter, Py_ssize_t total, Py_ssize_t tid, int team) noexcept nogil:

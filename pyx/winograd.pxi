@@ -212,7 +212,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     cdef int nonfinite_seen[1]
     cdef real* scratch
-    n_threads = phase_threads(nblocks, SERIAL_PHASE_VALUES, n_threads)    # no idle helper woken for nothing
+    n_threads = loop_threads(nblocks, SERIAL_PHASE_VALUES, n_threads)    # no idle helper woken for nothing
     scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
