@@ -21,7 +21,13 @@
 # Measured against the two kernels it replaced (im2col panels with rows = filters; taps packed along pixels
 # for C < 16), plan-level on a 2-core AVX-512 Xeon: 1.3-2x on first layers, C = K = 16, 7x7/2 stems and the
 # late 7x7 / 14x14 layers at batch 1-2; 0.9-1.1x on the rest; about 0.9x on 100-filter text layers (their
-# partial last panel).
+# partial last panel), which the transposed tail below (grad_tail) took 14-21 % further on one core.
+
+# Filters in a last column panel the transposed tail (microkernel.h, kc_grad_tail) takes instead of the half
+# tile: up to 8 of 16 lanes, where the half tile leaves half or more of its lanes idle.
+cdef enum:
+    GRAD_TAIL_COLS = 8
+
 
 cdef struct PixelChunks:
     Py_ssize_t per_chunk         # whole output rows per chunk (when segs == 1)
@@ -126,10 +132,16 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * grid.step_w + tw_max - tw_min + 1
     # dY is read in place when every panel is whole and its rows keep vectors aligned, else packed per chunk
     packed = K % NR != 0 or (grid.Cd * sizeof(real)) % KC_VEC_BYTES != 0
+    # a last panel of at most GRAD_TAIL_COLS filters runs transposed (grad_tail) where blocks keep whole vectors
+    cdef Py_ssize_t lanes = KC_VEC_BYTES // sizeof(real), last_cols = K - (ncolp - 1) * NR
+    cdef bint tail = real is float and not narrow and last_cols <= GRAD_TAIL_COLS
+    cdef bint use_tail                                          # this task's blocks keep whole vectors
+    cdef Py_ssize_t ncolm                                       # the panels the GEMM tile runs for this task
+    cdef Py_ssize_t tail_len = GRAD_TAIL_COLS * ntaps * cblock if tail else 0
     b_len = ncolp * max_pix * NR if packed else 0
-    per_thread = b_len + win_h * win_w * cblock
+    per_thread = b_len + win_h * win_w * cblock + tail_len
     cdef Py_ssize_t task, s, g, c0, nb, brows, ci, ci0, kc, npix, pix0, j, pl, v
-    cdef Py_ssize_t q0, q, i, c, rr, mr, tid, lda
+    cdef Py_ssize_t q0, q, i, c, rr, mr, tid, lda, r
     cdef PixelChunk cur
     cdef const real* src
     cdef real* dst
@@ -140,6 +152,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef Py_ssize_t* off_all = <Py_ssize_t*> malloc(n_threads * MR * sizeof(Py_ssize_t))
     cdef real* b
     cdef real* win
+    cdef real* tl
     cdef const real** aptr
     cdef real** crow
     cdef Py_ssize_t* tapoff
@@ -154,6 +167,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         tid = threadid()
         b = scratch + tid * per_thread
         win = b + b_len
+        tl = win + win_h * win_w * cblock
         aptr = aptr_all + tid * ch.per_chunk * MR
         crow = crow_all + tid * MR
         tapoff = off_all + tid * MR
@@ -168,6 +182,10 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
             brows = ntaps * nb
             lda = grid.step_w * nb
             ci0 = ch.count * s // nsplit
+            use_tail = tail and nb % lanes == 0
+            ncolm = ncolp - 1 if use_tail else ncolp
+            if use_tail:
+                memset(tl, 0, GRAD_TAIL_COLS * brows * sizeof(real))
             for ci in range(ci0, ch.count * (s + 1) // nsplit):
                 cur = chunk_at(&ch, ci, grid.Qh, grid.Qw)
                 kc = cur.w1 - cur.w0
@@ -178,7 +196,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                             (cur.nr - 1) * grid.step_h + th_max - th_min + 1, cur.w0 * grid.step_w + tw_min,
                             (kc - 1) * grid.step_w + tw_max - tw_min + 1, win_w, win)
                 if packed:                      # B: the chunk's dY rows, NR channels per panel (zeros past cout)
-                    for j in range(ncolp):
+                    for j in range(ncolm):
                         ncol = K - j * NR if K - j * NR < NR else NR
                         for pl in range(npix):
                             src = dy + (pix0 + pl) * grid.Cd + g * K + j * NR
@@ -201,7 +219,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                             aptr[rr * MR + i] = win + (rr * grid.step_h * win_w * nb + tapoff[i])
                     # MR channels of one tap: row i is row 0 + i, one pointer per output row (the channels tile)
                     chan = real is float and mr == MR and q0 // nb == (q0 + MR - 1) // nb
-                    for j in range(ncolp):
+                    for j in range(ncolm):
                         ncol = K - j * NR if K - j * NR < NR else NR
                         bp = b + j * npix * NR if packed else dy + pix0 * grid.Cd + g * K + j * NR
                         ldb = NR if packed else grid.Cd    # dY in place: its rows hold whole, aligned panels
@@ -212,6 +230,20 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                             igemm_tile_final(<int> cur.nr, <int> kc, aptr, 0, lda, bp, ldb, crow, j * NR,
                                              <int> mr, <int> ncol if packed else NR, ci > ci0, NULL, 0, narrow)
                     q0 = q0 + MR
+                if use_tail:                    # the last panel's few filters: tl[r][t * nb + c], dY in place
+                    for t in range(ntaps):
+                        for r in range(0, last_cols, 4):
+                            grad_tail(<int> cur.nr, <int> kc, <int> (last_cols - r if last_cols - r < 4 else 4),
+                                      dy + pix0 * grid.Cd + g * K + (ncolp - 1) * NR + r, grid.Qw * grid.Cd,
+                                      grid.Cd, win + ((tap_h[t] - th_min) * win_w + tap_w[t] - tw_min) * nb,
+                                      grid.step_h * win_w * nb, lda, <int> (nb // lanes), tl + r * brows + t * nb,
+                                      brows)
+            if use_tail:
+                for r in range(last_cols):
+                    for q in range(brows):
+                        t = q // nb
+                        partial[((s * grid.groups + g) * R + t * grid.cin + c0 + q - t * nb) * K
+                                + (ncolp - 1) * NR + r] = tl[r * brows + q]
     scratch_free(scratch)
     free(aptr_all)
     free(crow_all)

@@ -211,6 +211,63 @@ static inline void kc_igemm_run_wide_f32(int ntaps, int kc, const float *const *
         kc_run_pixels_wide_f32(ntaps, kc, a, a_off, rs, 1, b, ldb, c, c_off, mr, nr, accumulate, bias, clamp);
 }
 
+/* The filter gradient's last few output channels, transposed: where a layer's filters leave at most 8
+ * channels in the last column panel (100 filters = 3 x 32 + 4), the half tile would run 8 FMAs per step for
+ * 4 live lanes, and its 8 broadcasts make it load-bound (Kim's k5 filter gradient spent 16 % of its time
+ * there, 0.8 of a full panel's time for 4 of 32 columns). Here input channels go across the lanes and the
+ * few output channels are the rows: 4 broadcasts of dY and NV vectors of X per step, every lane live.
+ *   out[r*ldo + v*LANES + l] += sum over rows j < nrows, pixels p < npix of
+ *       dy[j*ldr + p*ldd + r] * x[j*xr + p*ldx + v*LANES + l]        (r < rows <= 4, v < NV)
+ * Rows past `rows` read row 0 and are not stored. Each output sums its pixels in the half tile's order. */
+#define KC_DEFINE_GRAD_TAIL(NAME, T, V, NV)                                                             \
+static inline void NAME(int nrows, int npix, int rows, const T *dy, long ldr, long ldd, const T *x,  \
+                        long xr, long ldx, T *out, long ldo)                                         \
+{                                                                                                    \
+    enum { LANES = KC_VEC_BYTES / sizeof(T), R = 4 };                                                \
+    V acc[R][NV];                                                                                    \
+    int ro[R];                                                                                       \
+    _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                            \
+        ro[r] = r < rows ? r : 0;                                                                    \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = (V){0};                     \
+    }                                                                                                \
+    for (int j = 0; j < nrows; j++) {                                                                \
+        const T *d = dy + j * ldr, *xp = x + j * xr;                                                 \
+        for (int p = 0; p < npix; p++) {                                                             \
+            V xv[NV];                                                                                \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                     \
+                xv[v] = *(const V *)(xp + v * LANES);                                                \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                    \
+                V dv = d[ro[r]] - (V){0};                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] += dv * xv[v];        \
+            }                                                                                        \
+            d += ldd;                                                                                \
+            xp += ldx;                                                                               \
+        }                                                                                            \
+    }                                                                                                \
+    for (int r = 0; r < rows; r++)                                                                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) {                                       \
+            V *o = (V *)(out + r * ldo + v * LANES);                                                 \
+            *o = *o + acc[r][v];                                                                     \
+        }                                                                                            \
+}
+KC_DEFINE_GRAD_TAIL(kc_grad_tail_f32_nv4, float, kc_vf32, 4)
+KC_DEFINE_GRAD_TAIL(kc_grad_tail_f32_nv2, float, kc_vf32, 2)
+KC_DEFINE_GRAD_TAIL(kc_grad_tail_f32_nv1, float, kc_vf32, 1)
+
+/* The tail over `nvec` vectors of channels (any count) and up to 4 rows: blocks of 4, 2 and 1 vectors. */
+static inline void kc_grad_tail_f32(int nrows, int npix, int rows, const float *dy, long ldr, long ldd,
+                                    const float *x, long xr, long ldx, int nvec, float *out, long ldo)
+{
+    enum { LANES = KC_VEC_BYTES / sizeof(float) };
+    int v = 0;
+    for (; v + 4 <= nvec; v += 4)
+        kc_grad_tail_f32_nv4(nrows, npix, rows, dy, ldr, ldd, x + v * LANES, xr, ldx, out + v * LANES, ldo);
+    for (; v + 2 <= nvec; v += 2)
+        kc_grad_tail_f32_nv2(nrows, npix, rows, dy, ldr, ldd, x + v * LANES, xr, ldx, out + v * LANES, ldo);
+    for (; v < nvec; v++)
+        kc_grad_tail_f32_nv1(nrows, npix, rows, dy, ldr, ldd, x + v * LANES, xr, ldx, out + v * LANES, ldo);
+}
+
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector
  * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
 KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)

@@ -404,16 +404,26 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     return KC_OK
 
 
+cdef inline Py_ssize_t block_unit(const Plan* p) noexcept nogil:
+    """Input channels a filter-gradient block is a multiple of: whole tile rows (MR), or whole vectors where
+    the last panel's few filters run transposed, channels across the lanes (filter_grad.pxi, grad_tail)."""
+    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
+    cdef Py_ssize_t lanes = KC_VEC_BYTES // p.itemsize
+    if p.itemsize == 4 and lanes % mr == 0 and p.cg >= lanes and 0 < p.kg % KC_NR_F32 <= GRAD_TAIL_COLS:
+        return lanes
+    return mr
+
+
 cdef void choose_splits(Plan* p) noexcept nogil:
     """The filter gradient's pixel chunk, split and channel block (direct) and tile chunk (Winograd): from the
     shape only, never the thread count, so results are the same on any number of threads (only the split
     changes the order of the sums; blocks and chunks do not)."""
-    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
     cdef Py_ssize_t taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo
-    cdef Py_ssize_t cmin = smallest_block(p), cb, nblocks, splits, plane_bytes, alpha2, chunk
-    # channel blocks: whole micro-kernel panels, at least 32 rows, their partial sums within L2
+    cdef Py_ssize_t cmin = smallest_block(p), cb, nblocks, splits, plane_bytes, alpha2, chunk, unit
+    # channel blocks: whole micro-kernel panels (or vectors: block_unit), at least 32 rows, sums within L2
     cb = FILTER_GRAD_BLOCK_BYTES // (taps * (p.kg if p.kg > 0 else 1) * p.itemsize)
-    cb = (cb // mr) * mr if cb >= mr else mr
+    unit = block_unit(p)
+    cb = (cb // unit) * unit if cb >= unit else unit
     cb = cmin if cb < cmin else cb
     cb = p.cg if cb > p.cg else cb
     nblocks = ceil_div(p.cg, cb) if cb > 0 else 1
@@ -980,14 +990,13 @@ cdef Py_ssize_t channel_block(const Plan* p, int n_threads) noexcept nogil:
     tasks would number fewer than FILTER_GRAD_TARGET_TASKS or FILTER_GRAD_TASKS_PER_THREAD per thread.
     Blocks only divide the work (each output still sums the same chunks in the same order), so unlike the
     pixel split they may follow the thread count: on 16 threads ~16 tasks left the filter gradient at 3-8x."""
-    cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
     cdef Py_ssize_t cb = p.fg_cblock, floor = smallest_block(p), blocks
     cdef Py_ssize_t want = FILTER_GRAD_TASKS_PER_THREAD * n_threads
     want = FILTER_GRAD_TARGET_TASKS if want < FILTER_GRAD_TARGET_TASKS else want
     if p.groups * ceil_div(p.cg, cb) * p.fg_splits >= want:
         return cb
     blocks = ceil_div(want, p.groups * p.fg_splits)
-    cb = ceil_div(ceil_div(p.cg, blocks), mr) * mr
+    cb = ceil_div(ceil_div(p.cg, blocks), block_unit(p)) * block_unit(p)
     cb = floor if cb < floor else cb
     return cb if cb < p.fg_cblock else p.fg_cblock
 

@@ -141,6 +141,13 @@ cdef inline void igemm_tile_channels(int ntaps, int kc, const real* const* a, lo
         kc_igemm_run_f32(narrow, ntaps, kc, a, a_off, 1, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
 
 
+cdef inline void grad_tail(int nrows, int npix, int rows, const real* dy, long ldr, long ldd, const real* x,
+                           long xr, long ldx, int nvec, real* out, long ldo) noexcept nogil:
+    """The filter gradient's transposed tail (microkernel.h, kc_grad_tail): float only, callers check."""
+    if real is float:
+        kc_grad_tail_f32(nrows, npix, rows, dy, ldr, ldd, x, xr, ldx, nvec, out, ldo)
+
+
 cdef inline Py_ssize_t reduction_chunks(Py_ssize_t ntaps, Py_ssize_t cin) noexcept nogil:
     """How many channel chunks split a reduction of ntaps x cin so each stays within KC_MAX."""
     cdef Py_ssize_t n = (ntaps * cin + KC_MAX - 1) // KC_MAX

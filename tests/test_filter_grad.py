@@ -30,6 +30,13 @@ CASES = {
     "window wider than the image (big pads)": (2, 4, 5, 6, 8, (3, 3), 1, 1, ((4, 2), (3, 5)), 1),
     "groups": (3, 10, 9, 24, 48, (3, 3), 1, 1, "SAME", 3),
     "stride larger than the kernel": (2, 17, 19, 10, 20, (2, 2), 3, 1, "VALID", 1),
+    # a last panel of at most 8 filters runs transposed (channels across the lanes) in blocks of whole vectors
+    "a few filters past whole panels (100 = 3 x 32 + 4)": (3, 9, 11, 32, 100, (3, 3), 1, 1, "SAME", 1),
+    "a few filters past a panel, 1-D rows longer than a chunk": (2, 1, 900, 16, 36, (1, 5), 1, 1, "VALID", 1),
+    "8 filters past a panel, strided": (2, 14, 15, 48, 40, (3, 3), 2, 1, "SAME", 1),
+    "8 filters past a panel, 16 pixel splits": (8, 32, 32, 32, 40, (3, 3), 1, 1, "SAME", 1),
+    "one filter past a panel in each group": (2, 10, 9, 64, 66, (3, 3), 1, 1, "SAME", 2),
+    "channel blocks of whole vectors and a partial one": (2, 6, 7, 72, 100, (3, 3), 1, 1, "SAME", 1),
 }
 
 
