@@ -23,12 +23,6 @@
 # late 7x7 / 14x14 layers at batch 1-2; 0.9-1.1x on the rest; about 0.9x on 100-filter text layers (their
 # partial last panel), which the transposed tail below (grad_tail) took 14-21 % further on one core.
 
-# Filters in a last column panel the transposed tail (microkernel.h, kc_grad_tail) takes instead of the half
-# tile: up to 8 of 16 lanes, where the half tile leaves half or more of its lanes idle.
-cdef enum:
-    GRAD_TAIL_COLS = 8
-
-
 cdef struct PixelChunks:
     Py_ssize_t per_chunk         # whole output rows per chunk (when segs == 1)
     Py_ssize_t segs              # pieces each output row is cut into (per_chunk == 1 when segs > 1)
@@ -132,12 +126,12 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * grid.step_w + tw_max - tw_min + 1
     # dY is read in place when every panel is whole and its rows keep vectors aligned, else packed per chunk
     packed = K % NR != 0 or (grid.Cd * sizeof(real)) % KC_VEC_BYTES != 0
-    # a last panel of at most GRAD_TAIL_COLS filters runs transposed (grad_tail) where blocks keep whole vectors
+    # a last panel of at most TAIL_COLS filters runs transposed (grad_tail) where blocks keep whole vectors
     cdef Py_ssize_t lanes = KC_VEC_BYTES // sizeof(real), last_cols = K - (ncolp - 1) * NR
-    cdef bint tail = real is float and not narrow and last_cols <= GRAD_TAIL_COLS
+    cdef bint tail = real is float and not narrow and last_cols <= TAIL_COLS
     cdef bint use_tail                                          # this task's blocks keep whole vectors
     cdef Py_ssize_t ncolm                                       # the panels the GEMM tile runs for this task
-    cdef Py_ssize_t tail_len = GRAD_TAIL_COLS * ntaps * cblock if tail else 0
+    cdef Py_ssize_t tail_len = TAIL_COLS * ntaps * cblock if tail else 0
     b_len = ncolp * max_pix * NR if packed else 0
     per_thread = b_len + win_h * win_w * cblock + tail_len
     cdef Py_ssize_t task, s, g, c0, nb, brows, ci, ci0, kc, npix, pix0, j, pl, v
@@ -185,7 +179,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
             use_tail = tail and nb % lanes == 0
             ncolm = ncolp - 1 if use_tail else ncolp
             if use_tail:
-                memset(tl, 0, GRAD_TAIL_COLS * brows * sizeof(real))
+                memset(tl, 0, TAIL_COLS * brows * sizeof(real))
             for ci in range(ci0, ch.count * (s + 1) // nsplit):
                 cur = chunk_at(&ch, ci, grid.Qh, grid.Qw)
                 kc = cur.w1 - cur.w0

@@ -292,7 +292,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
                      const real** aptr, real** crow, real* apack, const real** prow,
                      const real* w, const Py_ssize_t* tap_off, Py_ssize_t run, real* edge,
-                     Py_ssize_t j0, Py_ssize_t j1, real* bcopy) noexcept nogil:
+                     Py_ssize_t j0, Py_ssize_t j1, real* bcopy, real* wtail) noexcept nogil:
     """GEMM rows m0 .. m0+mc (mc <= MC) of group g, column panels j0 .. j1-1: every reduction chunk, then
     the epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
     With w (not NULL), B is the forward filter read in place (tap t, channel c: the row at w + tap_off[t]
@@ -301,7 +301,8 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
     index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for one tap's
     slice of a column panel (run x cin x NR), where it is copied before the row tiles read it
-    (COPY_FILTER_STRIDE)."""
+    (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
+    (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters runs on fwd_tail."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef int NR = shape_cols(dst, grid.narrow)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
@@ -363,12 +364,21 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = chunk_start(q + 1, nchunks, grid.cin) - c0
+            last = q == nchunks - 1
             for j in range(j0, j1):
                 nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
                 bq = panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR
+                if wtail != NULL and nr <= TAIL_COLS:       # the last panel's few filters, transposed
+                    for i in range(ntaps * kc):
+                        for t in range(nr):
+                            wtail[t * ntaps * kc + i] = bq[i * NR + t]
+                    for p in range(npan):
+                        fwd_tail(<int> nu, <int> (kc * run), &aptr[p * nu * MR], c0, rs, runs[p], wtail, ntaps * kc,
+                                 &crow[p * MR], j * NR, <int> (mc - p * MR if mc - p * MR < MR else MR), nr, q > 0,
+                                 bias + j * NR if last and bias != NULL else NULL, clamp if last else 0)
+                    continue
                 for p in range(npan):
                     mr = <int> (mc - p * MR if mc - p * MR < MR else MR)
-                    last = q == nchunks - 1
                     if runs[p]:
                         igemm_tile_run(<int> nu, <int> (kc * run), &aptr[p * nu * MR], c0, rs, bq, NR,
                                        &crow[p * MR], j * NR, mr, nr, q > 0,
@@ -443,8 +453,15 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t bcopy_len = run * grid.cin * shape_cols(dst, grid.narrow) \
         if w != NULL and grid.Cd * sizeof(real) >= COPY_FILTER_STRIDE else 0
     cdef real* bcopy_all = <real*> scratch_alloc(n_threads * bcopy_len * sizeof(real)) if bcopy_len > 0 else NULL
+    # the last panel's few filters transposed, one chunk's reduction (fwd_tail; packed panels, wide tile)
+    cdef Py_ssize_t last_cols = grid.cout - (ncolp - 1) * shape_cols(dst, grid.narrow)
+    cdef Py_ssize_t wtail_len = TAIL_COLS * ntaps * (grid.cin // reduction_chunks(ntaps, grid.cin) + 1) \
+        if real is float and w == NULL and not packed and not grid.narrow and last_cols <= TAIL_COLS else 0
+    cdef real* wtail_all = <real*> scratch_alloc(n_threads * wtail_len * sizeof(real)) if wtail_len > 0 else NULL
     if (aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL))
-            or (run > 1 and edge_all == NULL) or (bcopy_len > 0 and bcopy_all == NULL)):
+            or (run > 1 and edge_all == NULL) or (bcopy_len > 0 and bcopy_all == NULL)
+            or (wtail_len > 0 and wtail_all == NULL)):
+        scratch_free(wtail_all)
         scratch_free(bcopy_all)
         free(aptr_all)
         free(crow_all)
@@ -470,13 +487,15 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                        prow_all + tid * MR if packed else NULL, w, tap_off, run,
                        edge_all + tid * MC * red if run > 1 else NULL,
                        ncolp * cs // nsplit, ncolp * (cs + 1) // nsplit,
-                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL)
+                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL,
+                       wtail_all + tid * wtail_len if wtail_len > 0 else NULL)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)
     free(prow_all)
     scratch_free(edge_all)
     scratch_free(bcopy_all)
+    scratch_free(wtail_all)
     return 0
 
 
@@ -555,7 +574,8 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                            apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
                            else NULL,
                            prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged,
-                           0, (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow), NULL)
+                           0, (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow), NULL,
+                           NULL)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)

@@ -268,6 +268,92 @@ static inline void kc_grad_tail_f32(int nrows, int npix, int rows, const float *
         kc_grad_tail_f32_nv1(nrows, npix, rows, dy, ldr, ldd, x + v * LANES, xr, ldx, out + v * LANES, ldo);
 }
 
+/* The forward's last few output channels (at most 8 in the last column panel, e.g. 100 = 3 x 32 + 4) as dot
+ * products: the reduction's channels across the lanes, 4 pixels x 4 filters of accumulators, each step 4
+ * vectors of the pixels' inputs and 4 of the filters' (wt: one row of the transposed tail filter per filter,
+ * the reduction in the micro-kernel's order), then the lanes summed 4 accumulators at a time. The half tile
+ * ran 8 FMAs a step for 4 live lanes of 16 (15 % of Kim's k5 forward for 4 of its 100 columns).
+ *   c[i][c_off + k] (+)= sum over t < ntaps, v < kc of A(i, t)[v] * wt[k * ldw + t * kc + v]
+ * with A(i, t) = a[t * KC_MR] + a_off + i * rs (a run of pixels, run != 0) or a[t * KC_MR + i] + a_off;
+ * rows i < mr <= KC_MR and filters k < nr <= 8 are stored, then bias and clamp as the tiles do. */
+static inline kc_vf32 kc_pair_halves_f32(kc_vf32 a, kc_vf32 b, int width)
+{   /* lanes 0..width-1 of each of the L / (2 width) groups: a's, b's pairs of `width`-lane groups summed */
+    enum { L = KC_VEC_BYTES / 4 };
+    kc_vi32 lo, hi;
+    for (int l = 0; l < L; l++) {
+        int group = l / width, lane = l % width, src = (group / 2) * 2 * width + lane + (group % 2 ? L : 0);
+        lo[l] = src;
+        hi[l] = src + width;
+    }
+    return __builtin_shuffle(a, b, lo) + __builtin_shuffle(a, b, hi);
+}
+static inline void kc_sum4_f32(kc_vf32 a, kc_vf32 b, kc_vf32 c, kc_vf32 d, float *s)
+{   /* s[0..3] = the lane sums of a, b, c, d */
+    enum { L = KC_VEC_BYTES / 4 };
+    kc_vf32 ab = kc_pair_halves_f32(a, b, L / 2), cd = kc_pair_halves_f32(c, d, L / 2);
+    kc_vf32 x = kc_pair_halves_f32(ab, cd, L / 4);       /* quarters: a, c, b, d partial sums */
+    float t[L];
+    *(kc_vf32 *)t = x;
+    for (int q = 0; q < 4; q++) {
+        float sum = 0;
+        for (int l = 0; l < L / 4; l++) sum += t[q * (L / 4) + l];
+        s[q == 1 ? 2 : q == 2 ? 1 : q] = sum;
+    }
+}
+static inline void kc_fwd_tail_f32(int ntaps, int kc, const float *const *a, long a_off, long rs, int run,
+                                   const float *wt, long ldw, float *const *c, long c_off, int mr, int nr,
+                                   int accumulate, const float *bias, int clamp)
+{
+    enum { LANES = KC_VEC_BYTES / 4, P = 4, F = 4 };
+    for (int i0 = 0; i0 < mr; i0 += P)
+        for (int k0 = 0; k0 < nr; k0 += F) {
+            kc_vf32 acc[P][F];
+            float tail[P][F], sums[P][F];
+            const float *wk[F];
+            _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
+                wk[f] = wt + (k0 + f < nr ? k0 + f : k0) * ldw;
+            _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
+                _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) {
+                    acc[i][f] = (kc_vf32){0};
+                    tail[i][f] = 0;
+                }
+            for (int t = 0; t < ntaps; t++) {
+                const float *ai[P];
+                _Pragma("GCC unroll 4") for (int i = 0; i < P; i++) {
+                    int r = i0 + i < mr ? i0 + i : i0;       /* rows past mr repeat a valid one, not stored */
+                    ai[i] = run ? a[t * KC_MR] + a_off + r * rs : a[t * KC_MR + r] + a_off;
+                }
+                int v = 0;
+                for (; v + LANES <= kc; v += LANES) {
+                    kc_vf32 xv[P], wv[F];
+                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++) xv[i] = *(const kc_vf32 *)(ai[i] + v);
+                    _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
+                        wv[f] = *(const kc_vf32 *)(wk[f] + t * kc + v);
+                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
+                        _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) acc[i][f] += xv[i] * wv[f];
+                }
+                for (; v < kc; v++)
+                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
+                        _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
+                            tail[i][f] += ai[i][v] * wk[f][t * kc + v];
+            }
+            _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
+                kc_sum4_f32(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums[i]);
+            for (int i = 0; i < P && i0 + i < mr; i++)
+                for (int f = 0; f < F && k0 + f < nr; f++) {
+                    float *out = c[i0 + i] + c_off + k0 + f;
+                    float s = sums[i][f] + tail[i][f];
+                    if (accumulate) s = *out + s;
+                    if (bias) s += bias[k0 + f];
+                    if (clamp) {
+                        s = s < 0 ? 0 : s;
+                        if (clamp == 2 && s > 6) s = 6;
+                    }
+                    *out = s;
+                }
+        }
+}
+
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector
  * there (100 filters = 3 x 32 + 4): the same rows and B panel (read NR apart), half the FMAs. */
 KC_DEFINE_IGEMM(kc_igemm_half_f32, float, kc_vf32, kc_vi32, KC_MR, 1)

@@ -14,6 +14,9 @@ cdef extern from "microkernel.h" nogil:
                                int clamp)
     void kc_grad_tail_f32(int nrows, int npix, int rows, const float* dy, long ldr, long ldd, const float* x,
                           long xr, long ldx, int nvec, float* out, long ldo)
+    void kc_fwd_tail_f32(int ntaps, int kc, const float* const* a, long a_off, long rs, int run, const float* wt,
+                         long ldw, float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias,
+                         int clamp)
     void kc_igemm_half_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
                            float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias, int clamp)
     void kc_igemm_half_f64(int ntaps, int kc, const double* const* a, long a_off, long lda, const double* b, long ldb,

@@ -409,7 +409,7 @@ cdef inline Py_ssize_t block_unit(const Plan* p) noexcept nogil:
     the last panel's few filters run transposed, channels across the lanes (filter_grad.pxi, grad_tail)."""
     cdef Py_ssize_t mr = KC_MR_F32 if p.itemsize == 4 else KC_MR_F64
     cdef Py_ssize_t lanes = KC_VEC_BYTES // p.itemsize
-    if p.itemsize == 4 and lanes % mr == 0 and p.cg >= lanes and 0 < p.kg % KC_NR_F32 <= GRAD_TAIL_COLS:
+    if p.itemsize == 4 and lanes % mr == 0 and p.cg >= lanes and 0 < p.kg % KC_NR_F32 <= TAIL_COLS:
         return lanes
     return mr
 

@@ -141,6 +141,20 @@ cdef inline void igemm_tile_channels(int ntaps, int kc, const real* const* a, lo
         kc_igemm_run_f32(narrow, ntaps, kc, a, a_off, 1, lda, b, ldb, c, c_off, mr, nr, accumulate, NULL, 0)
 
 
+# A last column panel of at most this many output channels (100 = 3 x 32 + 4) runs on the tails below
+# (microkernel.h: kc_fwd_tail, kc_grad_tail) instead of the half tile, which leaves most of its lanes idle.
+cdef enum:
+    TAIL_COLS = 8
+
+
+cdef inline void fwd_tail(int ntaps, int kc, const real* const* a, long a_off, long rs, bint run, const real* wt,
+                          long ldw, real* const* c, long c_off, int mr, int nr, int accumulate, const real* bias,
+                          int clamp) noexcept nogil:
+    """The forward's transposed tail (microkernel.h, kc_fwd_tail): float only, callers check."""
+    if real is float:
+        kc_fwd_tail_f32(ntaps, kc, a, a_off, rs, run, wt, ldw, c, c_off, mr, nr, accumulate, bias, clamp)
+
+
 cdef inline void grad_tail(int nrows, int npix, int rows, const real* dy, long ldr, long ldd, const real* x,
                            long xr, long ldx, int nvec, real* out, long ldo) noexcept nogil:
     """The filter gradient's transposed tail (microkernel.h, kc_grad_tail): float only, callers check."""

@@ -82,13 +82,16 @@ def test_reductions_longer_than_one_chunk(case, op, rng):
     check_against_reference(case, op, rng)
 
 
-TEXT_CNN = [Conv1dCase(4, 60, 64, 100, k, padding="VALID", dtype=np.float32) for k in (3, 4, 5)]
+TEXT_CNN = [Conv1dCase(4, 60, 64, 100, k, padding="VALID", dtype=np.float32) for k in (3, 4, 5)] + [
+    Conv1dCase(3, 70, 128, 100, 5, padding="VALID", algorithm="direct"),  # 640 long: two chunks, a 4-filter tail
+    Conv1dCase(2, 50, 128, 100, 2, padding="VALID", algorithm="direct"),  # merged taps: one 256-long run
+]
 
 
 @parametrize_cases(TEXT_CNN)
 @pytest.mark.parametrize("op", OPS)
 def test_text_cnn_layers(case, op, rng):
-    """Kim-2014-style layers: 64-d embeddings, 100 filters of width 3, 4, 5."""
+    """Kim-2014-style layers: 64-d embeddings, 100 filters of width 3, 4, 5; 128-d at k = 5 and 2, direct."""
     check_against_reference(case, op, rng)
 
 

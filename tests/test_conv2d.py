@@ -138,7 +138,26 @@ def test_layers_with_many_filters_on_runs_of_pixels(case, op, rng):
     check_against_reference(case, op, rng)
 
 
-@pytest.mark.parametrize("filters", [16, 40, 100])
+# A last column panel of 1-8 filters (100 = 3 x 32 + 4) runs as dot products over the reduction (the forward's
+# transposed tail, also the input gradient's with 1-8 channels past whole panels): run and table tiles,
+# reductions in several chunks and not a multiple of the vector, groups, strides.
+TAIL_CASES = [
+    Conv2dCase(2, 12, 20, 24, 100, 3, 3, padding="SAME", algorithm="direct"),  # 4 past 3 panels
+    Conv2dCase(3, 9, 13, 20, 33, 3, 3, algorithm="direct"),  # one filter past a panel; 20-channel taps
+    Conv2dCase(2, 7, 30, 130, 40, 1, 5, padding="SAME", algorithm="direct"),  # 650 long: two chunks
+    Conv2dCase(2, 10, 11, 100, 36, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct"),  # dx: 100 channels
+    Conv2dCase(2, 8, 12, 72, 80, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # 36 / 40 a group
+    Conv2dCase(1, 5, 6, 9, 39, 2, 2, algorithm="direct"),  # few rows: a partial row tile
+]
+
+
+@parametrize_cases(TAIL_CASES)
+@pytest.mark.parametrize("op", OPS)
+def test_layers_with_a_few_filters_past_whole_panels(case, op, rng):
+    check_against_reference(case, op, rng)
+
+
+@pytest.mark.parametrize("filters", [16, 36, 40, 100])
 @pytest.mark.parametrize("activation", ["relu", "relu6", "linear"])
 def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, filters, rng):
     x = rng.standard_normal((2, 32, 32, 16)).astype(np.float32)
