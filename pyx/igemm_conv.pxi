@@ -515,8 +515,11 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     Returns 0, or -1 when the per-thread tables cannot be allocated."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
-    cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0, max_merged = 0
+    cdef Py_ssize_t ph, max_qh = 0, max_qw = 0, max_nt = 1, max_red = 0, max_merged = 0, wtail_len = 0
     cdef Py_ssize_t ncw, bands, task, g, rest, n, q, cw, m0, mc, tid, t0, nt
+    cdef Py_ssize_t ncolp = (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow)
+    cdef bint tail = (real is float and not grid.narrow
+                      and grid.cout - (ncolp - 1) * shape_cols(dst, grid.narrow) <= TAIL_COLS)
     cdef ConvGrid pg
     cdef Py_ssize_t* runs = <Py_ssize_t*> malloc((nphases + 1) * sizeof(Py_ssize_t))
     if runs == NULL:
@@ -531,6 +534,9 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
             max_merged = phases[ph].nt * grid.cin
         if runs[ph] == 1 and few_channels(phases[ph].nt, grid.cin) and phases[ph].nt * grid.cin > max_red:
             max_red = phases[ph].nt * grid.cin
+        if tail and phases[ph].nt > 0:     # the last panel transposed, one chunk's reduction (as igemm_conv)
+            nt = TAIL_COLS * phases[ph].nt * (grid.cin // reduction_chunks(phases[ph].nt, grid.cin) + 1)
+            wtail_len = nt if nt > wtail_len else wtail_len
     ncw = (max_qw + MC - 1) // MC
     bands = grid.N * max_qh * ncw
     n_threads = loop_threads(grid.groups * bands, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
@@ -539,7 +545,10 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * max_red + 1) * sizeof(real))
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * max_merged + 1) * sizeof(real))
-    if aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL or edge_all == NULL:
+    cdef real* wtail_all = <real*> scratch_alloc(n_threads * wtail_len * sizeof(real)) if wtail_len > 0 else NULL
+    if (aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL or edge_all == NULL
+            or (wtail_len > 0 and wtail_all == NULL)):
+        scratch_free(wtail_all)
         free(aptr_all)
         free(crow_all)
         scratch_free(apack_all)
@@ -574,8 +583,8 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                            apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
                            else NULL,
                            prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged,
-                           0, (grid.cout + shape_cols(dst, grid.narrow) - 1) // shape_cols(dst, grid.narrow), NULL,
-                           NULL)
+                           0, ncolp, NULL, wtail_all + tid * wtail_len if wtail_len > 0 else NULL)
+    scratch_free(wtail_all)
     free(aptr_all)
     free(crow_all)
     scratch_free(apack_all)

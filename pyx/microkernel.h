@@ -300,58 +300,88 @@ static inline void kc_sum4_f32(kc_vf32 a, kc_vf32 b, kc_vf32 c, kc_vf32 d, float
         s[q == 1 ? 2 : q == 2 ? 1 : q] = sum;
     }
 }
+/* One block of the tail: P pixels x F filters of accumulators (F filters from k0 on; filters past nr repeat
+ * a valid one and rows past mr a valid row, neither stored). Instances below by the panel's width. */
+#define KC_DEFINE_FWD_TAIL(NAME, P, F)                                                                    \
+static inline void NAME(int ntaps, int kc, const float *const *a, long a_off, long rs, int run,        \
+                        const float *wt, long ldw, float *const *c, long c_off, int i0, int mr, int k0,  \
+                        int nr, int accumulate, const float *bias, int clamp)                         \
+{                                                                                                      \
+    enum { LANES = KC_VEC_BYTES / 4, PF = P * F };                                                     \
+    kc_vf32 acc[PF];                                                                                   \
+    float tail[PF], sums[PF + 3];                                                                      \
+    const float *wk[F];                                                                                \
+    _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) wk[f] = wt + (k0 + f < nr ? k0 + f : k0) * ldw; \
+    _Pragma("GCC unroll 32") for (int j = 0; j < PF; j++) {                                          \
+        acc[j] = (kc_vf32){0};                                                                         \
+        tail[j] = 0;                                                                                   \
+    }                                                                                                  \
+    for (int t = 0; t < ntaps; t++) {                                                                  \
+        const float *ai[P];                                                                            \
+        _Pragma("GCC unroll 8") for (int i = 0; i < P; i++) {                                          \
+            int r = i0 + i < mr ? i0 + i : i0;                                                         \
+            ai[i] = run ? a[t * KC_MR] + a_off + r * rs : a[t * KC_MR + r] + a_off;                    \
+        }                                                                                              \
+        int v = 0;                                                                                     \
+        for (; v + LANES <= kc; v += LANES) {                                                          \
+            kc_vf32 wv[F];                                                                             \
+            _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) wv[f] = *(const kc_vf32 *)(wk[f] + t * kc + v); \
+            _Pragma("GCC unroll 8") for (int i = 0; i < P; i++) {                                      \
+                kc_vf32 xv = *(const kc_vf32 *)(ai[i] + v);                                            \
+                _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) acc[i * F + f] += xv * wv[f];      \
+            }                                                                                          \
+        }                                                                                              \
+        for (; v < kc; v++)                                                                            \
+            _Pragma("GCC unroll 8") for (int i = 0; i < P; i++)                                        \
+                _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)                                    \
+                    tail[i * F + f] += ai[i][v] * wk[f][t * kc + v];                                   \
+    }                                                                                                  \
+    _Pragma("GCC unroll 8") for (int j = 0; j < PF; j += 4)     /* lanes summed 4 accumulators at once */ \
+        kc_sum4_f32(acc[j], acc[j + 1 < PF ? j + 1 : j], acc[j + 2 < PF ? j + 2 : j],                  \
+                    acc[j + 3 < PF ? j + 3 : j], sums + j);                                            \
+    for (int i = 0; i < P && i0 + i < mr; i++)                                                         \
+        for (int f = 0; f < F && k0 + f < nr; f++) {                                                   \
+            float *out = c[i0 + i] + c_off + k0 + f;                                                   \
+            float s = sums[i * F + f] + tail[i * F + f];                                               \
+            if (accumulate) s = *out + s;                                                              \
+            if (bias) s += bias[k0 + f];                                                               \
+            if (clamp) {                                                                               \
+                s = s < 0 ? 0 : s;                                                                     \
+                if (clamp == 2 && s > 6) s = 6;                                                        \
+            }                                                                                          \
+            *out = s;                                                                                  \
+        }                                                                                              \
+}
+/* A panel of 1-3 filters (a layer with that many output channels, or the input gradient of an RGB or grey
+ * first layer) takes all the tile's rows at once, F x P accumulators (more pixels where fewer filters): the
+ * 4 x 4 block would spend 4 FMAs per live one at 1 filter. 16 registers (AVX2) hold fewer. */
+#if KC_VEC_BYTES == 64
+#define KC_TAIL_P3 8
+#else
+#define KC_TAIL_P3 3
+#endif
+KC_DEFINE_FWD_TAIL(kc_fwd_tail_p4f4_f32, 4, 4)
+KC_DEFINE_FWD_TAIL(kc_fwd_tail_f1_f32, KC_MR, 1)
+KC_DEFINE_FWD_TAIL(kc_fwd_tail_f2_f32, KC_MR, 2)
+KC_DEFINE_FWD_TAIL(kc_fwd_tail_f3_f32, KC_TAIL_P3, 3)
+
 static inline void kc_fwd_tail_f32(int ntaps, int kc, const float *const *a, long a_off, long rs, int run,
                                    const float *wt, long ldw, float *const *c, long c_off, int mr, int nr,
                                    int accumulate, const float *bias, int clamp)
 {
-    enum { LANES = KC_VEC_BYTES / 4, P = 4, F = 4 };
-    for (int i0 = 0; i0 < mr; i0 += P)
-        for (int k0 = 0; k0 < nr; k0 += F) {
-            kc_vf32 acc[P][F];
-            float tail[P][F], sums[P][F];
-            const float *wk[F];
-            _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
-                wk[f] = wt + (k0 + f < nr ? k0 + f : k0) * ldw;
-            _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
-                _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) {
-                    acc[i][f] = (kc_vf32){0};
-                    tail[i][f] = 0;
-                }
-            for (int t = 0; t < ntaps; t++) {
-                const float *ai[P];
-                _Pragma("GCC unroll 4") for (int i = 0; i < P; i++) {
-                    int r = i0 + i < mr ? i0 + i : i0;       /* rows past mr repeat a valid one, not stored */
-                    ai[i] = run ? a[t * KC_MR] + a_off + r * rs : a[t * KC_MR + r] + a_off;
-                }
-                int v = 0;
-                for (; v + LANES <= kc; v += LANES) {
-                    kc_vf32 xv[P], wv[F];
-                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++) xv[i] = *(const kc_vf32 *)(ai[i] + v);
-                    _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
-                        wv[f] = *(const kc_vf32 *)(wk[f] + t * kc + v);
-                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
-                        _Pragma("GCC unroll 4") for (int f = 0; f < F; f++) acc[i][f] += xv[i] * wv[f];
-                }
-                for (; v < kc; v++)
-                    _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
-                        _Pragma("GCC unroll 4") for (int f = 0; f < F; f++)
-                            tail[i][f] += ai[i][v] * wk[f][t * kc + v];
-            }
-            _Pragma("GCC unroll 4") for (int i = 0; i < P; i++)
-                kc_sum4_f32(acc[i][0], acc[i][1], acc[i][2], acc[i][3], sums[i]);
-            for (int i = 0; i < P && i0 + i < mr; i++)
-                for (int f = 0; f < F && k0 + f < nr; f++) {
-                    float *out = c[i0 + i] + c_off + k0 + f;
-                    float s = sums[i][f] + tail[i][f];
-                    if (accumulate) s = *out + s;
-                    if (bias) s += bias[k0 + f];
-                    if (clamp) {
-                        s = s < 0 ? 0 : s;
-                        if (clamp == 2 && s > 6) s = 6;
-                    }
-                    *out = s;
-                }
-        }
+    if (nr == 1)
+        kc_fwd_tail_f1_f32(ntaps, kc, a, a_off, rs, run, wt, ldw, c, c_off, 0, mr, 0, nr, accumulate, bias, clamp);
+    else if (nr == 2)
+        kc_fwd_tail_f2_f32(ntaps, kc, a, a_off, rs, run, wt, ldw, c, c_off, 0, mr, 0, nr, accumulate, bias, clamp);
+    else if (nr == 3)
+        for (int i0 = 0; i0 < mr; i0 += KC_TAIL_P3)
+            kc_fwd_tail_f3_f32(ntaps, kc, a, a_off, rs, run, wt, ldw, c, c_off, i0, mr, 0, nr, accumulate, bias,
+                               clamp);
+    else
+        for (int i0 = 0; i0 < mr; i0 += 4)
+            for (int k0 = 0; k0 < nr; k0 += 4)
+                kc_fwd_tail_p4f4_f32(ntaps, kc, a, a_off, rs, run, wt, ldw, c, c_off, i0, mr, k0, nr, accumulate,
+                                     bias, clamp);
 }
 
 /* The half tile, for the last column panel of a layer whose output channels leave at most one vector

@@ -157,7 +157,30 @@ def test_layers_with_a_few_filters_past_whole_panels(case, op, rng):
     check_against_reference(case, op, rng)
 
 
-@pytest.mark.parametrize("filters", [16, 36, 40, 100])
+# A layer of at most 8 output channels over 16+ input channels runs entirely on that tail (the input gradient
+# of a grey or RGB first layer, a 1-channel output layer): 1, 2, 3 filters take all 8 rows of a tile, 4-8 run
+# 4 x 4 blocks; stride phases, dilation (no merged taps), channels past whole vectors, two reduction chunks.
+FEW_FILTER_CASES = [
+    Conv2dCase(2, 12, 15, 1, 32, 5, 5, padding="SAME", algorithm="direct"),  # dx: one channel, merged taps
+    Conv2dCase(2, 13, 17, 32, 1, 5, 5, padding="SAME", algorithm="direct"),  # forward: one filter
+    Conv2dCase(2, 11, 14, 3, 20, 3, 3, padding="SAME", algorithm="direct"),  # dx: 3 channels, 20 a tap
+    Conv2dCase(2, 17, 19, 3, 40, 7, 7, strides=(2, 2), padding="SAME", algorithm="direct"),  # dx by phases
+    Conv2dCase(2, 9, 10, 2, 48, 3, 3, dilations=(2, 2), padding="SAME", algorithm="direct"),  # 2, unmerged
+    Conv2dCase(3, 8, 9, 6, 16, 3, 3, algorithm="direct"),  # dx: 6 channels, two 4 x 4 blocks
+    Conv2dCase(2, 10, 10, 8, 64, 1, 1, strides=(2, 2), algorithm="direct"),  # dx: 8 channels, 1x1/2
+    Conv2dCase(2, 9, 12, 40, 5, 3, 3, padding="SAME", algorithm="direct"),  # forward: 5 filters
+    Conv2dCase(2, 8, 9, 8, 64, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # dx: 4 a group
+    Conv2dCase(1, 6, 7, 2, 100, 3, 3, padding="SAME", algorithm="direct"),  # dx: 900 long, two chunks
+]
+
+
+@parametrize_cases(FEW_FILTER_CASES)
+@pytest.mark.parametrize("op", OPS)
+def test_layers_of_a_few_output_channels(case, op, rng):
+    check_against_reference(case, op, rng)
+
+
+@pytest.mark.parametrize("filters", [1, 2, 3, 6, 16, 36, 40, 100])
 @pytest.mark.parametrize("activation", ["relu", "relu6", "linear"])
 def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, filters, rng):
     x = rng.standard_normal((2, 32, 32, 16)).astype(np.float32)
