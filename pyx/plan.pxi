@@ -63,6 +63,7 @@ cdef enum:
     AUTO_MIN_CHANNELS = 64
     AUTO_MIN_GRAD_CHANNELS = 64    # 1-D (F(4, 3))
     AUTO_MIN_GRAD_CHANNELS_2D = 128
+    WINOGRAD_GRAD_MIN_MAP = 14 * 14   # output pixels per image at and below which the 2-D filter gradient is direct
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
@@ -396,6 +397,11 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512,
         # 1.5x on 8x8x8x128, where tiles x (C + K) is 2 C K)
         if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) <= 2 * p.cg * p.kg:
+            p.grad_m = 0
+        # 2-D maps of 14x14 and less: direct (level with F(2x2) on the Xeon above, faster on Zen 4: batch 8
+        # 14x14, C = K = 128 2.69 against 3.20 ms, 256 10.1 against 13.7; 28x28 level at 128, F(2x2) 35.3
+        # against 44.3 at 256; same sweep, `--maps 28,14 --channels 128,256`, 2-CPU Zen 4 AVX-512)
+        if p.kh == 3 and p.Ho * p.Wo <= WINOGRAD_GRAD_MIN_MAP:
             p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
