@@ -113,17 +113,26 @@ cdef inline double sum_column(const double* partial, Py_ssize_t nchunks, Py_ssiz
     return s
 
 
+cdef inline void column_sums(Py_ssize_t rows, Py_ssize_t K, const real* x, double* out) noexcept nogil:
+    """out[k] += sum over rows of x[:, k] (microkernel.h, kc_column_sums; float64 by plain loops)."""
+    cdef Py_ssize_t r, k
+    if real is float:
+        kc_column_sums_f32(rows, K, x, out)
+    else:
+        for r in range(rows):
+            for k in range(K):
+                out[k] += x[r * K + k]
+
+
 cdef int activation_grad_run(int act, Py_ssize_t rows, Py_ssize_t K, const real* dy, const real* y,
                              const real* z, real* dz, real* db, int n_threads) noexcept nogil:
-    """dz = dy * act'(.), db[k] = sum over rows of dz[:, k], in one pass over dy. The rows go in chunks
-    whose count depends on the shape only, each summed in float64, then the chunks in order: the same
-    result for any thread count. Returns 0, or -1 when the partial sums cannot be allocated."""
+    """dz = dy * act'(.), db[k] = sum over rows of dz[:, k]. The rows go in chunks whose count depends on
+    the shape only: a chunk's dz in one flat loop (still in cache), then its column sums in float64, then
+    the chunks in order: the same result for any thread count. Returns 0, or -1 when the partial sums
+    cannot be allocated."""
     cdef Py_ssize_t nchunks = (rows + 255) // 256
-    cdef Py_ssize_t q, r, r0, r1, k
+    cdef Py_ssize_t q, i, i0, i1, k
     cdef double* partial = NULL
-    cdef double* acc
-    cdef const real* dyr
-    cdef real* dzr
     if nchunks > 64:
         nchunks = 64
     if rows == 0 or K == 0:
@@ -136,27 +145,21 @@ cdef int activation_grad_run(int act, Py_ssize_t rows, Py_ssize_t K, const real*
         if partial == NULL:
             return -1
     for q in prange(nchunks, schedule='static', num_threads=n_threads):
-        r0 = rows * q // nchunks
-        r1 = rows * (q + 1) // nchunks
-        for r in range(r0, r1):
-            dyr = dy + r * K
-            dzr = dz + r * K
-            if act == ACT_LINEAR:
-                for k in range(K):
-                    dzr[k] = dyr[k]
-            elif act == ACT_RELU:
-                for k in range(K):
-                    dzr[k] = dyr[k] if y[r * K + k] > 0 else 0
-            else:
-                for k in range(K):
-                    dzr[k] = dyr[k] * activation_derivative(y[r * K + k], z[r * K + k] if z != NULL else 0, act)
-            if partial != NULL:
-                acc = partial + q * K
-                for k in range(K):
-                    acc[k] += dzr[k]
+        i0 = rows * q // nchunks * K          # the chunk's rows are one flat run of values
+        i1 = rows * (q + 1) // nchunks * K
+        if act == ACT_LINEAR:
+            for i in range(i0, i1):
+                dz[i] = dy[i]
+        elif act == ACT_RELU:
+            for i in range(i0, i1):
+                dz[i] = dy[i] if y[i] > 0 else 0
+        else:
+            for i in range(i0, i1):
+                dz[i] = dy[i] * activation_derivative(y[i], z[i] if z != NULL else 0, act)
+        if partial != NULL:
+            column_sums((i1 - i0) // K, K, dz + i0, partial + q * K)
     if partial != NULL:
         for k in range(K):
             db[k] = <real> sum_column(partial, nchunks, K, k)
         free(partial)
     return 0
-

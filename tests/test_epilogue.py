@@ -153,6 +153,21 @@ def test_activation_gradient_matches_finite_differences(activation, rng):
     np.testing.assert_allclose(db, (dy * numeric).sum(axis=0), rtol=1e-6, atol=1e-5)
 
 
+@pytest.mark.parametrize("k", [1, 15, 16, 32, 33, 48, 100])
+@pytest.mark.parametrize("activation", ["relu", "linear"])
+def test_float32_bias_gradient_sums_in_float64_blocks(activation, k, rng):
+    """float32 rows go 16 at a time through vector sums of 1-2 vectors of channels (and a scalar rest),
+    then into float64: rows not a multiple of 16, several 256-row chunks, every channel count path."""
+    rows = 16 * 40 + 7
+    dy = rng.standard_normal((rows, k)).astype(np.float32) + 0.5
+    y = rng.standard_normal((rows, k)).astype(np.float32)
+    dz, db = _grad(activation, dy, y, None)
+    want_dz = np.where(y > 0, dy, 0) if activation == "relu" else dy
+    np.testing.assert_array_equal(dz, want_dz)
+    want_db = want_dz.astype(np.float64).sum(axis=0)
+    np.testing.assert_allclose(db, want_db, rtol=2e-6, atol=2e-6 * np.abs(want_dz).sum(axis=0).max())
+
+
 def test_activation_gradient_does_not_depend_on_threads(rng):
     dy, z = rng.standard_normal((5000, 33)).astype(np.float32), rng.standard_normal((5000, 33)).astype(np.float32)
     y = z / (1 + np.exp(-z))
