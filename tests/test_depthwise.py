@@ -40,6 +40,13 @@ CASES_2D = [
     Conv2dCase(n=2, h=8, w=9, c=16, k=32, kh=3, kw=3, groups=16, padding="SAME"),
     Conv2dCase(n=1, h=7, w=10, c=5, k=15, kh=3, kw=3, strides=(2, 2), groups=5, padding="SAME"),
     Conv2dCase(n=1, h=6, w=6, c=3, k=24, kh=2, kw=2, groups=3, padding="VALID"),
+    # widths whose columns with every tap inside the image number MR, MR + 1, 2 MR + 3 (run tiles and
+    # pointer-table tiles side by side), and stride-2 input gradients of 15 and 19 columns a phase
+    Conv2dCase(n=1, h=4, w=10, c=32, k=32, kh=3, kw=3, groups=32, padding="SAME"),
+    Conv2dCase(n=2, h=3, w=11, c=16, k=16, kh=3, kw=3, groups=16, padding="SAME"),
+    Conv2dCase(n=1, h=5, w=21, c=20, k=20, kh=3, kw=3, groups=20, padding="SAME"),
+    Conv2dCase(n=1, h=30, w=30, c=24, k=24, kh=3, kw=3, strides=(2, 2), groups=24, padding="SAME"),
+    Conv2dCase(n=1, h=9, w=38, c=16, k=16, kh=5, kw=5, strides=(2, 2), groups=16, padding="SAME"),
     # float64 (4 / 8 lanes), channels first
     Conv2dCase(n=2, h=9, w=11, c=9, k=9, kh=3, kw=3, groups=9, padding="SAME", dtype=np.float64),
     Conv2dCase(n=1, h=8, w=8, c=17, k=34, kh=3, kw=3, strides=(2, 2), groups=17, padding="SAME",
@@ -51,6 +58,7 @@ CASES_1D = [
     Conv1dCase(n=2, w=40, c=32, k=32, kw=3, groups=32, padding="SAME"),
     Conv1dCase(n=1, w=33, c=17, k=17, kw=5, groups=17, padding="CAUSAL", dilation=2),
     Conv1dCase(n=3, w=20, c=8, k=16, kw=3, stride=2, groups=8, padding="VALID"),
+    Conv1dCase(n=2, w=23, c=16, k=16, kw=3, groups=16, padding="SAME"),
 ]
 
 
@@ -60,7 +68,7 @@ def test_depthwise_matches_the_float64_reference(case, op, rng):
     check_against_reference(case, op, rng)
 
 
-@pytest.mark.parametrize("case", CASES_2D[:3] + CASES_2D[13:15], ids=lambda c: c.id)
+@pytest.mark.parametrize("case", CASES_2D[:3] + CASES_2D[18:20], ids=lambda c: c.id)
 def test_depthwise_layers_run_on_the_depthwise_kernel(case):
     conv = ops._describe(2, case.input_shape, case.filter_shape, case.strides, case.padding,
                          case.data_format, case.dilations)
