@@ -384,6 +384,18 @@ static inline void kc_fwd_tail_f32(int ntaps, int kc, const float *const *a, lon
                                      bias, clamp);
 }
 
+/* Asks for `bytes` from p to be brought into L2, one request per cache line: a copy that will read them soon
+   then finds them there instead of waiting on memory (igemm_conv.pxi, the padded-row cache). The empty
+   volatile asm is a side effect GCC can see: without it a caller doing nothing but prefetching counts as a
+   pure function, and its calls are dropped as dead code. */
+static inline void kc_prefetch_l2(const void *p, long bytes)
+{
+    const char *c = (const char *)p;
+    for (long i = 0; i < bytes; i += 64)
+        __builtin_prefetch(c + i, 0, 2);
+    __asm__ __volatile__("");
+}
+
 /* The bias gradient: out[k] += sum over r < rows of x[r * K + k]. Sums stay in vector registers over 16
  * rows at a time (float), then go into the float64 out: a per-row loop adding a row into out in memory ran
  * at ~60 cycles a row of 32 (one core, 32768 x 32, Zen 4), bound by its loop overhead and stores. */

@@ -114,6 +114,35 @@ def test_layers_with_few_filters_on_runs_of_pixels(case, op, rng):
     check_against_reference(case, op, rng)
 
 
+# A destination row of 1-4 row tiles reads the image's edge from zero-padded copies of whole source rows, one
+# copy per source row and block (igemm_conv.pxi, row_cache_values), in both tile shapes: rows just under, at
+# and over one and four tiles (16 / 8 pixels), blocks spanning several images, strides below and above the
+# merged taps, padding wider than the kernel (whole taps in the padding), lopsided padding, one kernel row.
+PADDED_ROW_CASES = [
+    Conv2dCase(3, 9, 15, 16, 16, 3, 3, padding="SAME", algorithm="direct"),  # 15 < 16: no whole tile a row
+    Conv2dCase(2, 11, 16, 16, 16, 3, 3, padding="SAME", algorithm="direct"),  # one tile a row
+    Conv2dCase(2, 7, 17, 16, 12, 3, 3, padding="SAME", algorithm="direct"),  # a tile and a pixel
+    Conv2dCase(2, 5, 64, 16, 16, 3, 3, padding="SAME", algorithm="direct"),  # four tiles: the limit
+    Conv2dCase(1, 5, 65, 16, 16, 3, 3, padding="SAME", algorithm="direct"),  # past it: strips
+    Conv2dCase(5, 8, 8, 24, 32, 3, 3, padding="SAME", algorithm="direct"),  # wide tile, 8 a row; 2 images a block
+    Conv2dCase(2, 9, 31, 20, 40, 3, 3, padding="SAME", algorithm="direct"),  # wide, 3 tiles and 7 pixels
+    Conv2dCase(2, 12, 33, 16, 16, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct"),  # step 2 <= 3 taps
+    Conv2dCase(2, 12, 70, 16, 32, 3, 3, strides=(1, 4), padding="SAME", algorithm="direct"),  # step 4 > 3 taps
+    Conv2dCase(2, 8, 18, 16, 16, 3, 3, padding=((3, 3), (4, 4)), algorithm="direct"),  # taps wholly outside
+    Conv2dCase(2, 9, 20, 8, 24, 3, 3, padding=((0, 2), (0, 2)), algorithm="direct"),  # right edge only
+    Conv2dCase(3, 6, 24, 3, 16, 5, 5, padding="SAME", algorithm="direct"),  # RGB: 3 values a pixel
+    Conv2dCase(2, 4, 30, 16, 16, 1, 5, padding="SAME", algorithm="direct"),  # one kernel row
+    Conv2dCase(2, 10, 20, 16, 16, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct",
+               dtype=np.float64),  # float64 keeps its tables
+]
+
+
+@parametrize_cases(PADDED_ROW_CASES)
+@pytest.mark.parametrize("op", OPS)
+def test_edges_read_from_padded_copies_of_source_rows(case, op, rng):
+    check_against_reference(case, op, rng)
+
+
 # The wide tile (more than 16 filters per group) takes runs too, inside the image only: at its edges a row
 # tile keeps its pointer table. Partial and half column panels, in-place filters, chunked reductions, strides.
 WIDE_RUN_TILE_CASES = [
