@@ -206,7 +206,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t tiles = grid.N * grid.th * grid.tw
     cdef Py_ssize_t nblocks = (tiles + block - 1) // block
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
-    cdef Py_ssize_t nchunks = reduction_chunks(1, C)
+    cdef Py_ssize_t nchunks = product_chunks(C)
     cdef Py_ssize_t wide = C if C > K else K
     cdef Py_ssize_t per_thread = A2 * C + A2 * wide + A2 * block * C + A2 * block * K + grid.mw * K
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
@@ -287,7 +287,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
     cdef Py_ssize_t T = grid.N * grid.th * grid.tw
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     cdef Py_ssize_t ncb = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
-    cdef Py_ssize_t nchunks = reduction_chunks(1, C)
+    cdef Py_ssize_t nchunks = product_chunks(C)
     cdef Py_ssize_t wide = C if C > K else K
     cdef Py_ssize_t per_thread = A2 * C + A2 * wide + grid.mw * K
     cdef Py_ssize_t npan = (T + MR - 1) // MR

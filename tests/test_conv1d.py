@@ -72,6 +72,11 @@ LONG_REDUCTIONS = [
     Conv1dCase(1, 40, 171, 5, 3),  # 513
     Conv1dCase(2, 30, 400, 8, 3, groups=2, padding="SAME"),  # 600 per group
     Conv1dCase(2, 31, 100, 9, 4, stride=3, dilation=2, padding=((2, 1),), data_format="NCW"),
+    Conv1dCase(2, 30, 400, 12, 3, padding="SAME"),  # 1200: two chunks
+    Conv1dCase(1, 40, 1025, 5, 1),
+    Conv1dCase(1, 40, 342, 5, 3),  # 1026
+    Conv1dCase(1, 25, 150, 7, 7, padding="CAUSAL", dilation=2),  # 1050
+    Conv1dCase(2, 30, 800, 8, 3, groups=2, padding="SAME"),  # 1200 per group
 ]
 LONG_REDUCTIONS += [dataclasses.replace(c, dtype=np.float64) for c in LONG_REDUCTIONS]
 
@@ -83,7 +88,8 @@ def test_reductions_longer_than_one_chunk(case, op, rng):
 
 
 TEXT_CNN = [Conv1dCase(4, 60, 64, 100, k, padding="VALID", dtype=np.float32) for k in (3, 4, 5)] + [
-    Conv1dCase(3, 70, 128, 100, 5, padding="VALID", algorithm="direct"),  # 640 long: two chunks, a 4-filter tail
+    Conv1dCase(3, 70, 128, 100, 5, padding="VALID", algorithm="direct"),  # 640 long: one merged run, a 4-filter tail
+    Conv1dCase(3, 70, 210, 100, 5, padding="VALID", algorithm="direct"),  # 1050 long: two chunks
     Conv1dCase(2, 50, 128, 100, 2, padding="VALID", algorithm="direct"),  # merged taps: one 256-long run
 ]
 

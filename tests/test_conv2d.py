@@ -3,7 +3,7 @@
 A seeded grid covers every argument (kernel 1..7 incl. non-square, strides and dilations 1..3,
 groups 1/2/4, VALID/SAME/explicit, NHWC/NCHW, float32/float64, batch 0/1/3, channel counts around
 the micro-kernel tile); targeted cases cover output pixel counts around the row tile and row block,
-reductions longer than one chunk (taps*channels > 512), Winograd-shaped layers, argument forms,
+reductions longer than one chunk (taps*channels > 1024), Winograd-shaped layers, argument forms,
 non-contiguous / Fortran-ordered inputs, and that inputs are never written to.
 """
 
@@ -99,7 +99,7 @@ RUN_TILE_CASES = [
     Conv2dCase(1, 40, 70, 8, 12, 5, 5, padding="SAME"),  # 12 filters: a partial column vector
     Conv2dCase(2, 24, 50, 16, 16, 3, 3, dilations=(1, 2), padding="SAME"),  # taps not merged: interior only
     Conv2dCase(2, 20, 36, 32, 16, 3, 3, groups=2, padding="SAME"),  # a group's channels of wider pixels
-    Conv2dCase(2, 16, 48, 64, 16, 3, 3, padding="SAME"),  # 576-long reduction: two chunks
+    Conv2dCase(2, 16, 48, 120, 16, 3, 3, padding="SAME"),  # 1080-long reduction: two chunks
     Conv2dCase(2, 30, 40, 16, 16, 3, 3, padding=((2, 0), (0, 2))),  # lopsided padding
     Conv2dCase(1, 40, 64, 16, 16, 2, 2, strides=(2, 2)),  # stride 2 = 2 merged taps
     Conv2dCase(2, 50, 64, 16, 16, 3, 3, strides=(3, 3), padding="SAME"),  # stride 3 = 3 merged taps
@@ -154,6 +154,7 @@ WIDE_RUN_TILE_CASES = [
     Conv2dCase(1, 10, 40, 64, 64, 1, 1),  # 1x1: the filter read in place
     Conv2dCase(2, 10, 40, 64, 32, 3, 3, padding="SAME", algorithm="direct"),  # in place at few rows
     Conv2dCase(2, 12, 32, 128, 20, 3, 3, padding="SAME", algorithm="direct"),  # 1152 long: chunks, no merge
+    Conv2dCase(2, 10, 40, 64, 40, 3, 3, padding="SAME", algorithm="direct"),  # 576 in one chunk: merged
     Conv2dCase(2, 20, 36, 64, 48, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # 24 filters a group
     Conv2dCase(2, 24, 50, 24, 32, 3, 3, dilations=(1, 2), padding="SAME", algorithm="direct"),  # unmerged
     Conv2dCase(2, 9, 90, 20, 24, 1, 7, padding="SAME", algorithm="direct"),  # one kernel row of 7
@@ -173,7 +174,7 @@ def test_layers_with_many_filters_on_runs_of_pixels(case, op, rng):
 TAIL_CASES = [
     Conv2dCase(2, 12, 20, 24, 100, 3, 3, padding="SAME", algorithm="direct"),  # 4 past 3 panels
     Conv2dCase(3, 9, 13, 20, 33, 3, 3, algorithm="direct"),  # one filter past a panel; 20-channel taps
-    Conv2dCase(2, 7, 30, 130, 40, 1, 5, padding="SAME", algorithm="direct"),  # 650 long: two chunks
+    Conv2dCase(2, 7, 30, 230, 40, 1, 5, padding="SAME", algorithm="direct"),  # 1150 long: two chunks
     Conv2dCase(2, 10, 11, 100, 36, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct"),  # dx: 100 channels
     Conv2dCase(2, 8, 12, 72, 80, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # 36 / 40 a group
     Conv2dCase(1, 5, 6, 9, 39, 2, 2, algorithm="direct"),  # few rows: a partial row tile
@@ -199,7 +200,7 @@ FEW_FILTER_CASES = [
     Conv2dCase(2, 10, 10, 8, 64, 1, 1, strides=(2, 2), algorithm="direct"),  # dx: 8 channels, 1x1/2
     Conv2dCase(2, 9, 12, 40, 5, 3, 3, padding="SAME", algorithm="direct"),  # forward: 5 filters
     Conv2dCase(2, 8, 9, 8, 64, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # dx: 4 a group
-    Conv2dCase(1, 6, 7, 2, 100, 3, 3, padding="SAME", algorithm="direct"),  # dx: 900 long, two chunks
+    Conv2dCase(1, 6, 7, 2, 120, 3, 3, padding="SAME", algorithm="direct"),  # dx: 1080 long, two chunks
 ]
 
 
@@ -222,7 +223,8 @@ def test_runs_of_pixels_with_bias_and_activation_in_the_tile(activation, filters
 
 
 # ---------------------------------------------------------------------------------------
-# Reductions longer than one KC chunk (taps * channels per group > 512)
+# Reductions longer than one chunk (direct: taps * channels per group > 1024; Winograd: channels > 512), and
+# reductions of 513-1024 in one chunk (their kernel rows merge into one pointer)
 # ---------------------------------------------------------------------------------------
 
 LONG_REDUCTIONS = [
@@ -236,6 +238,16 @@ LONG_REDUCTIONS = [
     Conv2dCase(1, 4, 4, 128, 5, 2, 2),  # exactly 512
     Conv2dCase(1, 4, 4, 129, 5, 2, 2),  # 516
     Conv2dCase(1, 7, 7, 600, 7, 1, 1, padding="SAME"),
+    Conv2dCase(1, 5, 6, 1023, 9, 1, 1),
+    Conv2dCase(1, 5, 6, 1024, 9, 1, 1),
+    Conv2dCase(1, 5, 6, 1025, 9, 1, 1),
+    Conv2dCase(1, 4, 4, 256, 5, 2, 2),  # exactly 1024
+    Conv2dCase(1, 4, 4, 257, 5, 2, 2),  # 1028
+    Conv2dCase(2, 9, 9, 114, 20, 3, 3, padding="SAME", algorithm="direct"),  # 1026
+    Conv2dCase(1, 9, 12, 41, 24, 5, 5, padding="SAME"),  # 1025: two chunks of 5x5 taps
+    Conv2dCase(1, 8, 9, 21, 16, 7, 7, padding="SAME"),  # 1029
+    Conv2dCase(2, 8, 8, 240, 8, 3, 3, groups=2, padding="SAME"),  # 1080 per group
+    Conv2dCase(1, 6, 6, 640, 40, 3, 3, padding="SAME"),  # Winograd-shaped: 640 channels, two product chunks
     Conv2dCase(2, 8, 8, 200, 8, 3, 3, groups=2, padding="SAME"),  # 900 per group
     Conv2dCase(1, 11, 10, 100, 7, 3, 3, strides=(2, 2), dilations=(2, 2), padding=((1, 2), (0, 1))),
     Conv2dCase(2, 8, 8, 100, 12, 3, 3, strides=(2, 1), padding="SAME", data_format="NCHW"),

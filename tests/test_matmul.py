@@ -1,7 +1,7 @@
 """ops.matmul (the micro-kernel as a plain GEMM) against float64 numpy.
 
 Sizes go below / at / above / between multiples of every register tile kconv may be built with
-(MR in {6, 8}; NR in {4, 8, 16, 32}), and the depth k goes around the reduction chunk KC ~ 512.
+(MR in {6, 8}; NR in {4, 8, 16, 32}), and the depth k goes around the reduction chunk (1024 values).
 """
 
 import numpy as np
@@ -13,7 +13,7 @@ from kconv import ops
 
 M_SIZES = [1, 2, 5, 6, 7, 8, 9, 12, 13, 16, 17, 47, 97, 145]
 N_SIZES = [1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 64, 65]
-K_SIZES = [1, 5, 511, 512, 513, 1500]
+K_SIZES = [1, 5, 511, 513, 1023, 1024, 1025, 2500]
 
 
 def test_tile_is_reported():
@@ -47,7 +47,7 @@ def test_matmul_matches_numpy_for_every_edge_size(k, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n, k", [(300, 200, 1500), (1000, 33, 700), (7, 500, 1025)])
+@pytest.mark.parametrize("m, n, k", [(300, 200, 2100), (1000, 33, 1500), (7, 500, 1025)])
 def test_matmul_larger_blocks(m, n, k, dtype, rng):
     """Several row blocks, column panels and reduction chunks at once."""
     a = rng.standard_normal((m, k)).astype(dtype)
