@@ -155,6 +155,19 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
                     wp[nlive] = w + tap_off[t]
                     nlive = nlive + 1
             dh = grid.dst_h0 + qh * grid.dstep_h
+            # The next row's new source row and its output row, asked for now: a depthwise tile does 1 FMA per
+            # value it loads and waits on memory otherwise (one core, Zen 4, maps evicted between calls as in a
+            # model: 8x28x28x128 forward 1.53 -> 1.09 ms, input gradient 1.56 -> 1.23; 56x56x64 2.31 -> 2.11
+            # and 2.31 -> 1.89). Rows go to threads in contiguous runs, so the next row is mostly this thread's.
+            if task + 1 < grid.N * grid.Qh:
+                sh = -1
+                if ntaps > 0:       # taps go row by row: the last one reads the lowest source row
+                    sh = (qh + 1) * grid.step_h + tap_h[ntaps - 1] if qh + 1 < grid.Qh else tap_h[ntaps - 1]
+                if 0 <= sh < grid.Hs:
+                    kc_prefetch_l2(src + ((n + (qh + 1) // grid.Qh) * grid.Hs + sh) * grid.Ws * grid.Cs,
+                                   grid.Ws * grid.Cs * sizeof(real))
+                kc_prefetch_write_l2(dst + ((n * grid.Hd + dh + grid.dstep_h) * grid.Wd) * C,
+                                     grid.Wd * C * sizeof(real))
             for blk in range((grid.Qw + MR - 1) // MR):
                 qw0 = blk * MR
                 mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)

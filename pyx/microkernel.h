@@ -396,6 +396,16 @@ static inline void kc_prefetch_l2(const void *p, long bytes)
     __asm__ __volatile__("");
 }
 
+/* The same for lines about to be written (prefetchw where the CPU has it): their stores then find them owned
+   instead of each waiting on a read for ownership. */
+static inline void kc_prefetch_write_l2(void *p, long bytes)
+{
+    char *c = (char *)p;
+    for (long i = 0; i < bytes; i += 64)
+        __builtin_prefetch(c + i, 1, 2);
+    __asm__ __volatile__("");
+}
+
 /* The bias gradient: out[k] += sum over r < rows of x[r * K + k]. Sums stay in vector registers over 16
  * rows at a time (float), then go into the float64 out: a per-row loop adding a row into out in memory ran
  * at ~60 cycles a row of 32 (one core, 32768 x 32, Zen 4), bound by its loop overhead and stores. */
