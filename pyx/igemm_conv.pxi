@@ -327,8 +327,8 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
             pixel = ((n * grid.Hs + qh * grid.step_h) * grid.Ws + qw0 * grid.step_w) * grid.Cs + g * grid.cin
             for u in range(nu):
                 aptr[(p * nu + u) * MR] = src + pixel + (tap_h[u * run] * grid.Ws + tap_w[u * run]) * grid.Cs
-        elif runs[p] and use_rows:
-            for u in range(nu):
+        elif runs[p] and use_rows and nkeys + nu <= ROW_CACHE_KEYS and (nkeys + nu) * row_vals <= rows_len:
+            for u in range(nu):     # (room for nu more rows is checked above; row_cache_values sizes it)
                 sh = qh * grid.step_h + tap_h[u * run]
                 if 0 <= sh < grid.Hs and qw_lo <= qw0 and qw0 + MR <= qw_hi:      # this tap's pixels all inside
                     aptr[(p * nu + u) * MR] = src + ((n * grid.Hs + sh) * grid.Ws + qw0 * grid.step_w
