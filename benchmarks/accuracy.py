@@ -2,10 +2,14 @@
 
     python benchmarks/accuracy.py
 
-For a 3x3 SAME layer (batch 2, 12x12, K = 32) and a k=3 text layer (batch 2, length 64, K = 32) with
+For a 3x3 SAME layer (batch 8, 12x12, K = 32) and a k=3 text layer (batch 4, length 64, K = 32) with
 random normal inputs, for C from 16 to 512: max and RMS error of the float32 result relative to max|y|,
 y computed in float64 by direct convolution (itself checked against a naive float64 reference by the tests).
 kconv's `auto` only picks a Winograd tile whose max error at C = 512 is <= 2e-5.
+
+The batches give every tile size at least 32 tiles: with fewer, tiles x (C + K) < C x K and a plan runs fresh
+weights direct (pyx/plan.pxi, the "staged" rule), so a Winograd column would measure direct (batch 2 did,
+from C = 64 in 2-D).
 
 The filter gradient sums over every tile of the batch, so its error is tabled separately, on the benchmark's
 layers (max error relative to max|dW|, float64 direct as the reference).
@@ -21,9 +25,9 @@ ALGORITHMS = ("direct", "winograd2", "winograd4", "winograd6")
 def errors(ops, nd, c, algorithm, seed=0):
     rng = np.random.default_rng(seed)
     if nd == 2:
-        x, w, conv = rng.standard_normal((2, 12, 12, c)), rng.standard_normal((3, 3, c, 32)), ops.conv2d
+        x, w, conv = rng.standard_normal((8, 12, 12, c)), rng.standard_normal((3, 3, c, 32)), ops.conv2d
     else:
-        x, w, conv = rng.standard_normal((2, 64, c)), rng.standard_normal((3, c, 32)), ops.conv1d
+        x, w, conv = rng.standard_normal((4, 64, c)), rng.standard_normal((3, c, 32)), ops.conv1d
     want = conv(x, w, 1, "SAME", algorithm="direct")
     got = conv(x.astype(np.float32), w.astype(np.float32), 1, "SAME", algorithm=algorithm).astype(np.float64)
     scale = np.abs(want).max()
