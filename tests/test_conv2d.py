@@ -132,6 +132,7 @@ PADDED_ROW_CASES = [
     Conv2dCase(2, 9, 20, 8, 24, 3, 3, padding=((0, 2), (0, 2)), algorithm="direct"),  # right edge only
     Conv2dCase(3, 6, 24, 3, 16, 5, 5, padding="SAME", algorithm="direct"),  # RGB: 3 values a pixel
     Conv2dCase(2, 4, 30, 16, 16, 1, 5, padding="SAME", algorithm="direct"),  # one kernel row
+    Conv2dCase(2, 12, 24, 64, 32, 3, 3, padding="SAME", algorithm="direct"),  # the filter read in place
     Conv2dCase(2, 10, 20, 16, 16, 3, 3, strides=(2, 2), padding="SAME", algorithm="direct",
                dtype=np.float64),  # float64 keeps its tables
 ]
