@@ -384,8 +384,9 @@ static inline void kc_fwd_tail_f32(int ntaps, int kc, const float *const *a, lon
                                      bias, clamp);
 }
 
-/* Asks for `bytes` from p to be brought into L2, one request per cache line: a copy that will read them soon
-   then finds them there instead of waiting on memory (igemm_conv.pxi, the padded-row cache). The empty
+/* Asks for `bytes` from p to be brought into L2, one request per cache line: a copy or a tile that reads them
+   soon then finds them there instead of waiting on memory (igemm_conv.pxi, prefetch_block_rows; the next
+   depthwise row, depthwise.pxi). The empty
    volatile asm is a side effect GCC can see: without it a caller doing nothing but prefetching counts as a
    pure function, and its calls are dropped as dead code. */
 static inline void kc_prefetch_l2(const void *p, long bytes)
