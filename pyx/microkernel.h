@@ -580,6 +580,199 @@ KC_DEFINE_DW(kc_dw_f32_nv1, kc_dwgrad_f32_nv1, float, kc_vf32, kc_vi32, 1)
 KC_DEFINE_DW(kc_dw_f64_nv2, kc_dwgrad_f64_nv2, double, kc_vf64, kc_vi64, 2)
 KC_DEFINE_DW(kc_dw_f64_nv1, kc_dwgrad_f64_nv1, double, kc_vf64, kc_vi64, 1)
 
+/* Winograd F(m x m, 3 x 3) tile transforms (winograd.pxi), the whole tile in registers, one vector of
+ * channels at a time:
+ *
+ *   kc_wino_in_<T>_a<A>    V = B^T d B: the A x A input patch d (pixel (i, j) at src + i*rs + j*cs, read for
+ *                          i0 <= i < i1 and j0 <= j < j1, zero elsewhere: an edge tile's padding) to its
+ *                          A*A transformed values (value a*A + b at dst + (a*A + b)*ds)
+ *   kc_wino_out_<T>_a<A>   y = A^T M A: the A*A products (M[a][b] at src + (a*A + b)*ss) to the m x m outputs
+ *                          (pixel (u, v) at y + u*yrs + v*ycs), only the first rows x cols stored, + bias
+ *                          and relu / relu6 (clamp 1 / 2) fused; returns 1 when an output is not finite
+ *                          before them (the caller then recomputes the pass directly)
+ *   kc_wino_in1_<T>_a<A>, kc_wino_out1_<T>_a<A>: the same along W only (1-D: a 1 x A patch)
+ *
+ * n channels, contiguous at every pixel; the last n % lanes run through the same code on scalars. The
+ * matrices are constants here (the values of winograd_matrices.pxi, written from kconv/_winograd.py), so
+ * once the loops unroll the compiler drops the zero terms and the factors of +-1 and fuses the rest into
+ * FMAs (F(4x4)'s B^T: 22 of 36 terms). The generic form (winograd.pxi, apply_rows: coefficients read at
+ * run time, four rows a pass) spent 73 % of an F(4x4) 16 -> 16 forward in its transforms (perf, one core). */
+static const double kc_wino_bt4[16] = {-1, 0, 1, 0,  0, 1, 1, 0,  0, -1, 1, 0,  0, -1, 0, 1};
+static const double kc_wino_at4[8] = {1, 1, 1, 0,  0, 1, -1, 1};
+static const double kc_wino_bt6[36] = {4, 0, -5, 0, 1, 0,  0, -4, -4, 1, 1, 0,  0, 4, -4, -1, 1, 0,
+                                       0, -2, -1, 2, 1, 0,  0, 2, -1, -2, 1, 0,  0, 4, 0, -5, 0, 1};
+static const double kc_wino_at6[24] = {1, 1, 1, 1, 1, 0,  0, 1, -1, 2, -2, 0,  0, 1, 1, 4, 4, 0,
+                                       0, 1, -1, 8, -8, 1};
+static const double kc_wino_bt8[64] = {
+    -1, 0, 5.25, 0, -5.25, 0, 1, 0,        0, 1, 1, -4.25, -4.25, 1, 1, 0,
+    0, -1, 1, 4.25, -4.25, -1, 1, 0,       0, 0.5, 0.25, -2.5, -1.25, 2, 1, 0,
+    0, -0.5, 0.25, 2.5, -1.25, -2, 1, 0,   0, 2, 4, -2.5, -5, 0.5, 1, 0,
+    0, -2, 4, 2.5, -5, -0.5, 1, 0,         0, -1, 0, 5.25, 0, -5.25, 0, 1};
+static const double kc_wino_at8[48] = {
+    1, 1, 1, 1, 1, 1, 1, 0,                0, 1, -1, 2, -2, 0.5, -0.5, 0,
+    0, 1, 1, 4, 4, 0.25, 0.25, 0,          0, 1, -1, 8, -8, 0.125, -0.125, 0,
+    0, 1, 1, 16, 16, 0.0625, 0.0625, 0,    0, 1, -1, 32, -32, 0.03125, -0.03125, 1};
+
+/* sum over k < COLS of MAT[ROW*COLS + k] * X(k), MAT a constant table: its zero terms vanish as the loop
+ * unrolls (the first nonzero term starts the sum, so no 0 + ... is left either). */
+#define KC_WINO_DOT(VT, T, MAT, COLS, ROW, X)                                                      \
+    ({  VT s_ = X(0);                                                                              \
+        int first_ = 1;                                                                            \
+        _Pragma("GCC unroll 8") for (int k_ = 0; k_ < (COLS); k_++) {                              \
+            const T m_ = (T)(MAT)[(ROW) * (COLS) + k_];                                            \
+            if (m_ != 0) {                                                                         \
+                s_ = first_ ? m_ * X(k_) : s_ + m_ * X(k_);                                        \
+                first_ = 0;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+        s_; })
+#define KC_WINO_D_COL(k) d[k][j]           /* column j of the patch */
+#define KC_WINO_T_ROW(k) t[a][k]           /* row a of B^T d */
+#define KC_WINO_D_ROW(k) d[k]              /* the 1-D patch */
+#define KC_WINO_M_COL(k) mm[k][b]          /* column b of the products */
+#define KC_WINO_R_ROW(k) r[u][k]           /* row u of A^T M */
+#define KC_WINO_D_ROW_M(k) mm[k]           /* the 1-D products */
+
+/* The bodies, for VT = a vector (whole vectors of channels) or T itself (the tail); c is the channel. */
+#define KC_WINO_IN_BODY(VT, T, A, BT, INSIDE)                                                      \
+    {                                                                                              \
+        VT d[A][A], t[A][A];                                                                       \
+        _Pragma("GCC unroll 8") for (int i = 0; i < A; i++)                                        \
+            _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)                                    \
+                d[i][j] = INSIDE ? *(const VT *)(src + i * rs + j * cs + c) : (VT){0};             \
+        _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)         /* along H: t = B^T d */       \
+            _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                    \
+                t[a][j] = KC_WINO_DOT(VT, T, BT, A, a, KC_WINO_D_COL);                             \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)         /* along W: t B */             \
+            _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
+                *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT(VT, T, BT, A, b, KC_WINO_T_ROW); \
+    }
+#define KC_WINO_IN1_BODY(VT, T, A, BT, INSIDE)                                                     \
+    {                                                                                              \
+        VT d[A];                                                                                   \
+        _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)                                        \
+            d[j] = INSIDE ? *(const VT *)(src + j * cs + c) : (VT){0};                             \
+        _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
+            *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, BT, A, b, KC_WINO_D_ROW);               \
+    }
+/* The fused epilogue of the forward (as KC_TILE_EPILOGUE): + bias (NULL: none), then clamp 1 = relu,
+ * 2 = relu6, NaN kept. Blends by comparison, which vectors and scalars both have. */
+#define KC_WINO_EPILOGUE_V(VT, VI, T, o)                                                           \
+    if (bias) o += *(const VT *)(bias + c);                                                        \
+    if (clamp) { /* by bit masks, as KC_TILE_EPILOGUE: C has no vector ?: */                       \
+        VI bits_ = (VI)o & ~(o < (T)0);                                                            \
+        if (clamp == 2) {                                                                          \
+            VT six_ = (VT){0} + (T)6;                                                              \
+            VI over_ = o > six_;                                                                   \
+            bits_ = (bits_ & ~over_) | ((VI)six_ & over_);                                         \
+        }                                                                                          \
+        o = (VT)bits_;                                                                             \
+    }
+#define KC_WINO_EPILOGUE_S(VT, VI, T, o)                                                           \
+    if (bias) o += bias[c];                                                                        \
+    if (clamp) {                                                                                   \
+        o = o < 0 ? 0 : o;                                                                         \
+        if (clamp == 2 && o > 6) o = 6;                                                            \
+    }
+/* bad accumulates out * 0, which is NaN exactly where an output is NaN or infinite (before the bias). */
+#define KC_WINO_OUT_BODY(VT, VI, T, A, M, AT, EPI)                                                 \
+    {                                                                                              \
+        VT mm[A][A], r[M][A];                                                                      \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                        \
+            _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
+                mm[a][b] = *(const VT *)(src + (a * A + b) * ss + c);                              \
+        _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)         /* along H: r = A^T M */       \
+            _Pragma("GCC unroll 8") for (int u = 0; u < M; u++)                                    \
+                r[u][b] = KC_WINO_DOT(VT, T, AT, A, u, KC_WINO_M_COL);                             \
+        _Pragma("GCC unroll 8") for (int u = 0; u < M; u++)         /* along W: r A */             \
+            _Pragma("GCC unroll 8") for (int v = 0; v < M; v++) {                                  \
+                VT o = KC_WINO_DOT(VT, T, AT, A, v, KC_WINO_R_ROW);                                \
+                bad += o * (T)0;                                                                   \
+                EPI(VT, VI, T, o)                                                                  \
+                if (u < rows && v < cols) *(VT *)(y + u * yrs + v * ycs + c) = o;                  \
+            }                                                                                      \
+    }
+#define KC_WINO_OUT1_BODY(VT, VI, T, A, M, AT, EPI)                                                \
+    {                                                                                              \
+        VT mm[A];                                                                                  \
+        _Pragma("GCC unroll 8") for (int b = 0; b < A; b++) mm[b] = *(const VT *)(src + b * ss + c); \
+        _Pragma("GCC unroll 8") for (int v = 0; v < M; v++) {                                      \
+            VT o = KC_WINO_DOT(VT, T, AT, A, v, KC_WINO_D_ROW_M);                                  \
+            bad += o * (T)0;                                                                       \
+            EPI(VT, VI, T, o)                                                                      \
+            if (v < cols) *(VT *)(y + v * ycs + c) = o;                                            \
+        }                                                                                          \
+    }
+/* Edge tiles: patch pixels outside rows i0..i1, columns j0..j1 are the padding's zeros, never read. */
+#define KC_WINO_INSIDE2 (i >= i0 && i < i1 && j >= j0 && j < j1)
+#define KC_WINO_INSIDE1 (j >= j0 && j < j1)
+
+#define KC_DEFINE_WINO(SUF, T, V, VI, A, M, BT, AT)                                                \
+static inline void kc_wino_in_##SUF(const T *src, long rs, long cs, int i0, int i1, int j0, int j1, \
+                                   T *dst, long ds, long n)                                        \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    if (i0 == 0 && i1 == A && j0 == 0 && j1 == A) {                                                \
+        for (; c + LANES <= n; c += LANES) KC_WINO_IN_BODY(V, T, A, BT, 1)                         \
+        for (; c < n; c++) KC_WINO_IN_BODY(T, T, A, BT, 1)                                         \
+    } else {                                                                                       \
+        for (; c + LANES <= n; c += LANES) KC_WINO_IN_BODY(V, T, A, BT, KC_WINO_INSIDE2)           \
+        for (; c < n; c++) KC_WINO_IN_BODY(T, T, A, BT, KC_WINO_INSIDE2)                           \
+    }                                                                                              \
+}                                                                                                  \
+static inline void kc_wino_in1_##SUF(const T *src, long cs, int j0, int j1, T *dst, long ds, long n) \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    if (j0 == 0 && j1 == A) {                                                                      \
+        for (; c + LANES <= n; c += LANES) KC_WINO_IN1_BODY(V, T, A, BT, 1)                        \
+        for (; c < n; c++) KC_WINO_IN1_BODY(T, T, A, BT, 1)                                        \
+    } else {                                                                                       \
+        for (; c + LANES <= n; c += LANES) KC_WINO_IN1_BODY(V, T, A, BT, KC_WINO_INSIDE1)          \
+        for (; c < n; c++) KC_WINO_IN1_BODY(T, T, A, BT, KC_WINO_INSIDE1)                          \
+    }                                                                                              \
+}                                                                                                  \
+static inline int kc_wino_out_##SUF(const T *src, long ss, T *y, long yrs, long ycs, int rows,     \
+                                    int cols, long n, const T *bias, int clamp)                    \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V bad = (V){0};                                                                                \
+    T bad1 = 0;                                                                                    \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_OUT_BODY(V, VI, T, A, M, AT, KC_WINO_EPILOGUE_V)    \
+    for (; c < n; c++) {                                                                           \
+        T bad = 0;                                                                                 \
+        KC_WINO_OUT_BODY(T, int, T, A, M, AT, KC_WINO_EPILOGUE_S)                                  \
+        bad1 += bad;                                                                               \
+    }                                                                                              \
+    for (int l = 0; l < LANES; l++) bad1 += bad[l];                                                \
+    return bad1 != bad1;                                                                           \
+}                                                                                                  \
+static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int cols, long n,      \
+                                     const T *bias, int clamp)                                     \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V bad = (V){0};                                                                                \
+    T bad1 = 0;                                                                                    \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_OUT1_BODY(V, VI, T, A, M, AT, KC_WINO_EPILOGUE_V)   \
+    for (; c < n; c++) {                                                                           \
+        T bad = 0;                                                                                 \
+        KC_WINO_OUT1_BODY(T, int, T, A, M, AT, KC_WINO_EPILOGUE_S)                                 \
+        bad1 += bad;                                                                               \
+    }                                                                                              \
+    for (int l = 0; l < LANES; l++) bad1 += bad[l];                                                \
+    return bad1 != bad1;                                                                           \
+}
+
+KC_DEFINE_WINO(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_bt4, kc_wino_at4)
+KC_DEFINE_WINO(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_bt6, kc_wino_at6)
+KC_DEFINE_WINO(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_bt8, kc_wino_at8)
+KC_DEFINE_WINO(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_bt4, kc_wino_at4)
+KC_DEFINE_WINO(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_bt6, kc_wino_at6)
+KC_DEFINE_WINO(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_bt8, kc_wino_at8)
+
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller
  * sums so the work is not optimised away. */

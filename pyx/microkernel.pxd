@@ -76,3 +76,51 @@ cdef extern from "microkernel.h" nogil:
     void kc_unlock(int* lock)
     long kc_pass_count(int p)
     int kc_omp_max_threads()
+    void kc_wino_in_f32_a4(const float* src, long rs, long cs, int i0, int i1, int j0, int j1, float* dst,
+                              long ds, long n)
+    void kc_wino_in_f32_a6(const float* src, long rs, long cs, int i0, int i1, int j0, int j1, float* dst,
+                              long ds, long n)
+    void kc_wino_in_f32_a8(const float* src, long rs, long cs, int i0, int i1, int j0, int j1, float* dst,
+                              long ds, long n)
+    void kc_wino_in_f64_a4(const double* src, long rs, long cs, int i0, int i1, int j0, int j1, double* dst,
+                              long ds, long n)
+    void kc_wino_in_f64_a6(const double* src, long rs, long cs, int i0, int i1, int j0, int j1, double* dst,
+                              long ds, long n)
+    void kc_wino_in_f64_a8(const double* src, long rs, long cs, int i0, int i1, int j0, int j1, double* dst,
+                              long ds, long n)
+    void kc_wino_in1_f32_a4(const float* src, long cs, int j0, int j1, float* dst, long ds, long n)
+    void kc_wino_in1_f32_a6(const float* src, long cs, int j0, int j1, float* dst, long ds, long n)
+    void kc_wino_in1_f32_a8(const float* src, long cs, int j0, int j1, float* dst, long ds, long n)
+    void kc_wino_in1_f64_a4(const double* src, long cs, int j0, int j1, double* dst, long ds, long n)
+    void kc_wino_in1_f64_a6(const double* src, long cs, int j0, int j1, double* dst, long ds, long n)
+    void kc_wino_in1_f64_a8(const double* src, long cs, int j0, int j1, double* dst, long ds, long n)
+    int kc_wino_out_f32_a4(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
+                           const float* bias, int clamp)
+    int kc_wino_out_f32_a6(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
+                           const float* bias, int clamp)
+    int kc_wino_out_f32_a8(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
+                           const float* bias, int clamp)
+    int kc_wino_out_f64_a4(const double* src, long ss, double* y, long yrs, long ycs, int rows, int cols, long n,
+                           const double* bias, int clamp)
+    int kc_wino_out_f64_a6(const double* src, long ss, double* y, long yrs, long ycs, int rows, int cols, long n,
+                           const double* bias, int clamp)
+    int kc_wino_out_f64_a8(const double* src, long ss, double* y, long yrs, long ycs, int rows, int cols, long n,
+                           const double* bias, int clamp)
+    int kc_wino_out1_f32_a4(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias,
+                            int clamp)
+    int kc_wino_out1_f32_a6(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias,
+                            int clamp)
+    int kc_wino_out1_f32_a8(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias,
+                            int clamp)
+    int kc_wino_out1_f64_a4(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias,
+                            int clamp)
+    int kc_wino_out1_f64_a6(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias,
+                            int clamp)
+    int kc_wino_out1_f64_a8(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias,
+                            int clamp)
+    const double kc_wino_bt4[16]
+    const double kc_wino_at4[8]
+    const double kc_wino_bt6[36]
+    const double kc_wino_at6[24]
+    const double kc_wino_bt8[64]
+    const double kc_wino_at8[48]

@@ -1322,7 +1322,15 @@ cdef object matrix_array(const double* data, int rows, int cols):
 
 
 def winograd_constants(int m):
-    """The compiled matrices of F(m, 3) as numpy arrays (for the tests)."""
+    """The compiled matrices of F(m, 3) as numpy arrays (for the tests), and B^T and A^T as the register
+    transforms of microkernel.h hold them (BT_registers, AT_registers)."""
     cdef AxisMatrices a = axis_matrices(m, True)
+    cdef const double* rbt = &kc_wino_bt8[0]
+    cdef const double* rat = &kc_wino_at8[0]
+    if m == 2:
+        rbt, rat = &kc_wino_bt4[0], &kc_wino_at4[0]
+    elif m == 4:
+        rbt, rat = &kc_wino_bt6[0], &kc_wino_at6[0]
     return dict(AT=matrix_array(a.AT, a.m, a.alpha), G=matrix_array(a.G, a.alpha, 3),
-                BT=matrix_array(a.BT, a.alpha, a.alpha), A=matrix_array(a.A, a.alpha, a.m))
+                BT=matrix_array(a.BT, a.alpha, a.alpha), A=matrix_array(a.A, a.alpha, a.m),
+                BT_registers=matrix_array(rbt, a.alpha, a.alpha), AT_registers=matrix_array(rat, a.m, a.alpha))

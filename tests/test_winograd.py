@@ -156,6 +156,25 @@ def test_a_nan_stays_in_the_windows_that_read_it(m):
     np.testing.assert_allclose(y[0], ops.conv2d(x, w, padding="SAME", algorithm="direct")[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("m", TILES)
+@pytest.mark.parametrize("filters_shape, pads", [
+    ((1, 3, 2, 3), ((0, 2), (3, 0))),     # a 1 x 3 kernel padded along H: whole tiles in the padding rows
+    ((3, 3, 2, 3), ((3, 2), (2, 1))),     # 3 x 3: tiles whose rows or columns are all padding
+])
+def test_tiles_in_the_padding_read_zeros_not_old_scratch(m, filters_shape, pads, rng):
+    """Tiles wholly or partly in the padding read zeros (made in registers, never loaded), whatever the
+    scratch buffers held from the call before (a fuzz find: a padding row of a 1 x 3 kernel read them)."""
+    big = np.full((4, 24, 24, 16), 1e30, np.float32)
+    ops.conv2d(big, np.ones((3, 3, 16, 16), np.float32), padding="SAME", algorithm=f"winograd{m}")
+    x = rng.standard_normal((2, 3, 7, 2)).astype(np.float32)
+    w = rng.standard_normal(filters_shape).astype(np.float32)
+    padding = [(0, 0), *pads, (0, 0)]
+    want = ops.conv2d(x, w, padding=padding, algorithm="direct")
+    for _ in range(3):
+        got = ops.conv2d(x, w, padding=padding, algorithm=f"winograd{m}")
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape", [(1, 4, 4, 96, 40), (3, 6, 5, 64, 64)])
 def test_staged_path_agrees_with_direct(shape):
     """Few tiles with many channels run in three stages over all tiles instead of fused blocks."""
@@ -226,9 +245,11 @@ class TestTransformedFilterCache:
 
 
 def test_compiled_matrices_equal_the_exact_construction():
-    """pyx/winograd_matrices.pxi holds the matrices as constants: they must be the Toom-Cook ones."""
+    """pyx/winograd_matrices.pxi holds the matrices as constants, and microkernel.h B^T and A^T for its
+    register transforms: they must be the Toom-Cook ones."""
     for m in TILES:
         at, g, bt = _winograd.matrices(m)
         got = core.winograd_constants(m)
-        for name, want in (("AT", at), ("G", g), ("BT", bt), ("A", at.T)):
+        for name, want in (("AT", at), ("G", g), ("BT", bt), ("A", at.T), ("BT_registers", bt),
+                           ("AT_registers", at)):
             np.testing.assert_array_equal(got[name], want, err_msg=f"F({m}, 3) {name}")
