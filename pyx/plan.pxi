@@ -60,7 +60,14 @@ cdef extern from "kconv_api.h" nogil:
 
 # auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
 cdef enum:
-    AUTO_MIN_CHANNELS = 64
+    # forward and input gradient: 2-D F(4x4) wins from 16 channels in and out since its transforms run in
+    # registers (microkernel.h, kc_wino_*): C = K = 16..64 on maps 8x8..56x56, 1.2-2.3x direct on one and two
+    # threads (`python benchmarks/algorithm_sweep.py --maps 8,14,16,28,32,56 --channels 16,32,64 --passes
+    # fwd,dx --threads 1|2`, 2-CPU Zen 4 AVX-512), while 12 -> 12, 8 -> 16 and 16 -> 8 lose one pass or both
+    # (0.5-0.8x). 1-D F(4, 3) saves half the multiplications, not three quarters: it loses at 16 and is
+    # level at 32 (L = 200 and 512), wins at 48 and 64.
+    AUTO_MIN_CHANNELS_2D = 16
+    AUTO_MIN_CHANNELS_1D = 64
     AUTO_MIN_GRAD_CHANNELS = 64    # 1-D (F(4, 3))
     AUTO_MIN_GRAD_CHANNELS_2D = 128
     WINOGRAD_GRAD_MIN_MAP = 14 * 14   # output pixels per image at and below which the 2-D filter gradient is direct
@@ -364,7 +371,8 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     if algo == KC_ALGO_DIRECT:
         return KC_OK
     if algo == KC_ALGO_AUTO:
-        if unsupported or p.cg < AUTO_MIN_CHANNELS or p.kg < AUTO_MIN_CHANNELS:
+        m = AUTO_MIN_CHANNELS_2D if p.kh == 3 else AUTO_MIN_CHANNELS_1D
+        if unsupported or p.cg < m or p.kg < m:
             return KC_OK
         m = winograd_tile(p)
     elif algo == KC_ALGO_WINOGRAD or algo == 2 or algo == 4 or algo == 6:

@@ -193,11 +193,17 @@ def test_staged_path_agrees_with_direct(shape):
 
 
 def test_auto_uses_winograd_only_where_it_applies():
-    """auto: Winograd for 3x3 stride 1 with at least 64 channels in and out; direct otherwise; F(2x2) for
-    2-D filter gradients (accuracy) from 128 channels in and out on maps larger than 14x14, direct below and
-    where few tiles meet many channels."""
-    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
-    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (0, 0, 0)
+    """auto: Winograd for 3x3 stride 1 with at least 16 channels in and out (1-D k = 3: 64); direct
+    otherwise; F(2x2) for 2-D filter gradients (accuracy) from 128 channels in and out on maps larger than
+    14x14, direct below and where few tiles meet many channels."""
+    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((32, 32, 32, 16), (3, 3, 16, 16), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((32, 32, 32, 16), (3, 3, 16, 8), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((32, 32, 32, 12), (3, 3, 12, 12), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((32, 32, 32, 3), (3, 3, 3, 16), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((16, 1, 200, 32), (1, 3, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((16, 1, 200, 64), (1, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((1, 14, 14, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (2, 2, 0)
     assert _plan_of((4, 8, 8, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((8, 28, 28, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 2)
