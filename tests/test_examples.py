@@ -97,6 +97,7 @@ def _check(result, task):
     for backend in ("kconv", "keras"):
         r = result[backend]
         assert 0.0 <= r["accuracy"] <= 1.0 and r["sec_per_epoch"] > 0 and len(r["epoch_s"]) == result["epochs"]
+        assert len(r["fit_s"]) == result["epochs"] and all(f >= t for f, t in zip(r["fit_s"], r["epoch_s"]))
     # Same initial weights, seeds, shuffles and dropout masks: the two runs agree to rounding.
     assert abs(result["kconv"]["loss"] - result["keras"]["loss"]) < 0.05
     for path in result["pictures"]:
