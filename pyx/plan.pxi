@@ -679,9 +679,9 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         if work == NULL:
             free(own)
             return -1
-        status = winograd_conv_staged(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, work, ep, n_threads)
+        status = winograd_conv_staged(x, y, grid, panels, work, ep, n_threads)
     else:
-        status = winograd_conv(x, y, grid, mh.BT, mw.BT, mh.AT, mw.AT, panels, p.block, ep, n_threads)
+        status = winograd_conv(x, y, grid, panels, p.block, ep, n_threads)
     scratch_free(work)
     free(own)
     return status
@@ -960,7 +960,7 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     cdef double s, gi
     if mgrad == NULL:
         return -1
-    if winograd_filter_grad(x, dy, mgrad, grid, mh.BT, mw.BT, mh.A, mw.A, p.wg_chunk, n_threads):
+    if winograd_filter_grad(x, dy, mgrad, grid, mh.A, mw.A, p.wg_chunk, n_threads):
         scratch_free(mgrad)
         return -1
     n_threads = phase_threads(p.K, A2 * p.K * p.C, n_threads)

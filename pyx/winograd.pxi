@@ -8,8 +8,11 @@
 #     input transform -> alpha^2 products -> output transform.
 # A 1-D convolution is the 2-D machine with a 1 x 1 identity transform along H.
 #
-# The transforms are matrices applied along one axis to vectors of channels (contiguous in NHWC), so
-# every variant shares one small routine; the matrices come from kconv._winograd (exact Toom-Cook).
+# A tile's input and output transforms (F(2x2), F(4x4), F(6x6) and their 1-D forms) run in registers, one
+# vector of channels at a time, with the matrices as compiled constants (microkernel.h, kc_wino_*; an edge
+# tile's padding made there as zeros). apply_rows, one routine applying any matrix along one axis to vectors
+# of channels (contiguous in NHWC), is the reference form: the filter transform and the filter gradient's
+# dY transform use it. The matrices come from kconv._winograd (exact Toom-Cook).
 
 # Tiles ahead whose input rows a block asks into L2 while it transforms the current one (prefetch_tile_input).
 cdef enum:
@@ -106,16 +109,11 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     return 0
 
 
-cdef inline bint registers_transform(const WinoGrid* grid) noexcept nogil:
-    """The tiles microkernel.h transforms in registers (kc_wino_*): A x A in 2-D, 1 x A in 1-D, A = 4, 6, 8
-    (F(2x2), F(4x4), F(6x6) and their 1-D forms); others take apply_rows."""
-    return (grid.ah == grid.aw or grid.ah == 1) and (grid.aw == 4 or grid.aw == 6 or grid.aw == 8)
-
-
 cdef inline void transform_input(const real* src, Py_ssize_t rs, Py_ssize_t cs, int i0, int i1, int j0, int j1,
                                  const WinoGrid* grid, real* dst, Py_ssize_t ds, Py_ssize_t n) noexcept nogil:
     """B^T d B of the patch at src (rows rs apart, pixels cs apart; read in rows i0..i1 and columns j0..j1,
-    zeros elsewhere) into dst (values ds apart), n channels."""
+    zeros elsewhere) into dst (values ds apart), n channels. The tile is alpha x alpha (2-D) or 1 x alpha
+    (1-D), alpha = 4, 6, 8: F(2x2), F(4x4), F(6x6) and their 1-D forms, all a 3-wide kernel allows."""
     if grid.ah == 1 and i1 <= i0:     # 1-D: a row of the padding (rows padded in 2-D form), all zeros
         j1 = j0
     if real is float:
@@ -179,45 +177,18 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
         return kc_wino_out_f64_a8(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
 
 
-cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t tile,
-                               const double* BTh, const double* BTw, real* patch, real* tmp,
-                               real* v, Py_ssize_t slot, Py_ssize_t block) noexcept nogil:
-    """v[(a*aw + b) * block + slot, :] = (B^T d B)[a, b, :] for the input patch under `tile`."""
+cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t tile, real* v, Py_ssize_t slot,
+                               Py_ssize_t block) noexcept nogil:
+    """v[(a*aw + b) * block + slot, :] = (B^T d B)[a, b, :] for the input patch under `tile`, read in place
+    (rows W*C values apart), the padding's zeros made in registers."""
     cdef Py_ssize_t C = grid.C, plane = grid.th * grid.tw
     cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
     cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh - grid.pad_top
     cdef Py_ssize_t w0 = (rem % grid.tw) * grid.mw - grid.pad_left
-    cdef Py_ssize_t i, j, c, h, w
-    cdef const real* src
-    cdef real* dst
-    cdef bint interior = h0 >= 0 and w0 >= 0 and h0 + grid.ah <= grid.H and w0 + grid.aw <= grid.W
-    if registers_transform(grid):     # read in place, the padding's zeros made in registers
-        transform_input(x + ((n * grid.H + h0) * grid.W + w0) * C, grid.W * C, C,
-                        <int> (0 if h0 >= 0 else -h0), <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0),
-                        <int> (0 if w0 >= 0 else -w0), <int> (grid.aw if w0 + grid.aw <= grid.W else grid.W - w0),
-                        grid, v + slot * C, block * C, C)
-        return
-    if interior:
-        # interior tile: a patch row is aw*C contiguous values of the image, read in place
-        apply_rows(BTh, grid.ah, grid.ah, x + ((n * grid.H + h0) * grid.W + w0) * C, grid.W * C,
-                   tmp, grid.aw * C, grid.aw * C)
-    else:
-        for i in range(grid.ah):
-            for j in range(grid.aw):
-                h = h0 + i
-                w = w0 + j
-                dst = patch + (i * grid.aw + j) * C
-                if 0 <= h < grid.H and 0 <= w < grid.W:
-                    src = x + ((n * grid.H + h) * grid.W + w) * C
-                    for c in range(C):
-                        dst[c] = src[c]
-                else:
-                    for c in range(C):
-                        dst[c] = 0
-        apply_rows(BTh, grid.ah, grid.ah, patch, grid.aw * C, tmp, grid.aw * C, grid.aw * C)
-    for i in range(grid.ah):
-        apply_rows(BTw, grid.aw, grid.aw, tmp + i * grid.aw * C, C,
-                   v + (i * grid.aw * block + slot) * C, block * C, C)
+    transform_input(x + ((n * grid.H + h0) * grid.W + w0) * C, grid.W * C, C,
+                    <int> (0 if h0 >= 0 else -h0), <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0),
+                    <int> (0 if w0 >= 0 else -w0), <int> (grid.aw if w0 + grid.aw <= grid.W else grid.W - w0),
+                    grid, v + slot * C, block * C, C)
 
 
 cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:
@@ -231,49 +202,26 @@ cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:
     return bad
 
 
-cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize_t tile,
-                                const double* ATh, const double* ATw, real* tmp, real* out,
-                                real* y, Py_ssize_t slot, Py_ssize_t block, const real* bias,
-                                int clamp) noexcept nogil:
-    """y[tile] = A^T M A, M[a, b, :] = mprod[(a*aw + b) * block + slot, :]; edges cropped. Where the tile is
-    transformed in registers, + bias (or NULL) and relu / relu6 (clamp 1 / 2) too (fused_epilogue).
+cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize_t tile, real* y, Py_ssize_t slot,
+                               Py_ssize_t block, const real* bias, int clamp) noexcept nogil:
+    """y[tile] = A^T M A, M[a, b, :] = mprod[(a*aw + b) * block + slot, :]; edges cropped; + bias (or NULL)
+    and relu / relu6 (clamp 1 / 2) (fused_epilogue).
 
     Returns 1 when the tile holds a non-finite value: Winograd spreads one over its whole tile, so the
     caller recomputes such a call by direct convolution, which keeps it to the windows that read it."""
     cdef Py_ssize_t K = grid.K, plane = grid.th * grid.tw
     cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
     cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
-    cdef Py_ssize_t b, u, v, k
     cdef Py_ssize_t rows = grid.Ho - h0 if grid.Ho - h0 < grid.mh else grid.mh
     cdef Py_ssize_t cols = grid.Wo - w0 if grid.Wo - w0 < grid.mw else grid.mw
-    cdef real* dst
-    cdef const real* src
-    cdef int bad = 0
-    if registers_transform(grid):
-        return transform_output(mprod + slot * K, block * K, grid, y + ((n * grid.Ho + h0) * grid.Wo + w0) * K,
-                                grid.Wo * K, K, <int> rows, <int> cols, K, bias, clamp)
-    for b in range(grid.aw):
-        apply_rows(ATh, grid.mh, grid.ah, mprod + (b * block + slot) * K, grid.aw * block * K,
-                   tmp + b * K, grid.aw * K, K)
-    for u in range(rows):
-        dst = y + ((n * grid.Ho + h0 + u) * grid.Wo + w0) * K
-        if cols == grid.mw:     # a whole tile row: mw*K contiguous values of y, written in place
-            apply_rows(ATw, grid.mw, grid.aw, tmp + u * grid.aw * K, K, dst, K, K)
-        else:
-            apply_rows(ATw, grid.mw, grid.aw, tmp + u * grid.aw * K, K, out, K, K)
-            for v in range(cols):
-                src = out + v * K
-                for k in range(K):
-                    dst[v * K + k] = src[k]
-        bad |= any_nonfinite(dst, cols * K)
-    return bad
+    return transform_output(mprod + slot * K, block * K, grid, y + ((n * grid.Ho + h0) * grid.Wo + w0) * K,
+                            grid.Wo * K, K, <int> rows, <int> cols, K, bias, clamp)
 
 
-cdef inline bint fused_epilogue(const WinoGrid* grid, const Epilogue* ep) noexcept nogil:
-    """Whether the output transform applies the epilogue itself: bias and relu / relu6 (or none), on tiles
-    transformed in registers; the rest takes epilogue_tile after it."""
-    return registers_transform(grid) and (ep == NULL or (ep.z0 == NULL and (
-        ep.act == ACT_LINEAR or ep.act == ACT_RELU or ep.act == ACT_RELU6)))
+cdef inline bint fused_epilogue(const Epilogue* ep) noexcept nogil:
+    """Whether the output transform applies the epilogue itself: bias and relu / relu6 (or none); the rest
+    takes epilogue_tile after it."""
+    return ep == NULL or (ep.z0 == NULL and (ep.act == ACT_LINEAR or ep.act == ACT_RELU or ep.act == ACT_RELU6))
 
 
 cdef inline void prefetch_tile_input(const real* x, const WinoGrid* grid, Py_ssize_t tile) noexcept nogil:
@@ -325,8 +273,7 @@ cdef void epilogue_tile(real* y, const WinoGrid* grid, Py_ssize_t tile, const Ep
             apply_epilogue(dst + v * grid.K, grid.K, <const real*> ep.bias, ep)
 
 
-cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
-                       const double* ATh, const double* ATw, const real* panels, Py_ssize_t block,
+cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels, Py_ssize_t block,
                        const Epilogue* ep, int n_threads) noexcept nogil:
     """y = x * filters (stride 1) with the filters already transformed and packed (`panels`, one set of
     NR-wide panels of U[xi] (C x K) per xi). Returns 0; 1 when y holds a non-finite value; -1 when scratch
@@ -335,7 +282,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     # at most one vector of output channels (16 -> 16 layers): the narrow tile, twice the rows, no idle lanes
     cdef bint narrow = 2 * grid.K <= NR
     cdef int MR = shape_rows(y, narrow)
-    cdef bint fused = fused_epilogue(&grid, ep)
+    cdef bint fused = fused_epilogue(ep)
     cdef const real* fbias = <const real*> ep.bias if ep != NULL and fused else NULL
     cdef int clamp = ep.act if ep != NULL and fused else ACT_LINEAR    # relu = 1, relu6 = 2: the clamp codes
     cdef Py_ssize_t C = grid.C, K = grid.K, A2 = grid.ah * grid.aw
@@ -343,8 +290,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     cdef Py_ssize_t nblocks = (tiles + block - 1) // block
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     cdef Py_ssize_t nchunks = product_chunks(C)
-    cdef Py_ssize_t wide = C if C > K else K
-    cdef Py_ssize_t per_thread = A2 * C + A2 * wide + A2 * block * C + A2 * block * K + grid.mw * K
+    cdef Py_ssize_t per_thread = A2 * block * C + A2 * block * K       # the block's transformed tiles, products
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     cdef int nonfinite_seen[1]
     cdef real* scratch
@@ -352,11 +298,8 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real* patch
-    cdef real* tmp
     cdef real* v
     cdef real* mprod
-    cdef real* out
     cdef const real** aptr
     cdef real** crow
     cdef const real* bq
@@ -369,11 +312,8 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     nonfinite_seen[0] = 0
     with parallel(num_threads=n_threads):
         tid = threadid()
-        patch = scratch + tid * per_thread
-        tmp = patch + A2 * C
-        v = tmp + A2 * wide
+        v = scratch + tid * per_thread
         mprod = v + A2 * block * C
-        out = mprod + A2 * block * K
         aptr = aptr_all + tid * MR
         crow = crow_all + tid * MR
         while True:
@@ -386,7 +326,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
             for slot in range(tb):
                 if slot + TILE_PREFETCH_AHEAD < tb:
                     prefetch_tile_input(x, &grid, t0 + slot + TILE_PREFETCH_AHEAD)
-                input_tile_transform(x, &grid, t0 + slot, BTh, BTw, patch, tmp, v, slot, block)
+                input_tile_transform(x, &grid, t0 + slot, v, slot, block)
             for slot in range(tb):      # the block's output rows, owned by the time its products are done
                 prefetch_tile_output(y, &grid, t0 + slot)
             for xi in range(A2):
@@ -405,7 +345,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
                             igemm_tile_final(1, <int> kc, aptr, c0, 1, bq, NR, crow, j * NR, mr, nr, q > 0, NULL, 0,
                                              narrow)
             for slot in range(tb):
-                if output_tile_transform(mprod, &grid, t0 + slot, ATh, ATw, tmp, out, y, slot, block, fbias, clamp):
+                if output_tile_transform(mprod, &grid, t0 + slot, y, slot, block, fbias, clamp):
                     nonfinite_seen[0] = 1      # any thread may set it; none clears it
                 if ep != NULL and not fused:
                     epilogue_tile(y, &grid, t0 + slot, ep)
@@ -415,8 +355,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const double* BTh,
     return 1 if nonfinite_seen[0] else 0
 
 
-cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const double* BTh, const double* BTw,
-                              const double* ATh, const double* ATw, const real* panels, real* work,
+cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real* panels, real* work,
                               const Epilogue* ep, int n_threads) noexcept nogil:
     """The same convolution in three stages over all tiles at once, for layers with few tiles and many
     channels: there the fused blocks would each stream all alpha^2 x C x K transformed filters, while here
@@ -425,7 +364,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
     cdef int NR = tile_cols(y)
     cdef bint narrow = 2 * grid.K <= NR       # as winograd_conv
     cdef int MR = shape_rows(y, narrow)
-    cdef bint fused = fused_epilogue(&grid, ep)
+    cdef bint fused = fused_epilogue(ep)
     cdef const real* fbias = <const real*> ep.bias if ep != NULL and fused else NULL
     cdef int clamp = ep.act if ep != NULL and fused else ACT_LINEAR
     cdef Py_ssize_t C = grid.C, K = grid.K, A2 = grid.ah * grid.aw
@@ -433,34 +372,25 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     cdef Py_ssize_t ncb = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
     cdef Py_ssize_t nchunks = product_chunks(C)
-    cdef Py_ssize_t wide = C if C > K else K
-    cdef Py_ssize_t per_thread = A2 * C + A2 * wide + grid.mw * K
     cdef Py_ssize_t npan = (T + MR - 1) // MR
     cdef Py_ssize_t t, task, xi, jb, q, c0, kc, j, p, i, row, mr, nr, tid
     cdef int nonfinite = 0
     cdef real* v = work
     cdef real* mprod = work + A2 * T * C
-    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real* patch
-    cdef real* tmp
-    cdef real* out
     cdef const real** aptr
     cdef real** crow
     cdef const real* bq
-    if scratch == NULL or aptr_all == NULL or crow_all == NULL:
-        scratch_free(scratch)
+    if aptr_all == NULL or crow_all == NULL:
         free(aptr_all)
         free(crow_all)
         return -1
     with parallel(num_threads=phase_threads(T, T * A2 * C, n_threads)):   # stage 1: every tile's input transform
-        patch = scratch + threadid() * per_thread
-        tmp = patch + A2 * C
         for t in prange(T, schedule='static'):
             if t + TILE_PREFETCH_AHEAD < T:
                 prefetch_tile_input(x, &grid, t + TILE_PREFETCH_AHEAD)
-            input_tile_transform(x, &grid, t, BTh, BTw, patch, tmp, v, t, T)
+            input_tile_transform(x, &grid, t, v, t, T)
     cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):          # stage 2: the alpha^2 products, by column block
         tid = threadid()
@@ -487,14 +417,10 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const doubl
                         igemm_tile_final(1, <int> kc, aptr, c0, 1, bq, NR, crow, j * NR, mr, nr, q > 0, NULL, 0,
                                          narrow)
     with parallel(num_threads=phase_threads(T, T * A2 * K, n_threads)):   # stage 3: every tile's output transform
-        tid = threadid()
-        tmp = scratch + tid * per_thread + A2 * C
-        out = tmp + A2 * wide
         for t in prange(T, schedule='static'):
-            nonfinite |= output_tile_transform(mprod, &grid, t, ATh, ATw, tmp, out, y, t, T, fbias, clamp)
+            nonfinite |= output_tile_transform(mprod, &grid, t, y, t, T, fbias, clamp)
             if ep != NULL and not fused:
                 epilogue_tile(y, &grid, t, ep)
-    scratch_free(scratch)
     free(aptr_all)
     free(crow_all)
     return 1 if nonfinite else 0

@@ -41,8 +41,7 @@ cdef void output_gradient_tile_transform(const real* dy, const WinoGrid* grid, P
 
 
 cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGrid grid,
-                              const double* BTh, const double* BTw, const double* Ah, const double* Aw,
-                              Py_ssize_t chunk, int n_threads) noexcept nogil:
+                              const double* Ah, const double* Aw, Py_ssize_t chunk, int n_threads) noexcept nogil:
     """mgrad[xi][k][c] = sum over tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c]. Returns 0, or -1 when the
     chunk buffers cannot be allocated."""
     cdef int MR = tile_rows(mgrad)
@@ -82,7 +81,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, real* mgrad, WinoGr
             patch = scratch + threadid() * per_thread
             tmp = patch + A2 * wide
             for s in prange(tb, schedule='static'):
-                input_tile_transform(x, &grid, t0 + s, BTh, BTw, patch, tmp, v, s, chunk)
+                input_tile_transform(x, &grid, t0 + s, v, s, chunk)
                 output_gradient_tile_transform(dy, &grid, t0 + s, Ah, Aw, patch, tmp, w, s, chunk)
         next_t = 0
         with parallel(num_threads=n_threads):      # M[xi] (+)= W[xi]^T V[xi], by xi and channel block
