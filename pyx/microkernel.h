@@ -583,9 +583,10 @@ KC_DEFINE_DW(kc_dw_f64_nv1, kc_dwgrad_f64_nv1, double, kc_vf64, kc_vi64, 1)
 /* Winograd F(m x m, 3 x 3) tile transforms (winograd.pxi), the whole tile in registers, one vector of
  * channels at a time:
  *
- *   kc_wino_in_<T>_a<A>    V = B^T d B: the A x A input patch d (pixel (i, j) at src + i*rs + j*cs, read for
- *                          i0 <= i < i1 and j0 <= j < j1, zero elsewhere: an edge tile's padding) to its
- *                          A*A transformed values (value a*A + b at dst + (a*A + b)*ds)
+ *   kc_wino_in_<T>_a<A>    V = B^T d B: the A x A input patch d to its A*A transformed values (value
+ *                          a*A + b at dst + (a*A + b)*ds). Pixel (i, j) is read for i0 <= i < i1 and
+ *                          j0 <= j < j1, at src + (i - i0)*rs + (j - j0)*cs (src: the first pixel inside),
+ *                          and is zero elsewhere (an edge tile's padding; no pointer is formed outside)
  *   kc_wino_out_<T>_a<A>   y = A^T M A: the A*A products (M[a][b] at src + (a*A + b)*ss) to the m x m outputs
  *                          (pixel (u, v) at y + u*yrs + v*ycs), only the first rows x cols stored, + bias
  *                          and relu / relu6 (clamp 1 / 2) fused; returns 1 when an output is not finite
@@ -639,7 +640,7 @@ static const double kc_wino_at8[48] = {
         VT d[A][A], t[A][A];                                                                       \
         _Pragma("GCC unroll 8") for (int i = 0; i < A; i++)                                        \
             _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)                                    \
-                d[i][j] = INSIDE ? *(const VT *)(src + i * rs + j * cs + c) : (VT){0};             \
+                d[i][j] = INSIDE ? *(const VT *)(src + (i - i0) * rs + (j - j0) * cs + c) : (VT){0}; \
         _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)         /* along H: t = B^T d */       \
             _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                    \
                 t[a][j] = KC_WINO_DOT(VT, T, BT, A, a, KC_WINO_D_COL);                             \
@@ -651,7 +652,7 @@ static const double kc_wino_at8[48] = {
     {                                                                                              \
         VT d[A];                                                                                   \
         _Pragma("GCC unroll 8") for (int j = 0; j < A; j++)                                        \
-            d[j] = INSIDE ? *(const VT *)(src + j * cs + c) : (VT){0};                             \
+            d[j] = INSIDE ? *(const VT *)(src + (j - j0) * cs + c) : (VT){0};                      \
         _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
             *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, BT, A, b, KC_WINO_D_ROW);               \
     }

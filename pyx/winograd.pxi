@@ -111,11 +111,9 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
 
 cdef inline void transform_input(const real* src, Py_ssize_t rs, Py_ssize_t cs, int i0, int i1, int j0, int j1,
                                  const WinoGrid* grid, real* dst, Py_ssize_t ds, Py_ssize_t n) noexcept nogil:
-    """B^T d B of the patch at src (rows rs apart, pixels cs apart; read in rows i0..i1 and columns j0..j1,
-    zeros elsewhere) into dst (values ds apart), n channels. The tile is alpha x alpha (2-D) or 1 x alpha
+    """B^T d B of the patch whose pixel (i0, j0) is at src (rows rs apart, pixels cs apart; read in rows
+    i0..i1 and columns j0..j1, zeros elsewhere) into dst (values ds apart), n channels. The tile is alpha x alpha (2-D) or 1 x alpha
     (1-D), alpha = 4, 6, 8: F(2x2), F(4x4), F(6x6) and their 1-D forms, all a 3-wide kernel allows."""
-    if grid.ah == 1 and i1 <= i0:     # 1-D: a row of the padding (rows padded in 2-D form), all zeros
-        j1 = j0
     if real is float:
         if grid.ah == 1:
             if grid.aw == 4:
@@ -185,10 +183,14 @@ cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t t
     cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
     cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh - grid.pad_top
     cdef Py_ssize_t w0 = (rem % grid.tw) * grid.mw - grid.pad_left
-    transform_input(x + ((n * grid.H + h0) * grid.W + w0) * C, grid.W * C, C,
-                    <int> (0 if h0 >= 0 else -h0), <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0),
-                    <int> (0 if w0 >= 0 else -w0), <int> (grid.aw if w0 + grid.aw <= grid.W else grid.W - w0),
-                    grid, v + slot * C, block * C, C)
+    cdef int i0 = <int> (0 if h0 >= 0 else -h0), i1 = <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0)
+    cdef int j0 = <int> (0 if w0 >= 0 else -w0), j1 = <int> (grid.aw if w0 + grid.aw <= grid.W else grid.W - w0)
+    cdef const real* src = x        # never read when no pixel is inside (an empty image padded: x may be NULL)
+    if i1 > i0 and j1 > j0:
+        src = x + ((n * grid.H + h0 + i0) * grid.W + w0 + j0) * C
+    else:
+        i0 = i1 = j0 = j1 = 0
+    transform_input(src, grid.W * C, C, i0, i1, j0, j1, grid, v + slot * C, block * C, C)
 
 
 cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:

@@ -72,6 +72,19 @@ def test_zero_height_or_width_image(x_shape, out_shape, algorithm):
                                                              algorithm=algorithm), 0)
 
 
+@pytest.mark.parametrize("algorithm", ["winograd2", "winograd4", "direct"])
+def test_empty_image_padded_to_an_output_gives_the_bias(tf, kconv_tf, algorithm):
+    """A 0-row image padded by 2 + 2 rows has a 2-row output that reads only padding: bias + zeros, from
+    tiles that read no pixel (TensorFlow hands an empty tensor over as NULL: no pointer may be formed from it)."""
+    x = tf.zeros((2, 0, 6, 16), tf.float64)
+    w = tf.ones((3, 3, 16, 16), tf.float64)
+    b = tf.range(16, dtype=tf.float64)
+    for _ in range(2):      # the second call with the same weights may run the kept-transform (staged) path
+        y = kconv_tf.conv2d(x, w, 1, [[0, 0], [2, 2], [1, 1], [0, 0]], bias=b, algorithm=algorithm)
+        assert tuple(y.shape) == (2, 2, 6, 16)
+        np.testing.assert_array_equal(y.numpy(), np.broadcast_to(np.arange(16.0), (2, 2, 6, 16)))
+
+
 def test_zero_filters_gives_empty_channels():
     x = np.ones((2, 5, 5, 3), F32)
     assert ops.conv2d(x, np.ones((3, 3, 3, 0), F32)).shape == (2, 3, 3, 0)
