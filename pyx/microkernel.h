@@ -657,7 +657,7 @@ static const double kc_wino_at8[48] = {
             *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, BT, A, b, KC_WINO_D_ROW);               \
     }
 /* The fused epilogue of the forward (as KC_TILE_EPILOGUE): + bias (NULL: none), then clamp 1 = relu,
- * 2 = relu6, NaN kept. Blends by comparison, which vectors and scalars both have. */
+ * 2 = relu6, NaN kept; on vectors by bit masks (C has no vector ?:), on the scalar tail by ?:. */
 #define KC_WINO_EPILOGUE_V(VT, VI, T, o)                                                           \
     if (bias) o += *(const VT *)(bias + c);                                                        \
     if (clamp) { /* by bit masks, as KC_TILE_EPILOGUE: C has no vector ?: */                       \
