@@ -591,7 +591,10 @@ KC_DEFINE_DW(kc_dw_f64_nv1, kc_dwgrad_f64_nv1, double, kc_vf64, kc_vi64, 1)
  *                          (pixel (u, v) at y + u*yrs + v*ycs), only the first rows x cols stored, + bias
  *                          and relu / relu6 (clamp 1 / 2) fused; returns 1 when an output is not finite
  *                          before them (the caller then recomputes the pass directly)
- *   kc_wino_in1_<T>_a<A>, kc_wino_out1_<T>_a<A>: the same along W only (1-D: a 1 x A patch)
+ *   kc_wino_dy_<T>_a<A>    W = A dY A^T: the filter gradient's m x m tile of the output gradient to A*A
+ *                          values (the transpose of the output transform; zeros past dY's edge)
+ *   kc_wino_in1_<T>_a<A>, kc_wino_out1_<T>_a<A>, kc_wino_dy1_<T>_a<A>: the same along W only (1-D: a 1 x A
+ *                          patch)
  *
  * n channels, contiguous at every pixel; the last n % lanes run through the same code on scalars. The
  * matrices are constants here (the values of winograd_matrices.pxi, written from kconv/_winograd.py), so
@@ -621,6 +624,18 @@ static const double kc_wino_at8[48] = {
         int first_ = 1;                                                                            \
         _Pragma("GCC unroll 8") for (int k_ = 0; k_ < (COLS); k_++) {                              \
             const T m_ = (T)(MAT)[(ROW) * (COLS) + k_];                                            \
+            if (m_ != 0) {                                                                         \
+                s_ = first_ ? m_ * X(k_) : s_ + m_ * X(k_);                                        \
+                first_ = 0;                                                                        \
+            }                                                                                      \
+        }                                                                                          \
+        s_; })
+/* sum over k < N of MAT[k*COLS + ROW] * X(k): the same down column ROW of MAT, i.e. along MAT's transpose. */
+#define KC_WINO_DOT_T(VT, T, MAT, COLS, N, ROW, X)                                                 \
+    ({  VT s_ = X(0);                                                                              \
+        int first_ = 1;                                                                            \
+        _Pragma("GCC unroll 8") for (int k_ = 0; k_ < (N); k_++) {                                 \
+            const T m_ = (T)(MAT)[k_ * (COLS) + (ROW)];                                            \
             if (m_ != 0) {                                                                         \
                 s_ = first_ ? m_ * X(k_) : s_ + m_ * X(k_);                                        \
                 first_ = 0;                                                                        \
@@ -704,6 +719,29 @@ static const double kc_wino_at8[48] = {
             if (v < cols) *(VT *)(y + v * ycs + c) = o;                                            \
         }                                                                                          \
     }
+/* The filter gradient's output-gradient transform, W = A dY A^T (A = (A^T)^T, A x M): the M x M tile of dY
+ * (pixel (u, v) at src + u*rs + v*cs for u < rows, v < cols; zero past the edge of dY) to A*A values. */
+#define KC_WINO_DY_BODY(VT, T, A, M, AT)                                                           \
+    {                                                                                              \
+        VT d[M][M], t[A][M];                                                                       \
+        _Pragma("GCC unroll 8") for (int i = 0; i < M; i++)                                        \
+            _Pragma("GCC unroll 8") for (int j = 0; j < M; j++)                                    \
+                d[i][j] = (i < rows && j < cols) ? *(const VT *)(src + i * rs + j * cs + c) : (VT){0}; \
+        _Pragma("GCC unroll 8") for (int j = 0; j < M; j++)         /* along H: t = A dY */        \
+            _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                    \
+                t[a][j] = KC_WINO_DOT_T(VT, T, AT, A, M, a, KC_WINO_D_COL);                        \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)         /* along W: t A^T */           \
+            _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
+                *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT_T(VT, T, AT, A, M, b, KC_WINO_T_ROW); \
+    }
+#define KC_WINO_DY1_BODY(VT, T, A, M, AT)                                                          \
+    {                                                                                              \
+        VT d[M];                                                                                   \
+        _Pragma("GCC unroll 8") for (int j = 0; j < M; j++)                                        \
+            d[j] = j < cols ? *(const VT *)(src + j * cs + c) : (VT){0};                           \
+        _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
+            *(VT *)(dst + b * ds + c) = KC_WINO_DOT_T(VT, T, AT, A, M, b, KC_WINO_D_ROW);          \
+    }
 /* Edge tiles: patch pixels outside rows i0..i1, columns j0..j1 are the padding's zeros, never read. */
 #define KC_WINO_INSIDE2 (i >= i0 && i < i1 && j >= j0 && j < j1)
 #define KC_WINO_INSIDE1 (j >= j0 && j < j1)
@@ -767,12 +805,35 @@ static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int 
     return bad1 != bad1;                                                                           \
 }
 
+#define KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                     \
+static inline void kc_wino_dy_##SUF(const T *src, long rs, long cs, int rows, int cols, T *dst, long ds, \
+                                    long n)                                                        \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_DY_BODY(V, T, A, M, AT)                             \
+    for (; c < n; c++) KC_WINO_DY_BODY(T, T, A, M, AT)                                             \
+}                                                                                                  \
+static inline void kc_wino_dy1_##SUF(const T *src, long cs, int cols, T *dst, long ds, long n)     \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_DY1_BODY(V, T, A, M, AT)                            \
+    for (; c < n; c++) KC_WINO_DY1_BODY(T, T, A, M, AT)                                            \
+}
+
 KC_DEFINE_WINO(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_bt4, kc_wino_at4)
 KC_DEFINE_WINO(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_bt6, kc_wino_at6)
 KC_DEFINE_WINO(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_bt8, kc_wino_at8)
 KC_DEFINE_WINO(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_bt4, kc_wino_at4)
 KC_DEFINE_WINO(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_bt6, kc_wino_at6)
 KC_DEFINE_WINO(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_bt8, kc_wino_at8)
+KC_DEFINE_WINO_DY(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_DY(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_DY(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_DY(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_DY(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_DY(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
 
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller

@@ -118,6 +118,18 @@ cdef extern from "microkernel.h" nogil:
                             int clamp)
     int kc_wino_out1_f64_a8(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias,
                             int clamp)
+    void kc_wino_dy_f32_a4(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)
+    void kc_wino_dy_f32_a6(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)
+    void kc_wino_dy_f32_a8(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)
+    void kc_wino_dy_f64_a4(const double* src, long rs, long cs, int rows, int cols, double* dst, long ds, long n)
+    void kc_wino_dy_f64_a6(const double* src, long rs, long cs, int rows, int cols, double* dst, long ds, long n)
+    void kc_wino_dy_f64_a8(const double* src, long rs, long cs, int rows, int cols, double* dst, long ds, long n)
+    void kc_wino_dy1_f32_a4(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_dy1_f32_a6(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_dy1_f32_a8(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_dy1_f64_a4(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_dy1_f64_a6(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_dy1_f64_a8(const double* src, long cs, int cols, double* dst, long ds, long n)
     const double kc_wino_bt4[16]
     const double kc_wino_at4[8]
     const double kc_wino_bt6[36]

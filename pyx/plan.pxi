@@ -68,9 +68,12 @@ cdef enum:
     # level at 32 (L = 200 and 512), wins at 48 and 64.
     AUTO_MIN_CHANNELS_2D = 16
     AUTO_MIN_CHANNELS_1D = 64
-    AUTO_MIN_GRAD_CHANNELS = 64    # 1-D (F(4, 3))
-    AUTO_MIN_GRAD_CHANNELS_2D = 128
-    WINOGRAD_GRAD_MIN_MAP = 14 * 14   # output pixels per image at and below which the 2-D filter gradient is direct
+    # filter gradient (choose_algorithms): 1-D F(4, 3) from 64 channels in and out; 2-D F(4x4) from 64, or
+    # from 32 on output maps of 28x28 pixels and more
+    AUTO_MIN_GRAD_CHANNELS = 64
+    AUTO_MIN_GRAD_CHANNELS_2D = 64
+    AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP = 32
+    WINOGRAD_GRAD_LARGE_MAP = 28 * 28
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
@@ -83,6 +86,10 @@ cdef enum:
     FILTER_GRAD_SPLIT_PIXELS = 512
     FILTER_GRAD_BLOCK_BYTES = 262144
     FILTER_GRAD_TASKS_PER_THREAD = 4
+    # Winograd filter gradient: transformed values (both operands) per chunk of tiles, 4 MB in float32
+    # (winograd_filter_grad.pxi): 56x56 and 28x28, C = K = 64..128, batch 8, two threads, as fast as 16 MB and
+    # 1-2 ms faster than 256 kB, whose chunks are too small to transform on both threads.
+    WINOGRAD_GRAD_CHUNK_VALUES = 1 << 20
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
@@ -360,8 +367,8 @@ cdef Py_ssize_t winograd_tiles(const Plan* p, Py_ssize_t m, Py_ssize_t ho, Py_ss
 
 cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
     """The Winograd tile of each pass (0: direct). auto takes Winograd where it is faster and its float32
-    error stays within 2e-5 of max|y| (README): enough channels, and F(2x2, 3x3) for 2-D filter gradients,
-    whose reduction over every tile lets F(4x4)'s error pass 1e-5."""
+    error stays within 2e-5 of max|y| (README): enough channels, tiles no larger than F(4x4), and enough
+    tiles for the filter gradient."""
     cdef char reason[200]
     cdef int m, algo = d.algorithm
     cdef Py_ssize_t tiles
@@ -390,26 +397,25 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         p.bwd_m = m
     p.grad_m = m
     if algo == KC_ALGO_AUTO:
+        # the filter gradient sums every tile of the batch in float64 over runs of 64 (winograd_filter_grad.pxi),
+        # which keeps F(4x4)'s error near 3e-6 of max|dW|; F(4x4) beats F(2x2) on every 2-D map that
+        # Winograd wins at all. Against direct it wins from 64 channels in and out (1.2-2.1x on 8x8..56x56,
+        # batch 8-64), at 32 only on maps of 28x28 and up (1.1-1.2x; 0.9x at 14x14 and 16x16, batch 64), and
+        # loses at 16 (0.6-0.8x): `python benchmarks/algorithm_sweep.py --passes dw --threads 2 --maps
+        # 8,14,16,28,32 --channels 16,32,64,128` and `--batch 8 --maps 56,28,14,8 --channels 16,32,64,128,256`,
+        # 2-CPU Zen 4 AVX-512. 1-D F(4, 3) is level with direct at 64 channels (L = 200 and 512) and wins at 128.
         if p.kh == 3:
-            p.grad_m = 2
-        # below 64 channels in or out the direct filter gradient wins (1-D, and 2-D at 32: 32x32x32->32 4.5 ms
-        # against 5.9 for F(2x2)); in 2-D also at 64 since its kernel was rewritten (batch 8, C = K = 64:
-        # 56x56 7.1 ms against 8.1, 28x28 2.1 / 2.2, 14x14 0.79 / 0.90, 8x8 0.50 / 0.63); F(2x2) wins from
-        # 128 on maps of 14x14 and up (28x28x128 5.8 against 6.6 ms, 28x28x256 21.5 / 28.2; level at 14x14)
-        # and loses on 8x8 (0.97 against 1.45 ms): `python benchmarks/algorithm_sweep.py --passes dw
-        # --batch 8 --maps 56,28,14,8 --channels 64,128,256`, 2-CPU AVX-512 Xeon
-        if p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
-            p.grad_m = 0
-        if p.kh == 3 and (p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D):
+            p.grad_m = 4
+            if p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D:
+                if (p.cg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP or p.kg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP
+                        or p.Ho * p.Wo < WINOGRAD_GRAD_LARGE_MAP):
+                    p.grad_m = 0
+        elif p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
             p.grad_m = 0
         # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512,
-        # 1.5x on 8x8x8x128, where tiles x (C + K) is 2 C K)
+        # 1.5x on 8x8x8x128, where tiles x (C + K) is 2 C K; batch 8: 8x8x64 0.38 against 0.43 ms, 14x14x256
+        # 10.6 against 13.1)
         if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) <= 2 * p.cg * p.kg:
-            p.grad_m = 0
-        # 2-D maps of 14x14 and less: direct (level with F(2x2) on the Xeon above, faster on Zen 4: batch 8
-        # 14x14, C = K = 128 2.69 against 3.20 ms, 256 10.1 against 13.7; 28x28 level at 128, F(2x2) 35.3
-        # against 44.3 at 256; same sweep, `--maps 28,14 --channels 128,256`, 2-CPU Zen 4 AVX-512)
-        if p.kh == 3 and p.Ho * p.Wo <= WINOGRAD_GRAD_MIN_MAP:
             p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K
@@ -453,7 +459,7 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     p.fg_splits = splits
     p.fg_cblock = cb if cb > 0 else 1
     alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + 2)
-    chunk = (4 << 20) // (alpha2 * (p.C + p.K)) if p.grad_m else 16
+    chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
     p.block = BLOCK_PANELS * KC_MR_F32
 
@@ -954,29 +960,65 @@ cdef bint all_finite(const real* v, Py_ssize_t n) noexcept nogil:
 cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = G^T [sum over tiles (A dY A^T) (.) (B^T X B)] G. Returns 0, 1 (non-finite: recompute), -1."""
     cdef AxisMatrices mh = axis_matrices(p.grad_m, p.kh == 3), mw = axis_matrices(p.grad_m, True)
-    cdef Py_ssize_t A2 = mh.alpha * mw.alpha, i, j, a, b, c, k
+    cdef Py_ssize_t A2 = mh.alpha * mw.alpha, C = p.C
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
-    cdef real* mgrad = <real*> scratch_alloc(A2 * p.K * p.C * sizeof(real))
-    cdef double s, gi
+    cdef double* mgrad = <double*> scratch_alloc(A2 * p.K * C * sizeof(double))
+    cdef Py_ssize_t per_thread = (p.kh * mw.alpha + 1) * C
+    cdef double* sums
     if mgrad == NULL:
         return -1
-    if winograd_filter_grad(x, dy, mgrad, grid, mh.A, mw.A, p.wg_chunk, n_threads):
+    if winograd_filter_grad(x, dy, mgrad, grid, p.wg_chunk, n_threads):
         scratch_free(mgrad)
         return -1
-    n_threads = phase_threads(p.K, A2 * p.K * p.C, n_threads)
-    for k in prange(p.K, schedule='static', num_threads=n_threads):   # dw[i, j, c, k], summed in float64
-        for c in range(p.C):
-            for i in range(p.kh):
-                for j in range(p.kw):
-                    s = 0
-                    for a in range(mh.alpha):
-                        gi = mh.G[a * p.kh + i]
-                        if gi != 0:
-                            for b in range(mw.alpha):
-                                s = s + gi * mw.G[b * p.kw + j] * mgrad[((a * mw.alpha + b) * p.K + k) * p.C + c]
-                    dw[((i * p.kw + j) * p.C + c) * p.K + k] = <real> s
+    n_threads = phase_threads(p.K, A2 * p.K * C, n_threads)
+    sums = <double*> scratch_alloc(n_threads * per_thread * sizeof(double))
+    if sums == NULL:
+        scratch_free(mgrad)
+        return -1
+    filter_from_winograd(mgrad, &mh, &mw, p.kh, p.kw, C, p.K, sums, per_thread, dw, n_threads)
+    scratch_free(sums)
     scratch_free(mgrad)
-    return 0 if all_finite(dw, p.kh * p.kw * p.C * p.K) else 1
+    return 0 if all_finite(dw, p.kh * p.kw * C * p.K) else 1
+
+
+cdef void filter_from_winograd(const double* mgrad, const AxisMatrices* mh, const AxisMatrices* mw, Py_ssize_t kh,
+                               Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K, double* sums, Py_ssize_t per_thread,
+                               real* dw, int n_threads) noexcept nogil:
+    """dw[i, j, c, k] = (G^T M[., ., k, c] G)[i, j], in float64: along H then along W, each a sum of rows of C
+    values (mgrad[xi][k][c] keeps c contiguous), one k per thread at a time."""
+    cdef Py_ssize_t aw = mw.alpha, k, i, j, a, b, c
+    cdef double g
+    cdef double* half
+    cdef double* acc
+    cdef double* row
+    cdef const double* src
+    with parallel(num_threads=n_threads):
+        half = sums + threadid() * per_thread       # half[(i*aw + b)*C + c] = sum_a Gh[a, i] M[a, b, k, c]
+        acc = half + kh * aw * C
+        for k in prange(K, schedule='static'):
+            for i in range(kh):
+                for b in range(aw):
+                    row = half + (i * aw + b) * C
+                    for c in range(C):
+                        row[c] = 0
+                    for a in range(mh.alpha):
+                        g = mh.G[a * kh + i]
+                        if g != 0:
+                            src = mgrad + ((a * aw + b) * K + k) * C
+                            for c in range(C):
+                                row[c] = row[c] + g * src[c]
+            for i in range(kh):
+                for j in range(kw):
+                    for c in range(C):
+                        acc[c] = 0
+                    for b in range(aw):
+                        g = mw.G[b * kw + j]
+                        if g != 0:
+                            row = half + (i * aw + b) * C
+                            for c in range(C):
+                                acc[c] = acc[c] + g * row[c]
+                    for c in range(C):
+                        dw[((i * kw + j) * C + c) * K + k] = <real> acc[c]
 
 
 cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, double** out,
@@ -1342,3 +1384,4 @@ def winograd_constants(int m):
     return dict(AT=matrix_array(a.AT, a.m, a.alpha), G=matrix_array(a.G, a.alpha, 3),
                 BT=matrix_array(a.BT, a.alpha, a.alpha), A=matrix_array(a.A, a.alpha, a.m),
                 BT_registers=matrix_array(rbt, a.alpha, a.alpha), AT_registers=matrix_array(rat, a.m, a.alpha))
+

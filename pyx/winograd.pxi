@@ -11,8 +11,8 @@
 # A tile's input and output transforms (F(2x2), F(4x4), F(6x6) and their 1-D forms) run in registers, one
 # vector of channels at a time, with the matrices as compiled constants (microkernel.h, kc_wino_*; an edge
 # tile's padding made there as zeros). apply_rows, one routine applying any matrix along one axis to vectors
-# of channels (contiguous in NHWC), is the reference form: the filter transform and the filter gradient's
-# dY transform use it. The matrices come from kconv._winograd (exact Toom-Cook).
+# of channels (contiguous in NHWC), is the reference form: the filter transform uses it (the filter
+# gradient's dY transform runs in registers too: kc_wino_dy*). The matrices come from kconv._winograd (exact Toom-Cook).
 
 # Tiles ahead whose input rows a block asks into L2 while it transforms the current one (prefetch_tile_input).
 cdef enum:
