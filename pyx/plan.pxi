@@ -633,13 +633,11 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     cdef int m = p.bwd_m if rotate else p.fwd_m
     cdef AxisMatrices mh = axis_matrices(m, p.kh == 3), mw = axis_matrices(m, True)
     cdef Py_ssize_t C = p.K if rotate else p.C, K = p.C if rotate else p.K
-    cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha, i, j, c, k
+    cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha
     cdef Py_ssize_t npanels = A2 * ceil_div(K, NR) * C * NR
     cdef WinoGrid grid
     cdef const real* panels = NULL
     cdef real* own = NULL
-    cdef real* rotated = NULL
-    cdef const real* source = filters
     cdef real* work = NULL
     cdef bint staged = p.bwd_staged if rotate else p.fwd_staged
     cdef int status = 0
@@ -659,21 +657,8 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         own = <real*> malloc(npanels * sizeof(real))
         if own == NULL:
             return -1
-        if rotate:   # (kh, kw, C, K) -> (kh, kw, K, C) turned by 180 degrees
-            rotated = <real*> scratch_alloc(p.kh * p.kw * p.C * p.K * sizeof(real))
-            if rotated == NULL:
-                free(own)
-                return -1
-            for i in range(p.kh):
-                for j in range(p.kw):
-                    for c in range(p.C):
-                        for k in range(p.K):
-                            rotated[((i * p.kw + j) * p.K + k) * p.C + c] = \
-                                filters[(((p.kh - 1 - i) * p.kw + p.kw - 1 - j) * p.C + c) * p.K + k]
-            source = rotated
-        status = filter_transform_panels(source, p.kh, p.kw, C, K, mh.G, mw.G,
-                                         mh.alpha, mw.alpha, own, n_threads)
-        scratch_free(rotated)
+        status = filter_transform_panels(filters, p.kh, p.kw, C, K, mh.G, mw.G, mh.alpha, mw.alpha, rotate,
+                                         own, n_threads)
         if status:
             free(own)
             return -1

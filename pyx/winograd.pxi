@@ -71,11 +71,13 @@ cdef inline void apply_rows(const double* M, int rows, int cols, const real* src
 
 
 cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
-                                 const double* Gh, const double* Gw, int ah, int aw, real* panels,
+                                 const double* Gh, const double* Gw, int ah, int aw, bint rotate, real* panels,
                                  int n_threads) noexcept nogil:
-    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g: the transform and
-    the micro-kernel's packing in one pass. Returns 0, or -1 when its scratch cannot be allocated. One input channel at a time, in parallel: its K filters at every
-    tap form long rows, so the transform's vector loops run over all K at once."""
+    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g, or with rotate for
+    the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels swapped: the
+    rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when its scratch
+    cannot be allocated. One input channel at a time, in parallel: its K filters at every tap form long
+    rows, so the transform's vector loops run over all K at once."""
     cdef int NR = tile_cols(panels)
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw
     cdef Py_ssize_t per_thread = (kh * kw + ah * kw + A2) * K
@@ -93,9 +95,14 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
         half = taps + kh * kw * K
         u = half + ah * kw * K
         for c in prange(C, schedule='static'):
-            for t in range(kh * kw):
-                for v in range(K):
-                    taps[t * K + v] = g[(t * C + c) * K + v]
+            if rotate:      # tap t of the turned filter is tap kh*kw-1-t of g, whose channels are (K, C)
+                for t in range(kh * kw):
+                    for v in range(K):
+                        taps[t * K + v] = g[((kh * kw - 1 - t) * K + v) * C + c]
+            else:
+                for t in range(kh * kw):
+                    for v in range(K):
+                        taps[t * K + v] = g[(t * C + c) * K + v]
             apply_rows(Gh, ah, <int> kh, taps, kw * K, half, kw * K, kw * K)
             for t in range(ah):
                 apply_rows(Gw, aw, <int> kw, half + t * kw * K, K, u + t * aw * K, K, K)
