@@ -35,14 +35,30 @@ def fma_chains(long iters, int n_threads):
     return float(iters) * KC_FMA_CHAIN_FLOPS * n_threads, sink
 
 
-def transform_rows(const double[:, ::1] matrix, const real[:, ::1] src):
-    """matrix @ src by the routine every Winograd transform runs on (for tests: it must equal numpy's)."""
-    dtype = np.float32 if real is float else np.float64
-    out = np.empty((matrix.shape[0], src.shape[1]), dtype)
-    cdef real[:, ::1] dst = out
-    if matrix.shape[1] != src.shape[0]:
-        raise ValueError(f"matrix {matrix.shape} and src {src.shape} do not chain")
-    if out.size and src.shape[0]:
-        apply_rows(&matrix[0, 0], matrix.shape[0], matrix.shape[1], &src[0, 0], src.shape[1],
-                   &dst[0, 0], dst.shape[1], src.shape[1])
+def winograd_tile_transform(str kind, int m, const real[:, :, ::1] src):
+    """One 2-D F(m x m, 3 x 3) tile through the register transform of `kind`, n channels (src's last axis):
+    "input" B^T d B (alpha x alpha -> alpha x alpha), "output" A^T M A (alpha x alpha -> m x m), "filter"
+    G g G^T (3 x 3 -> alpha x alpha), "output_gradient" A dY A^T (m x m -> alpha x alpha). For the tests."""
+    cdef int alpha = m + 2
+    cdef WinoGrid grid
+    cdef Py_ssize_t n = src.shape[2]
+    if m not in (2, 4, 6) or kind not in ("input", "output", "filter", "output_gradient"):
+        raise ValueError(f"no {kind!r} transform for F({m}x{m}, 3x3)")
+    rows = {"input": alpha, "output": alpha, "filter": 3, "output_gradient": m}[kind]
+    if src.shape[0] != rows or src.shape[1] != rows:
+        raise ValueError(f"a {kind} tile of F({m}x{m}, 3x3) is {rows} x {rows}, not {src.shape[0]} x {src.shape[1]}")
+    side = m if kind == "output" else alpha
+    out = np.full((side, side, n), np.nan, np.float32 if real is float else np.float64)
+    cdef real[:, :, ::1] dst = out
+    if n == 0:
+        return out
+    grid.mh, grid.mw, grid.ah, grid.aw = m, m, alpha, alpha
+    if kind == "input":
+        transform_input(&src[0, 0, 0], alpha * n, n, 0, alpha, 0, alpha, &grid, &dst[0, 0, 0], n, n)
+    elif kind == "output":
+        transform_output(&src[0, 0, 0], n, &grid, &dst[0, 0, 0], m * n, n, m, m, n, NULL, 0)
+    elif kind == "filter":
+        transform_filter(&src[0, 0, 0], n, alpha, alpha, &dst[0, 0, 0], n, n)
+    else:
+        transform_output_gradient(&src[0, 0, 0], m * n, n, m, m, &grid, &dst[0, 0, 0], n, n)
     return out

@@ -591,10 +591,11 @@ KC_DEFINE_DW(kc_dw_f64_nv1, kc_dwgrad_f64_nv1, double, kc_vf64, kc_vi64, 1)
  *                          (pixel (u, v) at y + u*yrs + v*ycs), only the first rows x cols stored, + bias
  *                          and relu / relu6 (clamp 1 / 2) fused; returns 1 when an output is not finite
  *                          before them (the caller then recomputes the pass directly)
+ *   kc_wino_filter_<T>_a<A> U = G g G^T: n 3 x 3 filters (one per lane) to their A*A transformed values
  *   kc_wino_dy_<T>_a<A>    W = A dY A^T: the filter gradient's m x m tile of the output gradient to A*A
  *                          values (the transpose of the output transform; zeros past dY's edge)
- *   kc_wino_in1_<T>_a<A>, kc_wino_out1_<T>_a<A>, kc_wino_dy1_<T>_a<A>: the same along W only (1-D: a 1 x A
- *                          patch)
+ *   kc_wino_in1_<T>_a<A>, kc_wino_out1_<T>_a<A>, kc_wino_dy1_<T>_a<A>, kc_wino_filter1_<T>_a<A>: the same
+ *                          along W only (1-D: a 1 x A patch, a 1 x 3 filter)
  *
  * n channels, contiguous at every pixel; the last n % lanes run through the same code on scalars. The
  * matrices are constants here (the values of winograd_matrices.pxi, written from kconv/_winograd.py), so
@@ -616,6 +617,11 @@ static const double kc_wino_at8[48] = {
     1, 1, 1, 1, 1, 1, 1, 0,                0, 1, -1, 2, -2, 0.5, -0.5, 0,
     0, 1, 1, 4, 4, 0.25, 0.25, 0,          0, 1, -1, 8, -8, 0.125, -0.125, 0,
     0, 1, 1, 16, 16, 0.0625, 0.0625, 0,    0, 1, -1, 32, -32, 0.03125, -0.03125, 1};
+
+/* G (A x 3) of F(m, 3), for the filter transform: the repr of each float64 of winograd_matrices.pxi. */
+static const double kc_wino_g4[12] = {-1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 0.5, 0.0, 0.0, 1.0};
+static const double kc_wino_g6[18] = {0.25, 0.0, 0.0, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.041666666666666664, 0.08333333333333333, 0.16666666666666666, 0.041666666666666664, -0.08333333333333333, 0.16666666666666666, 0.0, 0.0, 1.0};
+static const double kc_wino_g8[24] = {-1.0, 0.0, 0.0, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, 0.2222222222222222, -0.2222222222222222, 0.011111111111111112, 0.022222222222222223, 0.044444444444444446, 0.011111111111111112, -0.022222222222222223, 0.044444444444444446, 0.7111111111111111, 0.35555555555555557, 0.17777777777777778, 0.7111111111111111, -0.35555555555555557, 0.17777777777777778, 0.0, 0.0, 1.0};
 
 /* sum over k < COLS of MAT[ROW*COLS + k] * X(k), MAT a constant table: its zero terms vanish as the loop
  * unrolls (the first nonzero term starts the sum, so no 0 + ... is left either). */
@@ -742,6 +748,28 @@ static const double kc_wino_at8[48] = {
         _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
             *(VT *)(dst + b * ds + c) = KC_WINO_DOT_T(VT, T, AT, A, M, b, KC_WINO_D_ROW);          \
     }
+/* The filter transform, U = G g G^T: the 3 x 3 taps of n filters (tap (i, j) at src + (i*3 + j)*ts) to A*A
+ * values (value a*A + b at dst + (a*A + b)*ds). */
+#define KC_WINO_FILTER_BODY(VT, T, A, G)                                                           \
+    {                                                                                              \
+        VT d[3][3], t[A][3];                                                                       \
+        _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                                        \
+            _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++)                                    \
+                d[i][j] = *(const VT *)(src + (i * 3 + j) * ts + c);                               \
+        _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++)         /* along H: t = G g */         \
+            _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                    \
+                t[a][j] = KC_WINO_DOT(VT, T, G, 3, a, KC_WINO_D_COL);                              \
+        _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)         /* along W: t G^T */           \
+            _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
+                *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT(VT, T, G, 3, b, KC_WINO_T_ROW);  \
+    }
+#define KC_WINO_FILTER1_BODY(VT, T, A, G)                                                          \
+    {                                                                                              \
+        VT d[3];                                                                                   \
+        _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++) d[j] = *(const VT *)(src + j * ts + c); \
+        _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
+            *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, G, 3, b, KC_WINO_D_ROW);                \
+    }
 /* Edge tiles: patch pixels outside rows i0..i1, columns j0..j1 are the padding's zeros, never read. */
 #define KC_WINO_INSIDE2 (i >= i0 && i < i1 && j >= j0 && j < j1)
 #define KC_WINO_INSIDE1 (j >= j0 && j < j1)
@@ -805,6 +833,22 @@ static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int 
     return bad1 != bad1;                                                                           \
 }
 
+#define KC_DEFINE_WINO_FILTER(SUF, T, V, A, G)                                                     \
+static inline void kc_wino_filter_##SUF(const T *src, long ts, T *dst, long ds, long n)             \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER_BODY(V, T, A, G)                             \
+    for (; c < n; c++) KC_WINO_FILTER_BODY(T, T, A, G)                                             \
+}                                                                                                  \
+static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds, long n)            \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER1_BODY(V, T, A, G)                            \
+    for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, G)                                            \
+}
+
 #define KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                     \
 static inline void kc_wino_dy_##SUF(const T *src, long rs, long cs, int rows, int cols, T *dst, long ds, \
                                     long n)                                                        \
@@ -828,6 +872,12 @@ KC_DEFINE_WINO(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_bt8, kc_wino_at8)
 KC_DEFINE_WINO(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_bt4, kc_wino_at4)
 KC_DEFINE_WINO(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_bt6, kc_wino_at6)
 KC_DEFINE_WINO(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_bt8, kc_wino_at8)
+KC_DEFINE_WINO_FILTER(f32_a4, float, kc_vf32, 4, kc_wino_g4)
+KC_DEFINE_WINO_FILTER(f32_a6, float, kc_vf32, 6, kc_wino_g6)
+KC_DEFINE_WINO_FILTER(f32_a8, float, kc_vf32, 8, kc_wino_g8)
+KC_DEFINE_WINO_FILTER(f64_a4, double, kc_vf64, 4, kc_wino_g4)
+KC_DEFINE_WINO_FILTER(f64_a6, double, kc_vf64, 6, kc_wino_g6)
+KC_DEFINE_WINO_FILTER(f64_a8, double, kc_vf64, 8, kc_wino_g8)
 KC_DEFINE_WINO_DY(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
 KC_DEFINE_WINO_DY(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
 KC_DEFINE_WINO_DY(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)

@@ -130,7 +130,22 @@ cdef extern from "microkernel.h" nogil:
     void kc_wino_dy1_f64_a4(const double* src, long cs, int cols, double* dst, long ds, long n)
     void kc_wino_dy1_f64_a6(const double* src, long cs, int cols, double* dst, long ds, long n)
     void kc_wino_dy1_f64_a8(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter_f32_a4(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a4(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter_f32_a6(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a6(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter_f32_a8(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a8(const float* src, long ts, float* dst, long ds, long n)
+    void kc_wino_filter_f64_a4(const double* src, long ts, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a4(const double* src, long ts, double* dst, long ds, long n)
+    void kc_wino_filter_f64_a6(const double* src, long ts, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a6(const double* src, long ts, double* dst, long ds, long n)
+    void kc_wino_filter_f64_a8(const double* src, long ts, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a8(const double* src, long ts, double* dst, long ds, long n)
     const double kc_wino_bt4[16]
+    const double kc_wino_g4[12]
+    const double kc_wino_g6[18]
+    const double kc_wino_g8[24]
     const double kc_wino_at4[8]
     const double kc_wino_bt6[36]
     const double kc_wino_at6[24]

@@ -657,8 +657,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         own = <real*> malloc(npanels * sizeof(real))
         if own == NULL:
             return -1
-        status = filter_transform_panels(filters, p.kh, p.kw, C, K, mh.G, mw.G, mh.alpha, mw.alpha, rotate,
-                                         own, n_threads)
+        status = filter_transform_panels(filters, p.kh, p.kw, C, K, mh.alpha, mw.alpha, rotate, own, n_threads)
         if status:
             free(own)
             return -1
@@ -1357,16 +1356,18 @@ cdef object matrix_array(const double* data, int rows, int cols):
 
 
 def winograd_constants(int m):
-    """The compiled matrices of F(m, 3) as numpy arrays (for the tests), and B^T and A^T as the register
-    transforms of microkernel.h hold them (BT_registers, AT_registers)."""
+    """The compiled matrices of F(m, 3) as numpy arrays (for the tests), and B^T, A^T and G as the register
+    transforms of microkernel.h hold them (BT_registers, AT_registers, G_registers)."""
     cdef AxisMatrices a = axis_matrices(m, True)
     cdef const double* rbt = &kc_wino_bt8[0]
     cdef const double* rat = &kc_wino_at8[0]
+    cdef const double* rg = &kc_wino_g8[0]
     if m == 2:
-        rbt, rat = &kc_wino_bt4[0], &kc_wino_at4[0]
+        rbt, rat, rg = &kc_wino_bt4[0], &kc_wino_at4[0], &kc_wino_g4[0]
     elif m == 4:
-        rbt, rat = &kc_wino_bt6[0], &kc_wino_at6[0]
+        rbt, rat, rg = &kc_wino_bt6[0], &kc_wino_at6[0], &kc_wino_g6[0]
     return dict(AT=matrix_array(a.AT, a.m, a.alpha), G=matrix_array(a.G, a.alpha, 3),
                 BT=matrix_array(a.BT, a.alpha, a.alpha), A=matrix_array(a.A, a.alpha, a.m),
-                BT_registers=matrix_array(rbt, a.alpha, a.alpha), AT_registers=matrix_array(rat, a.m, a.alpha))
+                BT_registers=matrix_array(rbt, a.alpha, a.alpha), AT_registers=matrix_array(rat, a.m, a.alpha),
+                G_registers=matrix_array(rg, a.alpha, 3))
 

@@ -8,11 +8,12 @@
 #     input transform -> alpha^2 products -> output transform.
 # A 1-D convolution is the 2-D machine with a 1 x 1 identity transform along H.
 #
-# A tile's input and output transforms (F(2x2), F(4x4), F(6x6) and their 1-D forms) run in registers, one
-# vector of channels at a time, with the matrices as compiled constants (microkernel.h, kc_wino_*; an edge
-# tile's padding made there as zeros). apply_rows, one routine applying any matrix along one axis to vectors
-# of channels (contiguous in NHWC), is the reference form: the filter transform uses it (the filter
-# gradient's dY transform runs in registers too: kc_wino_dy*). The matrices come from kconv._winograd (exact Toom-Cook).
+# A tile's transforms (input, output, filter and the filter gradient's dY; F(2x2), F(4x4), F(6x6) and their
+# 1-D forms) run in registers, one vector of channels at a time, with the matrices as compiled constants
+# (microkernel.h, kc_wino_*; an edge tile's padding made there as zeros). They replaced one generic routine
+# that applied a matrix read at run time along one axis (73 % of an F(4x4) 16 -> 16 forward, perf, one core).
+# The matrices come from kconv._winograd (exact Toom-Cook); tests check the compiled copies against it, and
+# each transform against numpy (core.winograd_tile_transform).
 
 # Tiles ahead whose input rows a block asks into L2 while it transforms the current one (prefetch_tile_input).
 cdef enum:
@@ -27,91 +28,76 @@ cdef struct WinoGrid:
     Py_ssize_t th, tw               # tiles per image along H and W
 
 
-cdef inline void combine4(real* d, Py_ssize_t n, const real* k, const real* const* s, bint accumulate) noexcept nogil:
-    """d[c] (+)= k0 s0[c] + k1 s1[c] + k2 s2[c] + k3 s3[c]: one pass over d for four source rows."""
-    cdef Py_ssize_t c
-    cdef real k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3]
-    cdef const real* s0 = s[0]
-    cdef const real* s1 = s[1]
-    cdef const real* s2 = s[2]
-    cdef const real* s3 = s[3]
-    if accumulate:
-        for c in range(n):
-            d[c] += k0 * s0[c] + k1 * s1[c] + k2 * s2[c] + k3 * s3[c]
+cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw, real* dst, Py_ssize_t ds,
+                                  Py_ssize_t n) noexcept nogil:
+    """G g G^T of n 3 x 3 filters (1-D: 1 x 3), their taps ts apart and the filters contiguous, into dst
+    (values ds apart): microkernel.h, kc_wino_filter*."""
+    if real is float:
+        if ah == 1:
+            if aw == 4:
+                kc_wino_filter1_f32_a4(src, ts, dst, ds, n)
+            elif aw == 6:
+                kc_wino_filter1_f32_a6(src, ts, dst, ds, n)
+            else:
+                kc_wino_filter1_f32_a8(src, ts, dst, ds, n)
+        elif aw == 4:
+            kc_wino_filter_f32_a4(src, ts, dst, ds, n)
+        elif aw == 6:
+            kc_wino_filter_f32_a6(src, ts, dst, ds, n)
+        else:
+            kc_wino_filter_f32_a8(src, ts, dst, ds, n)
     else:
-        for c in range(n):
-            d[c] = k0 * s0[c] + k1 * s1[c] + k2 * s2[c] + k3 * s3[c]
-
-
-cdef inline void apply_rows(const double* M, int rows, int cols, const real* src, Py_ssize_t s_src,
-                            real* dst, Py_ssize_t s_dst, Py_ssize_t n) noexcept nogil:
-    """dst[x*s_dst + c] = sum_j M[x, j] * src[j*s_src + c], c < n: a 1-D transform of n-vectors.
-
-    The nonzero terms of a row are folded four at a time (the transforms are store-bound otherwise);
-    a short group is padded with zero coefficients on its first row."""
-    cdef int x, j, used, group
-    cdef real k[4]
-    cdef const real* s[4]
-    for x in range(rows):
-        used = 0
-        group = 0
-        for j in range(cols + 1):
-            if j < cols and M[x * cols + j] != 0:
-                k[used] = <real> M[x * cols + j]
-                s[used] = src + j * s_src
-                used += 1
-            if used == 4 or (j == cols and (used > 0 or group == 0)):
-                while used < 4:
-                    k[used] = 0
-                    s[used] = src
-                    used += 1
-                combine4(dst + x * s_dst, n, k, s, group > 0)
-                group += 1
-                used = 0
+        if ah == 1:
+            if aw == 4:
+                kc_wino_filter1_f64_a4(src, ts, dst, ds, n)
+            elif aw == 6:
+                kc_wino_filter1_f64_a6(src, ts, dst, ds, n)
+            else:
+                kc_wino_filter1_f64_a8(src, ts, dst, ds, n)
+        elif aw == 4:
+            kc_wino_filter_f64_a4(src, ts, dst, ds, n)
+        elif aw == 6:
+            kc_wino_filter_f64_a6(src, ts, dst, ds, n)
+        else:
+            kc_wino_filter_f64_a8(src, ts, dst, ds, n)
 
 
 cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
-                                 const double* Gh, const double* Gw, int ah, int aw, bint rotate, real* panels,
-                                 int n_threads) noexcept nogil:
-    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g, or with rotate for
-    the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels swapped: the
-    rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when its scratch
-    cannot be allocated. One input channel at a time, in parallel: its K filters at every tap form long
-    rows, so the transform's vector loops run over all K at once."""
+                                 int ah, int aw, bint rotate, real* panels, int n_threads) noexcept nogil:
+    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g (3 x 3 or 1 x 3), or
+    with rotate for the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels
+    swapped: the rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when
+    its scratch cannot be allocated. One input channel at a time, in parallel: its K filters at each tap are
+    contiguous (gathered so first when rotated), so the transform runs one vector of filters at a time and
+    stores each panel's NR columns in place."""
     cdef int NR = tile_cols(panels)
-    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw
-    cdef Py_ssize_t per_thread = (kh * kw + ah * kw + A2) * K
-    cdef Py_ssize_t j, c, t, v, xi, col
-    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
-    cdef real* taps
-    cdef real* half
-    cdef real* u
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw, taps = kh * kw
+    cdef Py_ssize_t per_thread = taps * K if rotate else 0
+    cdef Py_ssize_t j, c, t, v, xi, n, ds = ncolp * C * NR
+    cdef real* scratch = <real*> scratch_alloc((n_threads * per_thread + 1) * sizeof(real))
+    cdef real* gathered
+    cdef const real* src
     cdef real* dst
     if scratch == NULL:
         return -1
-    n_threads = phase_threads(C, C * per_thread, n_threads)
+    n_threads = phase_threads(C, C * A2 * K, n_threads)
     with parallel(num_threads=n_threads):
-        taps = scratch + threadid() * per_thread
-        half = taps + kh * kw * K
-        u = half + ah * kw * K
+        gathered = scratch + threadid() * per_thread
         for c in prange(C, schedule='static'):
             if rotate:      # tap t of the turned filter is tap kh*kw-1-t of g, whose channels are (K, C)
-                for t in range(kh * kw):
+                for t in range(taps):
                     for v in range(K):
-                        taps[t * K + v] = g[((kh * kw - 1 - t) * K + v) * C + c]
+                        gathered[t * K + v] = g[((taps - 1 - t) * K + v) * C + c]
+                src = gathered
             else:
-                for t in range(kh * kw):
-                    for v in range(K):
-                        taps[t * K + v] = g[(t * C + c) * K + v]
-            apply_rows(Gh, ah, <int> kh, taps, kw * K, half, kw * K, kw * K)
-            for t in range(ah):
-                apply_rows(Gw, aw, <int> kw, half + t * kw * K, K, u + t * aw * K, K, K)
-            for xi in range(A2):
-                for j in range(ncolp):
-                    dst = panels + (xi * ncolp * C + j * C + c) * NR
-                    for v in range(NR):
-                        col = j * NR + v
-                        dst[v] = u[xi * K + col] if col < K else 0
+                src = g + c * K
+            for j in range(ncolp):
+                n = K - j * NR if K - j * NR < NR else NR
+                dst = panels + (j * C + c) * NR
+                transform_filter(src + j * NR, K if rotate else C * K, ah, aw, dst, ds, n)
+                for xi in range(A2):        # the last panel's columns past K are zeros
+                    for v in range(n, NR):
+                        dst[xi * ds + v] = 0
     scratch_free(scratch)
     return 0
 

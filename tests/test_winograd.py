@@ -35,17 +35,19 @@ def test_f43_matrices_are_the_published_ones():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("which", ["A^T", "G", "B^T"])
+@pytest.mark.parametrize("kind", ["input", "output", "filter", "output_gradient"])
 @pytest.mark.parametrize("m", TILES)
-@pytest.mark.parametrize("width", [1, 7, 8, 9, 64, 67])
-def test_transform_routine_applies_each_explicit_matrix(m, which, width, dtype):
-    """The one routine all 1-D and 2-D transforms run on computes matrix @ vectors of channels."""
+@pytest.mark.parametrize("width", [1, 7, 8, 9, 16, 17, 64, 67])
+def test_register_transforms_apply_the_explicit_matrices(m, kind, width, dtype):
+    """Each tile transform (microkernel.h, kc_wino_*) is its matrix product along both axes, for channel
+    counts below, at and above a vector of either width, tails included."""
     at, g, bt = _winograd.matrices(m)
-    matrix = {"A^T": at, "G": g, "B^T": bt}[which]
-    src = np.random.default_rng(width).standard_normal((matrix.shape[1], width)).astype(dtype)
-    got = core.transform_rows(np.ascontiguousarray(matrix), src)
-    tol = 1e-6 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(got, matrix @ src.astype(np.float64), rtol=tol, atol=tol * np.abs(src).max() * 8)
+    left = {"input": bt, "output": at, "filter": g, "output_gradient": at.T}[kind]
+    src = np.random.default_rng(width).standard_normal((left.shape[1], left.shape[1], width)).astype(dtype)
+    got = core.winograd_tile_transform(kind, m, src)
+    want = np.einsum("ai,ijc,bj->abc", left, src.astype(np.float64), left)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(left).sum(1).max() ** 2 * np.abs(src).max())
 
 
 # Sizes around the tiles: outputs 1..13 cover below/at/above/non-multiples of 2, 4 and 6.
@@ -268,11 +270,11 @@ class TestTransformedFilterCache:
 
 
 def test_compiled_matrices_equal_the_exact_construction():
-    """pyx/winograd_matrices.pxi holds the matrices as constants, and microkernel.h B^T and A^T for its
+    """pyx/winograd_matrices.pxi holds the matrices as constants, and microkernel.h B^T, A^T and G for its
     register transforms: they must be the Toom-Cook ones."""
     for m in TILES:
         at, g, bt = _winograd.matrices(m)
         got = core.winograd_constants(m)
         for name, want in (("AT", at), ("G", g), ("BT", bt), ("A", at.T), ("BT_registers", bt),
-                           ("AT_registers", at)):
+                           ("AT_registers", at), ("G_registers", g)):
             np.testing.assert_array_equal(got[name], want, err_msg=f"F({m}, 3) {name}")
