@@ -1,4 +1,4 @@
-"""Winograd F(m, 3): its matrices, its transform routine, and every variant against the float64 reference.
+"""Winograd F(m, 3): its matrices, its register tile transforms, and every variant against the float64 reference.
 
 Edge tiles matter most: output sizes below, at, above and not a multiple of each tile m, and tile counts
 below, at and above one thread block, so partial tiles and partial blocks are both exercised.
