@@ -14,7 +14,10 @@ from functools import lru_cache
 
 import numpy as np
 
-POINTS = {2: (0, 1, -1), 4: (0, 1, -1, 2, -2), 6: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))}
+# The interpolation points, in the order tiles take them: alpha = m + r - 1 uses the first alpha - 1 (and the
+# point at infinity), so B^T depends on alpha alone and F(4, 3), F(3, 4), F(2, 5) share theirs.
+POINT_SEQUENCE = (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2))
+ALPHAS = (4, 6, 8)
 
 
 def _poly_times_root(poly, root):
@@ -32,8 +35,10 @@ def matrices(m, r=3):
     if (m, r) == (1, 1):   # the identity transform of an axis the kernel does not span (1-D as 2-D)
         one = np.ones((1, 1))
         return one, one, one
-    points = [Fraction(p) for p in POINTS[m]]
     alpha = m + r - 1
+    if alpha not in ALPHAS:
+        raise ValueError(f"F({m}, {r}) needs alpha = {alpha}; the tiles have alpha 4, 6 or 8")
+    points = [Fraction(p) for p in POINT_SEQUENCE[:alpha - 1]]
     at = [[p ** i for p in points] + [Fraction(int(i == m - 1))] for i in range(m)]
     g = [[p ** k / _prod(p - q for q in points if q != p) for k in range(r)] for p in points]
     g.append([Fraction(int(k == r - 1)) for k in range(r)])
@@ -60,10 +65,18 @@ def _prod(values):
 
 
 TILES = (2, 4, 6)
+# 1-D kernels of 4 and 5 taps: F(m, r) on the same alphas (F(3, 4) and F(2, 5): alpha 6; F(5, 4), F(4, 5): 8)
+TILES_1D = {3: (2, 4, 6), 4: (3, 5), 5: (2, 4)}
 
 
-if __name__ == "__main__":   # the matrices as pyx/winograd_matrices.pxi holds them (repr of each float64)
+if __name__ == "__main__":   # the matrices as pyx/winograd_matrices.pxi and microkernel.h hold them
     for m in TILES:
         at, g, bt = matrices(m)
         for name, matrix in (("AT", at), ("G", g), ("BT", bt), ("A", at.T)):
             print(f"WINO_{name}{m}[:] = [{', '.join(repr(float(v)) for v in matrix.reshape(-1))}]")
+    for r in (4, 5):
+        for m in TILES_1D[r]:
+            at, g, _ = matrices(m, r)
+            alpha = m + r - 1
+            print(f"kc_wino_at{alpha}_m{m}[{at.size}] = {{{', '.join(repr(float(v)) for v in at.reshape(-1))}}}")
+            print(f"kc_wino_g{alpha}_r{r}[{g.size}] = {{{', '.join(repr(float(v)) for v in g.reshape(-1))}}}")

@@ -58,7 +58,7 @@ def winograd_tile_transform(str kind, int m, const real[:, :, ::1] src):
     elif kind == "output":
         transform_output(&src[0, 0, 0], n, &grid, &dst[0, 0, 0], m * n, n, m, m, n, NULL, 0)
     elif kind == "filter":
-        transform_filter(&src[0, 0, 0], n, alpha, alpha, &dst[0, 0, 0], n, n)
+        transform_filter(&src[0, 0, 0], n, alpha, alpha, 3, &dst[0, 0, 0], n, n)
     else:
         transform_output_gradient(&src[0, 0, 0], m * n, n, m, m, &grid, &dst[0, 0, 0], n, n)
     return out

@@ -623,6 +623,17 @@ static const double kc_wino_g4[12] = {-1.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.5, -0.5, 
 static const double kc_wino_g6[18] = {0.25, 0.0, 0.0, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.041666666666666664, 0.08333333333333333, 0.16666666666666666, 0.041666666666666664, -0.08333333333333333, 0.16666666666666666, 0.0, 0.0, 1.0};
 static const double kc_wino_g8[24] = {-1.0, 0.0, 0.0, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, 0.2222222222222222, -0.2222222222222222, 0.011111111111111112, 0.022222222222222223, 0.044444444444444446, 0.011111111111111112, -0.022222222222222223, 0.044444444444444446, 0.7111111111111111, 0.35555555555555557, 0.17777777777777778, 0.7111111111111111, -0.35555555555555557, 0.17777777777777778, 0.0, 0.0, 1.0};
 
+/* 1-D kernels of 4 and 5 taps on the same alphas (kconv/_winograd.py, TILES_1D): A^T of F(m, r) (m x A) and
+ * G (A x r); B^T is the alpha's own (the same points). */
+static const double kc_wino_at6_m3[18] = {1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 2.0, -2.0, 0.0, 0.0, 1.0, 1.0, 4.0, 4.0, 1.0};
+static const double kc_wino_g6_r4[24] = {0.25, 0.0, 0.0, 0.0, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.16666666666666666, 0.041666666666666664, 0.08333333333333333, 0.16666666666666666, 0.3333333333333333, 0.041666666666666664, -0.08333333333333333, 0.16666666666666666, -0.3333333333333333, 0.0, 0.0, 0.0, 1.0};
+static const double kc_wino_at8_m5[40] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 0.0, 0.0, 1.0, 1.0, 4.0, 4.0, 0.25, 0.25, 0.0, 0.0, 1.0, -1.0, 8.0, -8.0, 0.125, -0.125, 0.0, 0.0, 1.0, 1.0, 16.0, 16.0, 0.0625, 0.0625, 1.0};
+static const double kc_wino_g8_r4[32] = {-1.0, 0.0, 0.0, 0.0, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, 0.2222222222222222, -0.2222222222222222, 0.2222222222222222, 0.011111111111111112, 0.022222222222222223, 0.044444444444444446, 0.08888888888888889, 0.011111111111111112, -0.022222222222222223, 0.044444444444444446, -0.08888888888888889, 0.7111111111111111, 0.35555555555555557, 0.17777777777777778, 0.08888888888888889, 0.7111111111111111, -0.35555555555555557, 0.17777777777777778, -0.08888888888888889, 0.0, 0.0, 0.0, 1.0};
+static const double kc_wino_at6_m2[12] = {1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 2.0, -2.0, 1.0};
+static const double kc_wino_g6_r5[30] = {0.25, 0.0, 0.0, 0.0, 0.0, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.16666666666666666, -0.16666666666666666, 0.041666666666666664, 0.08333333333333333, 0.16666666666666666, 0.3333333333333333, 0.6666666666666666, 0.041666666666666664, -0.08333333333333333, 0.16666666666666666, -0.3333333333333333, 0.6666666666666666, 0.0, 0.0, 0.0, 0.0, 1.0};
+static const double kc_wino_at8_m4[32] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5, 0.0, 0.0, 1.0, 1.0, 4.0, 4.0, 0.25, 0.25, 0.0, 0.0, 1.0, -1.0, 8.0, -8.0, 0.125, -0.125, 1.0};
+static const double kc_wino_g8_r5[40] = {-1.0, 0.0, 0.0, 0.0, 0.0, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, -0.2222222222222222, 0.2222222222222222, -0.2222222222222222, 0.2222222222222222, -0.2222222222222222, 0.011111111111111112, 0.022222222222222223, 0.044444444444444446, 0.08888888888888889, 0.17777777777777778, 0.011111111111111112, -0.022222222222222223, 0.044444444444444446, -0.08888888888888889, 0.17777777777777778, 0.7111111111111111, 0.35555555555555557, 0.17777777777777778, 0.08888888888888889, 0.044444444444444446, 0.7111111111111111, -0.35555555555555557, 0.17777777777777778, -0.08888888888888889, 0.044444444444444446, 0.0, 0.0, 0.0, 0.0, 1.0};
+
 /* sum over k < COLS of MAT[ROW*COLS + k] * X(k), MAT a constant table: its zero terms vanish as the loop
  * unrolls (the first nonzero term starts the sum, so no 0 + ... is left either). */
 #define KC_WINO_DOT(VT, T, MAT, COLS, ROW, X)                                                      \
@@ -763,12 +774,12 @@ static const double kc_wino_g8[24] = {-1.0, 0.0, 0.0, -0.2222222222222222, -0.22
             _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
                 *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT(VT, T, G, 3, b, KC_WINO_T_ROW);  \
     }
-#define KC_WINO_FILTER1_BODY(VT, T, A, G)                                                          \
+#define KC_WINO_FILTER1_BODY(VT, T, A, R, G)                                                       \
     {                                                                                              \
-        VT d[3];                                                                                   \
-        _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++) d[j] = *(const VT *)(src + j * ts + c); \
+        VT d[R];                                                                                   \
+        _Pragma("GCC unroll 5") for (int j = 0; j < R; j++) d[j] = *(const VT *)(src + j * ts + c); \
         _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
-            *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, G, 3, b, KC_WINO_D_ROW);                \
+            *(VT *)(dst + b * ds + c) = KC_WINO_DOT(VT, T, G, R, b, KC_WINO_D_ROW);                \
     }
 /* Edge tiles: patch pixels outside rows i0..i1, columns j0..j1 are the padding's zeros, never read. */
 #define KC_WINO_INSIDE2 (i >= i0 && i < i1 && j >= j0 && j < j1)
@@ -845,8 +856,41 @@ static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds,
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
     long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER1_BODY(V, T, A, G)                            \
-    for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, G)                                            \
+    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER1_BODY(V, T, A, 3, G)                         \
+    for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, 3, G)                                         \
+}
+
+/* F(m, r) along W only for r = 4, 5 (SUF names alpha and m): the output, dY and filter transforms. */
+#define KC_DEFINE_WINO_1D(SUF, T, V, VI, A, M, R, AT, G)                                           \
+static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int cols, long n,      \
+                                     const T *bias, int clamp)                                     \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    V bad = (V){0};                                                                                \
+    T bad1 = 0;                                                                                    \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_OUT1_BODY(V, VI, T, A, M, AT, KC_WINO_EPILOGUE_V)   \
+    for (; c < n; c++) {                                                                           \
+        T bad = 0;                                                                                 \
+        KC_WINO_OUT1_BODY(T, int, T, A, M, AT, KC_WINO_EPILOGUE_S)                                 \
+        bad1 += bad;                                                                               \
+    }                                                                                              \
+    for (int l = 0; l < LANES; l++) bad1 += bad[l];                                                \
+    return bad1 != bad1;                                                                           \
+}                                                                                                  \
+static inline void kc_wino_dy1_##SUF(const T *src, long cs, int cols, T *dst, long ds, long n)     \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_DY1_BODY(V, T, A, M, AT)                            \
+    for (; c < n; c++) KC_WINO_DY1_BODY(T, T, A, M, AT)                                            \
+}                                                                                                  \
+static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds, long n)            \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER1_BODY(V, T, A, R, G)                         \
+    for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, R, G)                                         \
 }
 
 #define KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                     \
@@ -884,6 +928,14 @@ KC_DEFINE_WINO_DY(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
 KC_DEFINE_WINO_DY(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
 KC_DEFINE_WINO_DY(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
 KC_DEFINE_WINO_DY(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_1D(f32_a6_m3, float, kc_vf32, kc_vi32, 6, 3, 4, kc_wino_at6_m3, kc_wino_g6_r4)
+KC_DEFINE_WINO_1D(f32_a8_m5, float, kc_vf32, kc_vi32, 8, 5, 4, kc_wino_at8_m5, kc_wino_g8_r4)
+KC_DEFINE_WINO_1D(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, 5, kc_wino_at6_m2, kc_wino_g6_r5)
+KC_DEFINE_WINO_1D(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, 5, kc_wino_at8_m4, kc_wino_g8_r5)
+KC_DEFINE_WINO_1D(f64_a6_m3, double, kc_vf64, kc_vi64, 6, 3, 4, kc_wino_at6_m3, kc_wino_g6_r4)
+KC_DEFINE_WINO_1D(f64_a8_m5, double, kc_vf64, kc_vi64, 8, 5, 4, kc_wino_at8_m5, kc_wino_g8_r4)
+KC_DEFINE_WINO_1D(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, 5, kc_wino_at6_m2, kc_wino_g6_r5)
+KC_DEFINE_WINO_1D(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, 5, kc_wino_at8_m4, kc_wino_g8_r5)
 
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller

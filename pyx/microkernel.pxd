@@ -142,6 +142,38 @@ cdef extern from "microkernel.h" nogil:
     void kc_wino_filter1_f64_a6(const double* src, long ts, double* dst, long ds, long n)
     void kc_wino_filter_f64_a8(const double* src, long ts, double* dst, long ds, long n)
     void kc_wino_filter1_f64_a8(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out1_f32_a6_m3(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a6_m3(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a6_m3(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f32_a8_m5(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a8_m5(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a8_m5(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f32_a6_m2(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a6_m2(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a6_m2(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f32_a8_m4(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a8_m4(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a8_m4(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f64_a6_m3(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a6_m3(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a6_m3(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out1_f64_a8_m5(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a8_m5(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a8_m5(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out1_f64_a6_m2(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a6_m2(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a6_m2(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out1_f64_a8_m4(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a8_m4(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a8_m4(const double* src, long ts, double* dst, long ds, long n)
+    const double kc_wino_at6_m3[18]
+    const double kc_wino_g6_r4[24]
+    const double kc_wino_at8_m5[40]
+    const double kc_wino_g8_r4[32]
+    const double kc_wino_at6_m2[12]
+    const double kc_wino_g6_r5[30]
+    const double kc_wino_at8_m4[32]
+    const double kc_wino_g8_r5[40]
     const double kc_wino_bt4[16]
     const double kc_wino_g4[12]
     const double kc_wino_g6[18]

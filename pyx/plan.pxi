@@ -74,6 +74,7 @@ cdef enum:
     AUTO_MIN_GRAD_CHANNELS_2D = 64
     AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP = 32
     WINOGRAD_GRAD_LARGE_MAP = 28 * 28
+    WINOGRAD_WIDE_KERNEL_ALPHA = 8   # 1-D kernels of 4 and 5 taps: F(5, 4), F(4, 5)
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
@@ -322,11 +323,12 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
 
 
 cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
-    """0 when Winograd F(m, 3) can run p (3x3, or 1x3 in 1-D; stride 1, no dilation, no groups), else 1
-    with the reason in err."""
-    if p.kw != 3 or (p.kh != 3 and p.kh != 1):
+    """0 when Winograd F(m, r) can run p (3x3, or 1x3, 1x4, 1x5 in 1-D; stride 1, no dilation, no groups),
+    else 1 with the reason in err."""
+    if not ((p.kh == 3 and p.kw == 3) or (p.kh == 1 and 3 <= p.kw <= 5)):
         if err != NULL:
-            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 (1-D: 3)", <long> p.kh, <long> p.kw)
+            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 (1-D: 3, 4 or 5)", <long> p.kh,
+                     <long> p.kw)
         return 1
     if p.sh != 1 or p.sw != 1:
         if err != NULL:
@@ -354,6 +356,8 @@ cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
 cdef int winograd_tile(const Plan* p) noexcept nogil:
     """F(4x4, 3x3) (F(4, 3) in 1-D); F(2x2, 3x3) where 4-wide tiles would pad the map by over 25 % and
     2-wide tiles by less (a 14x14 map: 31 % against none; measured, README)."""
+    if p.kw != 3:        # 1-D 4 and 5 taps: alpha 8, F(5, 4) and F(4, 5)
+        return WINOGRAD_WIDE_KERNEL_ALPHA - <int> p.kw + 1
     if p.Ho == 0 or p.Wo == 0:
         return 4
     if tile_waste(p, 4) > 1.25 and tile_waste(p, 2) < tile_waste(p, 4):
@@ -389,6 +393,12 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
                          "'direct'", reason)
             return KC_ERR_ARGUMENT
         m = winograd_tile(p) if algo == KC_ALGO_WINOGRAD else algo
+        if m + p.kw - 1 != 4 and m + p.kw - 1 != 6 and m + p.kw - 1 != 8:
+            if err != NULL and errlen > 0:
+                snprintf(err, errlen, "the Winograd tile F(%d, %ld) does not exist here (alpha %ld; kconv has 4, 6 "
+                         "and 8): for %ld taps use 'winograd'%s", m, <long> p.kw, <long> (m + p.kw - 1),
+                         <long> p.kw, " or 'winograd2' (F(2, 5)) / 'winograd4' (F(4, 5))" if p.kw == 5 else "")
+            return KC_ERR_ARGUMENT
     else:
         return fail(err, errlen, KC_ERR_ARGUMENT, "unknown algorithm")
     p.fwd_m = m
@@ -458,7 +468,7 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     p.fg_chunk = FILTER_GRAD_CHUNK_PIXELS
     p.fg_splits = splits
     p.fg_cblock = cb if cb > 0 else 1
-    alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + 2)
+    alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + p.kw - 1)
     chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
     p.block = BLOCK_PANELS * KC_MR_F32
@@ -546,8 +556,27 @@ cdef struct AxisMatrices:
     const double* A
 
 
-cdef AxisMatrices axis_matrices(int m, bint spans) noexcept nogil:
+cdef AxisMatrices axis_matrices(int m, int r, bint spans) noexcept nogil:
+    """The matrices of F(m, r) along one axis (r = 3; 1-D also 4 and 5), or the identity of an axis the
+    kernel does not span. A^T, G and B^T of r = 4, 5 are microkernel.h's (A: none, only r = 3 has one)."""
     cdef AxisMatrices out
+    if spans and r != 3:
+        out.m = m
+        out.alpha = m + r - 1
+        out.A = NULL
+        if out.alpha == 6:
+            out.BT = &kc_wino_bt6[0]
+            if r == 4:
+                out.AT, out.G = &kc_wino_at6_m3[0], &kc_wino_g6_r4[0]
+            else:
+                out.AT, out.G = &kc_wino_at6_m2[0], &kc_wino_g6_r5[0]
+        else:
+            out.BT = &kc_wino_bt8[0]
+            if r == 4:
+                out.AT, out.G = &kc_wino_at8_m5[0], &kc_wino_g8_r4[0]
+            else:
+                out.AT, out.G = &kc_wino_at8_m4[0], &kc_wino_g8_r5[0]
+        return out
     if not spans:
         out.m, out.alpha, out.AT, out.G, out.BT, out.A = 1, 1, WINO_ONE, WINO_ONE, WINO_ONE, WINO_ONE
     elif m == 2:
@@ -631,7 +660,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     must run the pass directly (y met a non-finite value, or few tiles meet new weights); -1 when memory
     runs out."""
     cdef int m = p.bwd_m if rotate else p.fwd_m
-    cdef AxisMatrices mh = axis_matrices(m, p.kh == 3), mw = axis_matrices(m, True)
+    cdef AxisMatrices mh = axis_matrices(m, 3, p.kh == 3), mw = axis_matrices(m, <int> p.kw, True)
     cdef Py_ssize_t C = p.K if rotate else p.C, K = p.C if rotate else p.K
     cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha
     cdef Py_ssize_t npanels = A2 * ceil_div(K, NR) * C * NR
@@ -943,7 +972,7 @@ cdef bint all_finite(const real* v, Py_ssize_t n) noexcept nogil:
 
 cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = G^T [sum over tiles (A dY A^T) (.) (B^T X B)] G. Returns 0, 1 (non-finite: recompute), -1."""
-    cdef AxisMatrices mh = axis_matrices(p.grad_m, p.kh == 3), mw = axis_matrices(p.grad_m, True)
+    cdef AxisMatrices mh = axis_matrices(p.grad_m, 3, p.kh == 3), mw = axis_matrices(p.grad_m, <int> p.kw, True)
     cdef Py_ssize_t A2 = mh.alpha * mw.alpha, C = p.C
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
     cdef double* mgrad = <double*> scratch_alloc(A2 * p.K * C * sizeof(double))
@@ -1246,7 +1275,7 @@ PREACTIVATION_CODES = (ACT_SILU, ACT_GELU)   # activations whose gradient needs 
 
 
 cdef Py_ssize_t A2_of(const Plan* p) noexcept nogil:
-    return (p.fwd_m + 2 if p.kh == 3 else 1) * (p.fwd_m + 2)
+    return (p.fwd_m + 2 if p.kh == 3 else 1) * (p.fwd_m + p.kw - 1)
 
 
 cdef size_t address(array):
@@ -1358,7 +1387,7 @@ cdef object matrix_array(const double* data, int rows, int cols):
 def winograd_constants(int m):
     """The compiled matrices of F(m, 3) as numpy arrays (for the tests), and B^T, A^T and G as the register
     transforms of microkernel.h hold them (BT_registers, AT_registers, G_registers)."""
-    cdef AxisMatrices a = axis_matrices(m, True)
+    cdef AxisMatrices a = axis_matrices(m, 3, True)
     cdef const double* rbt = &kc_wino_bt8[0]
     cdef const double* rat = &kc_wino_at8[0]
     cdef const double* rg = &kc_wino_g8[0]

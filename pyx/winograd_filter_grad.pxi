@@ -28,7 +28,16 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
             if grid.aw == 4:
                 kc_wino_dy1_f32_a4(src, cs, cols, dst, ds, n)
             elif grid.aw == 6:
-                kc_wino_dy1_f32_a6(src, cs, cols, dst, ds, n)
+                if grid.mw == 3:
+                    kc_wino_dy1_f32_a6_m3(src, cs, cols, dst, ds, n)
+                elif grid.mw == 2:
+                    kc_wino_dy1_f32_a6_m2(src, cs, cols, dst, ds, n)
+                else:
+                    kc_wino_dy1_f32_a6(src, cs, cols, dst, ds, n)
+            elif grid.mw == 5:
+                kc_wino_dy1_f32_a8_m5(src, cs, cols, dst, ds, n)
+            elif grid.mw == 4:
+                kc_wino_dy1_f32_a8_m4(src, cs, cols, dst, ds, n)
             else:
                 kc_wino_dy1_f32_a8(src, cs, cols, dst, ds, n)
         elif grid.aw == 4:
@@ -42,7 +51,16 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
             if grid.aw == 4:
                 kc_wino_dy1_f64_a4(src, cs, cols, dst, ds, n)
             elif grid.aw == 6:
-                kc_wino_dy1_f64_a6(src, cs, cols, dst, ds, n)
+                if grid.mw == 3:
+                    kc_wino_dy1_f64_a6_m3(src, cs, cols, dst, ds, n)
+                elif grid.mw == 2:
+                    kc_wino_dy1_f64_a6_m2(src, cs, cols, dst, ds, n)
+                else:
+                    kc_wino_dy1_f64_a6(src, cs, cols, dst, ds, n)
+            elif grid.mw == 5:
+                kc_wino_dy1_f64_a8_m5(src, cs, cols, dst, ds, n)
+            elif grid.mw == 4:
+                kc_wino_dy1_f64_a8_m4(src, cs, cols, dst, ds, n)
             else:
                 kc_wino_dy1_f64_a8(src, cs, cols, dst, ds, n)
         elif grid.aw == 4:

@@ -79,10 +79,22 @@ WINOGRAD_1D = [
     ]
     if not (m == 6 and dt == np.float32)
 ]
+# 1-D kernels of 4 and 5 taps: F(5, 4) and F(4, 5) (alpha 8, what "winograd" picks), F(2, 5) (alpha 6)
+WINOGRAD_1D_WIDE = [
+    Conv1dCase(n, w, c, k, taps, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
+    for taps, algorithm in [(4, "winograd"), (5, "winograd"), (5, "winograd2"), (5, "winograd4")]
+    for (n, w, c, k, pad, fmt, dt) in [
+        (1, taps, 1, 1, "VALID", "NWC", np.float64),           # one output
+        (3, 11, 5, 7, "CAUSAL", "NWC", np.float64),
+        (2, 50, 16, 20, "SAME", "NCW", np.float64),
+        (4, 97, 33, 15, ((2, 1),), "NWC", np.float64),
+        (8, 64, 24, 40, "SAME", "NWC", np.float32),
+    ]
+]
 
 
 @pytest.mark.parametrize("op", ["forward", "backprop_input", "backprop_filter"])
-@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_1D, ids=lambda c: c.id + "-" + c.algorithm)
+@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_1D + WINOGRAD_1D_WIDE, ids=lambda c: c.id + "-" + c.algorithm)
 def test_winograd_matches_the_float64_reference(case, op, rng):
     check_against_reference(case, op, rng)
 
@@ -153,6 +165,17 @@ def _plan_of(x_shape, w_shape, padding, algorithm, dtype=np.float64):
     return ops._plan(conv, np.dtype(dtype), algorithm, None)
 
 
+def test_a_tile_that_does_not_exist_for_the_kernel_is_refused_by_name():
+    """F(m, r) needs alpha = m + r - 1 of 4, 6 or 8: 'winograd4' on 4 taps (alpha 7) says so, 'winograd' picks."""
+    x, w = np.ones((1, 20, 8), np.float32), np.ones((4, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"F\(4, 4\) does not exist.*alpha 7"):
+        ops.conv1d(x, w, padding="SAME", algorithm="winograd4")
+    np.testing.assert_allclose(ops.conv1d(x, w, padding="SAME", algorithm="winograd"),
+                               ops.conv1d(x, w, padding="SAME", algorithm="direct"), rtol=1e-5)
+    with pytest.raises(ValueError, match="3x3 \\(1-D: 3, 4 or 5\\)"):
+        ops.conv1d(np.ones((1, 20, 8), np.float32), np.ones((6, 8, 8), np.float32), algorithm="winograd")
+
+
 def test_unknown_algorithm_is_refused():
     with pytest.raises(ValueError, match="algorithm"):
         ops.conv2d(np.ones((1, 5, 5, 1), np.float32), np.ones((3, 3, 1, 1), np.float32), algorithm="fft")
@@ -209,7 +232,7 @@ def test_staged_path_agrees_with_direct(shape):
 
 
 def test_auto_uses_winograd_only_where_it_applies():
-    """auto: Winograd for 3x3 stride 1 with at least 16 channels in and out (1-D k = 3: 64); direct
+    """auto: Winograd for 3x3 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
     otherwise; F(4x4) for 2-D filter gradients from 64 channels in and out (32 on maps of 28x28 and up),
     direct below and where few tiles meet many channels."""
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
@@ -220,6 +243,10 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((32, 32, 32, 3), (3, 3, 3, 16), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((16, 1, 200, 32), (1, 3, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((16, 1, 200, 64), (1, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 4)
+    assert _plan_of((32, 1, 400, 128), (1, 4, 128, 100), "SAME", "auto").tiles == (5, 5, 5)   # F(5, 4)
+    assert _plan_of((32, 1, 400, 128), (1, 5, 128, 100), "SAME", "auto").tiles == (4, 4, 4)   # F(4, 5)
+    assert _plan_of((32, 1, 400, 32), (1, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((1, 14, 14, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (2, 2, 0)
     assert _plan_of((4, 8, 8, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((8, 28, 28, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)
