@@ -759,20 +759,20 @@ static const double kc_wino_g8_r5[40] = {-1.0, 0.0, 0.0, 0.0, 0.0, -0.2222222222
         _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                        \
             *(VT *)(dst + b * ds + c) = KC_WINO_DOT_T(VT, T, AT, A, M, b, KC_WINO_D_ROW);          \
     }
-/* The filter transform, U = G g G^T: the 3 x 3 taps of n filters (tap (i, j) at src + (i*3 + j)*ts) to A*A
+/* The filter transform, U = G g G^T: the R x R taps of n filters (tap (i, j) at src + (i*R + j)*ts) to A*A
  * values (value a*A + b at dst + (a*A + b)*ds). */
-#define KC_WINO_FILTER_BODY(VT, T, A, G)                                                           \
+#define KC_WINO_FILTER_BODY(VT, T, A, R, G)                                                        \
     {                                                                                              \
-        VT d[3][3], t[A][3];                                                                       \
-        _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                                        \
-            _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++)                                    \
-                d[i][j] = *(const VT *)(src + (i * 3 + j) * ts + c);                               \
-        _Pragma("GCC unroll 3") for (int j = 0; j < 3; j++)         /* along H: t = G g */         \
+        VT d[R][R], t[A][R];                                                                       \
+        _Pragma("GCC unroll 5") for (int i = 0; i < R; i++)                                        \
+            _Pragma("GCC unroll 5") for (int j = 0; j < R; j++)                                    \
+                d[i][j] = *(const VT *)(src + (i * R + j) * ts + c);                               \
+        _Pragma("GCC unroll 5") for (int j = 0; j < R; j++)         /* along H: t = G g */         \
             _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)                                    \
-                t[a][j] = KC_WINO_DOT(VT, T, G, 3, a, KC_WINO_D_COL);                              \
+                t[a][j] = KC_WINO_DOT(VT, T, G, R, a, KC_WINO_D_COL);                              \
         _Pragma("GCC unroll 8") for (int a = 0; a < A; a++)         /* along W: t G^T */           \
             _Pragma("GCC unroll 8") for (int b = 0; b < A; b++)                                    \
-                *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT(VT, T, G, 3, b, KC_WINO_T_ROW);  \
+                *(VT *)(dst + (a * A + b) * ds + c) = KC_WINO_DOT(VT, T, G, R, b, KC_WINO_T_ROW);  \
     }
 #define KC_WINO_FILTER1_BODY(VT, T, A, R, G)                                                       \
     {                                                                                              \
@@ -785,8 +785,9 @@ static const double kc_wino_g8_r5[40] = {-1.0, 0.0, 0.0, 0.0, 0.0, -0.2222222222
 #define KC_WINO_INSIDE2 (i >= i0 && i < i1 && j >= j0 && j < j1)
 #define KC_WINO_INSIDE1 (j >= j0 && j < j1)
 
-#define KC_DEFINE_WINO(SUF, T, V, VI, A, M, BT, AT)                                                \
-static inline void kc_wino_in_##SUF(const T *src, long rs, long cs, int i0, int i1, int j0, int j1, \
+/* One macro per transform; SUF names the element type, alpha and (where r != 3) m. */
+#define KC_DEFINE_WINO_IN(SUF, T, V, A, BT)                                                        \
+static inline void kc_wino_in_##SUF(const T *src, long rs, long cs, int i0, int i1, int j0, int j1,\
                                    T *dst, long ds, long n)                                        \
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
@@ -799,7 +800,7 @@ static inline void kc_wino_in_##SUF(const T *src, long rs, long cs, int i0, int 
         for (; c < n; c++) KC_WINO_IN_BODY(T, T, A, BT, KC_WINO_INSIDE2)                           \
     }                                                                                              \
 }                                                                                                  \
-static inline void kc_wino_in1_##SUF(const T *src, long cs, int j0, int j1, T *dst, long ds, long n) \
+static inline void kc_wino_in1_##SUF(const T *src, long cs, int j0, int j1, T *dst, long ds, long n)\
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
     long c = 0;                                                                                    \
@@ -810,7 +811,9 @@ static inline void kc_wino_in1_##SUF(const T *src, long cs, int j0, int j1, T *d
         for (; c + LANES <= n; c += LANES) KC_WINO_IN1_BODY(V, T, A, BT, KC_WINO_INSIDE1)          \
         for (; c < n; c++) KC_WINO_IN1_BODY(T, T, A, BT, KC_WINO_INSIDE1)                          \
     }                                                                                              \
-}                                                                                                  \
+}
+
+#define KC_DEFINE_WINO_OUT(SUF, T, V, VI, A, M, AT)                                                \
 static inline int kc_wino_out_##SUF(const T *src, long ss, T *y, long yrs, long ycs, int rows,     \
                                     int cols, long n, const T *bias, int clamp)                    \
 {                                                                                                  \
@@ -826,7 +829,9 @@ static inline int kc_wino_out_##SUF(const T *src, long ss, T *y, long yrs, long 
     }                                                                                              \
     for (int l = 0; l < LANES; l++) bad1 += bad[l];                                                \
     return bad1 != bad1;                                                                           \
-}                                                                                                  \
+}
+
+#define KC_DEFINE_WINO_OUT1(SUF, T, V, VI, A, M, AT)                                               \
 static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int cols, long n,      \
                                      const T *bias, int clamp)                                     \
 {                                                                                                  \
@@ -844,48 +849,36 @@ static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int 
     return bad1 != bad1;                                                                           \
 }
 
-#define KC_DEFINE_WINO_FILTER(SUF, T, V, A, G)                                                     \
-static inline void kc_wino_filter_##SUF(const T *src, long ts, T *dst, long ds, long n)             \
+#define KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                     \
+static inline void kc_wino_dy_##SUF(const T *src, long rs, long cs, int rows, int cols, T *dst, long ds,\
+                                    long n)                                                        \
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
     long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER_BODY(V, T, A, G)                             \
-    for (; c < n; c++) KC_WINO_FILTER_BODY(T, T, A, G)                                             \
-}                                                                                                  \
-static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds, long n)            \
-{                                                                                                  \
-    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
-    long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER1_BODY(V, T, A, 3, G)                         \
-    for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, 3, G)                                         \
+    for (; c + LANES <= n; c += LANES) KC_WINO_DY_BODY(V, T, A, M, AT)                             \
+    for (; c < n; c++) KC_WINO_DY_BODY(T, T, A, M, AT)                                             \
 }
 
-/* F(m, r) along W only for r = 4, 5 (SUF names alpha and m): the output, dY and filter transforms. */
-#define KC_DEFINE_WINO_1D(SUF, T, V, VI, A, M, R, AT, G)                                           \
-static inline int kc_wino_out1_##SUF(const T *src, long ss, T *y, long ycs, int cols, long n,      \
-                                     const T *bias, int clamp)                                     \
-{                                                                                                  \
-    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
-    V bad = (V){0};                                                                                \
-    T bad1 = 0;                                                                                    \
-    long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_OUT1_BODY(V, VI, T, A, M, AT, KC_WINO_EPILOGUE_V)   \
-    for (; c < n; c++) {                                                                           \
-        T bad = 0;                                                                                 \
-        KC_WINO_OUT1_BODY(T, int, T, A, M, AT, KC_WINO_EPILOGUE_S)                                 \
-        bad1 += bad;                                                                               \
-    }                                                                                              \
-    for (int l = 0; l < LANES; l++) bad1 += bad[l];                                                \
-    return bad1 != bad1;                                                                           \
-}                                                                                                  \
+#define KC_DEFINE_WINO_DY1(SUF, T, V, A, M, AT)                                                    \
 static inline void kc_wino_dy1_##SUF(const T *src, long cs, int cols, T *dst, long ds, long n)     \
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
     long c = 0;                                                                                    \
     for (; c + LANES <= n; c += LANES) KC_WINO_DY1_BODY(V, T, A, M, AT)                            \
     for (; c < n; c++) KC_WINO_DY1_BODY(T, T, A, M, AT)                                            \
-}                                                                                                  \
-static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds, long n)            \
+}
+
+#define KC_DEFINE_WINO_FILTER(SUF, T, V, A, R, G)                                                  \
+static inline void kc_wino_filter_##SUF(const T *src, long ts, T *dst, long ds, long n)            \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
+    long c = 0;                                                                                    \
+    for (; c + LANES <= n; c += LANES) KC_WINO_FILTER_BODY(V, T, A, R, G)                          \
+    for (; c < n; c++) KC_WINO_FILTER_BODY(T, T, A, R, G)                                          \
+}
+
+#define KC_DEFINE_WINO_FILTER1(SUF, T, V, A, R, G)                                                 \
+static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds, long n)           \
 {                                                                                                  \
     enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
     long c = 0;                                                                                    \
@@ -893,49 +886,84 @@ static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds,
     for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, R, G)                                         \
 }
 
-#define KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                     \
-static inline void kc_wino_dy_##SUF(const T *src, long rs, long cs, int rows, int cols, T *dst, long ds, \
-                                    long n)                                                        \
-{                                                                                                  \
-    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
-    long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_DY_BODY(V, T, A, M, AT)                             \
-    for (; c < n; c++) KC_WINO_DY_BODY(T, T, A, M, AT)                                             \
-}                                                                                                  \
-static inline void kc_wino_dy1_##SUF(const T *src, long cs, int cols, T *dst, long ds, long n)     \
-{                                                                                                  \
-    enum { LANES = KC_VEC_BYTES / sizeof(T) };                                                     \
-    long c = 0;                                                                                    \
-    for (; c + LANES <= n; c += LANES) KC_WINO_DY1_BODY(V, T, A, M, AT)                            \
-    for (; c < n; c++) KC_WINO_DY1_BODY(T, T, A, M, AT)                                            \
-}
-
-KC_DEFINE_WINO(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_bt4, kc_wino_at4)
-KC_DEFINE_WINO(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_bt6, kc_wino_at6)
-KC_DEFINE_WINO(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_bt8, kc_wino_at8)
-KC_DEFINE_WINO(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_bt4, kc_wino_at4)
-KC_DEFINE_WINO(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_bt6, kc_wino_at6)
-KC_DEFINE_WINO(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_bt8, kc_wino_at8)
-KC_DEFINE_WINO_FILTER(f32_a4, float, kc_vf32, 4, kc_wino_g4)
-KC_DEFINE_WINO_FILTER(f32_a6, float, kc_vf32, 6, kc_wino_g6)
-KC_DEFINE_WINO_FILTER(f32_a8, float, kc_vf32, 8, kc_wino_g8)
-KC_DEFINE_WINO_FILTER(f64_a4, double, kc_vf64, 4, kc_wino_g4)
-KC_DEFINE_WINO_FILTER(f64_a6, double, kc_vf64, 6, kc_wino_g6)
-KC_DEFINE_WINO_FILTER(f64_a8, double, kc_vf64, 8, kc_wino_g8)
+KC_DEFINE_WINO_IN(f32_a4, float, kc_vf32, 4, kc_wino_bt4)
+KC_DEFINE_WINO_OUT(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_OUT1(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_at4)
 KC_DEFINE_WINO_DY(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_DY1(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_FILTER(f32_a4, float, kc_vf32, 4, 3, kc_wino_g4)
+KC_DEFINE_WINO_FILTER1(f32_a4, float, kc_vf32, 4, 3, kc_wino_g4)
+KC_DEFINE_WINO_IN(f32_a6, float, kc_vf32, 6, kc_wino_bt6)
+KC_DEFINE_WINO_OUT(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_OUT1(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_at6)
 KC_DEFINE_WINO_DY(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_DY1(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_FILTER(f32_a6, float, kc_vf32, 6, 3, kc_wino_g6)
+KC_DEFINE_WINO_FILTER1(f32_a6, float, kc_vf32, 6, 3, kc_wino_g6)
+KC_DEFINE_WINO_IN(f32_a8, float, kc_vf32, 8, kc_wino_bt8)
+KC_DEFINE_WINO_OUT(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_OUT1(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_at8)
 KC_DEFINE_WINO_DY(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_DY1(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_FILTER(f32_a8, float, kc_vf32, 8, 3, kc_wino_g8)
+KC_DEFINE_WINO_FILTER1(f32_a8, float, kc_vf32, 8, 3, kc_wino_g8)
+KC_DEFINE_WINO_OUT1(f32_a6_m3, float, kc_vf32, kc_vi32, 6, 3, kc_wino_at6_m3)
+KC_DEFINE_WINO_DY1(f32_a6_m3, float, kc_vf32, 6, 3, kc_wino_at6_m3)
+KC_DEFINE_WINO_FILTER1(f32_a6_m3, float, kc_vf32, 6, 4, kc_wino_g6_r4)
+KC_DEFINE_WINO_OUT1(f32_a8_m5, float, kc_vf32, kc_vi32, 8, 5, kc_wino_at8_m5)
+KC_DEFINE_WINO_DY1(f32_a8_m5, float, kc_vf32, 8, 5, kc_wino_at8_m5)
+KC_DEFINE_WINO_FILTER1(f32_a8_m5, float, kc_vf32, 8, 4, kc_wino_g8_r4)
+KC_DEFINE_WINO_OUT1(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_DY1(f32_a6_m2, float, kc_vf32, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_FILTER1(f32_a6_m2, float, kc_vf32, 6, 5, kc_wino_g6_r5)
+KC_DEFINE_WINO_OUT1(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_DY1(f32_a8_m4, float, kc_vf32, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_FILTER1(f32_a8_m4, float, kc_vf32, 8, 5, kc_wino_g8_r5)
+KC_DEFINE_WINO_OUT(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_DY(f32_a6_m2, float, kc_vf32, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_FILTER(f32_a6_m2, float, kc_vf32, 6, 5, kc_wino_g6_r5)
+KC_DEFINE_WINO_OUT(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_DY(f32_a8_m4, float, kc_vf32, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_FILTER(f32_a8_m4, float, kc_vf32, 8, 5, kc_wino_g8_r5)
+KC_DEFINE_WINO_IN(f64_a4, double, kc_vf64, 4, kc_wino_bt4)
+KC_DEFINE_WINO_OUT(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_OUT1(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_at4)
 KC_DEFINE_WINO_DY(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_DY1(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
+KC_DEFINE_WINO_FILTER(f64_a4, double, kc_vf64, 4, 3, kc_wino_g4)
+KC_DEFINE_WINO_FILTER1(f64_a4, double, kc_vf64, 4, 3, kc_wino_g4)
+KC_DEFINE_WINO_IN(f64_a6, double, kc_vf64, 6, kc_wino_bt6)
+KC_DEFINE_WINO_OUT(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_OUT1(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_at6)
 KC_DEFINE_WINO_DY(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_DY1(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
+KC_DEFINE_WINO_FILTER(f64_a6, double, kc_vf64, 6, 3, kc_wino_g6)
+KC_DEFINE_WINO_FILTER1(f64_a6, double, kc_vf64, 6, 3, kc_wino_g6)
+KC_DEFINE_WINO_IN(f64_a8, double, kc_vf64, 8, kc_wino_bt8)
+KC_DEFINE_WINO_OUT(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_OUT1(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_at8)
 KC_DEFINE_WINO_DY(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_1D(f32_a6_m3, float, kc_vf32, kc_vi32, 6, 3, 4, kc_wino_at6_m3, kc_wino_g6_r4)
-KC_DEFINE_WINO_1D(f32_a8_m5, float, kc_vf32, kc_vi32, 8, 5, 4, kc_wino_at8_m5, kc_wino_g8_r4)
-KC_DEFINE_WINO_1D(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, 5, kc_wino_at6_m2, kc_wino_g6_r5)
-KC_DEFINE_WINO_1D(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, 5, kc_wino_at8_m4, kc_wino_g8_r5)
-KC_DEFINE_WINO_1D(f64_a6_m3, double, kc_vf64, kc_vi64, 6, 3, 4, kc_wino_at6_m3, kc_wino_g6_r4)
-KC_DEFINE_WINO_1D(f64_a8_m5, double, kc_vf64, kc_vi64, 8, 5, 4, kc_wino_at8_m5, kc_wino_g8_r4)
-KC_DEFINE_WINO_1D(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, 5, kc_wino_at6_m2, kc_wino_g6_r5)
-KC_DEFINE_WINO_1D(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, 5, kc_wino_at8_m4, kc_wino_g8_r5)
+KC_DEFINE_WINO_DY1(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
+KC_DEFINE_WINO_FILTER(f64_a8, double, kc_vf64, 8, 3, kc_wino_g8)
+KC_DEFINE_WINO_FILTER1(f64_a8, double, kc_vf64, 8, 3, kc_wino_g8)
+KC_DEFINE_WINO_OUT1(f64_a6_m3, double, kc_vf64, kc_vi64, 6, 3, kc_wino_at6_m3)
+KC_DEFINE_WINO_DY1(f64_a6_m3, double, kc_vf64, 6, 3, kc_wino_at6_m3)
+KC_DEFINE_WINO_FILTER1(f64_a6_m3, double, kc_vf64, 6, 4, kc_wino_g6_r4)
+KC_DEFINE_WINO_OUT1(f64_a8_m5, double, kc_vf64, kc_vi64, 8, 5, kc_wino_at8_m5)
+KC_DEFINE_WINO_DY1(f64_a8_m5, double, kc_vf64, 8, 5, kc_wino_at8_m5)
+KC_DEFINE_WINO_FILTER1(f64_a8_m5, double, kc_vf64, 8, 4, kc_wino_g8_r4)
+KC_DEFINE_WINO_OUT1(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_DY1(f64_a6_m2, double, kc_vf64, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_FILTER1(f64_a6_m2, double, kc_vf64, 6, 5, kc_wino_g6_r5)
+KC_DEFINE_WINO_OUT1(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_DY1(f64_a8_m4, double, kc_vf64, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_FILTER1(f64_a8_m4, double, kc_vf64, 8, 5, kc_wino_g8_r5)
+KC_DEFINE_WINO_OUT(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_DY(f64_a6_m2, double, kc_vf64, 6, 2, kc_wino_at6_m2)
+KC_DEFINE_WINO_FILTER(f64_a6_m2, double, kc_vf64, 6, 5, kc_wino_g6_r5)
+KC_DEFINE_WINO_OUT(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_DY(f64_a8_m4, double, kc_vf64, 8, 4, kc_wino_at8_m4)
+KC_DEFINE_WINO_FILTER(f64_a8_m4, double, kc_vf64, 8, 5, kc_wino_g8_r5)
 
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller

@@ -174,6 +174,22 @@ cdef extern from "microkernel.h" nogil:
     const double kc_wino_g6_r5[30]
     const double kc_wino_at8_m4[32]
     const double kc_wino_g8_r5[40]
+    int kc_wino_out_f32_a6_m2(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
+                           const float* bias, int clamp)
+    void kc_wino_dy_f32_a6_m2(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)
+    void kc_wino_filter_f32_a6_m2(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out_f32_a8_m4(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
+                           const float* bias, int clamp)
+    void kc_wino_dy_f32_a8_m4(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)
+    void kc_wino_filter_f32_a8_m4(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out_f64_a6_m2(const double* src, long ss, double* y, long yrs, long ycs, int rows, int cols, long n,
+                           const double* bias, int clamp)
+    void kc_wino_dy_f64_a6_m2(const double* src, long rs, long cs, int rows, int cols, double* dst, long ds, long n)
+    void kc_wino_filter_f64_a6_m2(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out_f64_a8_m4(const double* src, long ss, double* y, long yrs, long ycs, int rows, int cols, long n,
+                           const double* bias, int clamp)
+    void kc_wino_dy_f64_a8_m4(const double* src, long rs, long cs, int rows, int cols, double* dst, long ds, long n)
+    void kc_wino_filter_f64_a8_m4(const double* src, long ts, double* dst, long ds, long n)
     const double kc_wino_bt4[16]
     const double kc_wino_g4[12]
     const double kc_wino_g6[18]

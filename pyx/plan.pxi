@@ -323,12 +323,12 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
 
 
 cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
-    """0 when Winograd F(m, r) can run p (3x3, or 1x3, 1x4, 1x5 in 1-D; stride 1, no dilation, no groups),
+    """0 when Winograd F(m, r) can run p (3x3, 5x5, or 1x3, 1x4, 1x5 in 1-D; stride 1, no dilation, no groups),
     else 1 with the reason in err."""
-    if not ((p.kh == 3 and p.kw == 3) or (p.kh == 1 and 3 <= p.kw <= 5)):
+    if not ((p.kh == p.kw and (p.kw == 3 or p.kw == 5)) or (p.kh == 1 and 3 <= p.kw <= 5)):
         if err != NULL:
-            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 (1-D: 3, 4 or 5)", <long> p.kh,
-                     <long> p.kw)
+            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 or 5x5 (1-D: 3, 4 or 5)",
+                     <long> p.kh, <long> p.kw)
         return 1
     if p.sh != 1 or p.sw != 1:
         if err != NULL:
@@ -348,7 +348,7 @@ cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
 cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
     """How much m-wide tiles pad the output map (1.0: not at all), over the axes the kernel spans."""
     cdef double waste = <double> (ceil_div(p.Wo, m) * m) / p.Wo
-    if p.kh == 3:
+    if p.kh != 1:
         waste *= <double> (ceil_div(p.Ho, m) * m) / p.Ho
     return waste
 
@@ -356,6 +356,8 @@ cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
 cdef int winograd_tile(const Plan* p) noexcept nogil:
     """F(4x4, 3x3) (F(4, 3) in 1-D); F(2x2, 3x3) where 4-wide tiles would pad the map by over 25 % and
     2-wide tiles by less (a 14x14 map: 31 % against none; measured, README)."""
+    if p.kh == 5:        # 5x5: F(2x2, 5x5) (alpha 6; F(4x4, 5x5)'s error is F(6x6, 3x3)'s)
+        return 2
     if p.kw != 3:        # 1-D 4 and 5 taps: alpha 8, F(5, 4) and F(4, 5)
         return WINOGRAD_WIDE_KERNEL_ALPHA - <int> p.kw + 1
     if p.Ho == 0 or p.Wo == 0:
@@ -366,7 +368,7 @@ cdef int winograd_tile(const Plan* p) noexcept nogil:
 
 
 cdef Py_ssize_t winograd_tiles(const Plan* p, Py_ssize_t m, Py_ssize_t ho, Py_ssize_t wo) noexcept nogil:
-    return p.N * (ceil_div(ho, m) if p.kh == 3 else ho) * ceil_div(wo, m)
+    return p.N * (ceil_div(ho, m) if p.kh != 1 else ho) * ceil_div(wo, m)
 
 
 cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
@@ -382,7 +384,7 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     if algo == KC_ALGO_DIRECT:
         return KC_OK
     if algo == KC_ALGO_AUTO:
-        m = AUTO_MIN_CHANNELS_2D if p.kh == 3 else AUTO_MIN_CHANNELS_1D
+        m = AUTO_MIN_CHANNELS_2D if p.kh != 1 else AUTO_MIN_CHANNELS_1D
         if unsupported or p.cg < m or p.kg < m:
             return KC_OK
         m = winograd_tile(p)
@@ -416,6 +418,7 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # 2-CPU Zen 4 AVX-512. 1-D F(4, 3) is level with direct at 64 channels (L = 200 and 512) and wins at 128.
         if p.kh == 3:
             p.grad_m = 4
+        if p.kh != 1:
             if p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D:
                 if (p.cg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP or p.kg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP
                         or p.Ho * p.Wo < WINOGRAD_GRAD_LARGE_MAP):
@@ -468,7 +471,7 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     p.fg_chunk = FILTER_GRAD_CHUNK_PIXELS
     p.fg_splits = splits
     p.fg_cblock = cb if cb > 0 else 1
-    alpha2 = (p.grad_m + 2 if p.kh == 3 else 1) * (p.grad_m + p.kw - 1)
+    alpha2 = (p.grad_m + p.kh - 1) * (p.grad_m + p.kw - 1)
     chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
     p.block = BLOCK_PANELS * KC_MR_F32
@@ -660,7 +663,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     must run the pass directly (y met a non-finite value, or few tiles meet new weights); -1 when memory
     runs out."""
     cdef int m = p.bwd_m if rotate else p.fwd_m
-    cdef AxisMatrices mh = axis_matrices(m, 3, p.kh == 3), mw = axis_matrices(m, <int> p.kw, True)
+    cdef AxisMatrices mh = axis_matrices(m, <int> p.kh, p.kh != 1), mw = axis_matrices(m, <int> p.kw, True)
     cdef Py_ssize_t C = p.K if rotate else p.C, K = p.C if rotate else p.K
     cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha
     cdef Py_ssize_t npanels = A2 * ceil_div(K, NR) * C * NR
@@ -972,7 +975,8 @@ cdef bint all_finite(const real* v, Py_ssize_t n) noexcept nogil:
 
 cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = G^T [sum over tiles (A dY A^T) (.) (B^T X B)] G. Returns 0, 1 (non-finite: recompute), -1."""
-    cdef AxisMatrices mh = axis_matrices(p.grad_m, 3, p.kh == 3), mw = axis_matrices(p.grad_m, <int> p.kw, True)
+    cdef AxisMatrices mh = axis_matrices(p.grad_m, <int> p.kh, p.kh != 1)
+    cdef AxisMatrices mw = axis_matrices(p.grad_m, <int> p.kw, True)
     cdef Py_ssize_t A2 = mh.alpha * mw.alpha, C = p.C
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
     cdef double* mgrad = <double*> scratch_alloc(A2 * p.K * C * sizeof(double))
@@ -1275,7 +1279,7 @@ PREACTIVATION_CODES = (ACT_SILU, ACT_GELU)   # activations whose gradient needs 
 
 
 cdef Py_ssize_t A2_of(const Plan* p) noexcept nogil:
-    return (p.fwd_m + 2 if p.kh == 3 else 1) * (p.fwd_m + p.kw - 1)
+    return (p.fwd_m + p.kh - 1) * (p.fwd_m + p.kw - 1)
 
 
 cdef size_t address(array):

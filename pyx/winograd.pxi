@@ -30,7 +30,7 @@ cdef struct WinoGrid:
 
 cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw, int r, real* dst,
                                   Py_ssize_t ds, Py_ssize_t n) noexcept nogil:
-    """G g G^T of n 3 x 3 filters (1-D: 1 x r, r = 3, 4, 5), their taps ts apart and the filters contiguous,
+    """G g G^T of n r x r filters (r = 3, 5; 1-D: 1 x r, r = 3, 4, 5), their taps ts apart and the filters contiguous,
     into dst (values ds apart): microkernel.h, kc_wino_filter*."""
     if real is float:
         if ah == 1:
@@ -52,7 +52,12 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
         elif aw == 4:
             kc_wino_filter_f32_a4(src, ts, dst, ds, n)
         elif aw == 6:
-            kc_wino_filter_f32_a6(src, ts, dst, ds, n)
+            if r == 5:
+                kc_wino_filter_f32_a6_m2(src, ts, dst, ds, n)
+            else:
+                kc_wino_filter_f32_a6(src, ts, dst, ds, n)
+        elif r == 5:
+            kc_wino_filter_f32_a8_m4(src, ts, dst, ds, n)
         else:
             kc_wino_filter_f32_a8(src, ts, dst, ds, n)
     else:
@@ -75,14 +80,19 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
         elif aw == 4:
             kc_wino_filter_f64_a4(src, ts, dst, ds, n)
         elif aw == 6:
-            kc_wino_filter_f64_a6(src, ts, dst, ds, n)
+            if r == 5:
+                kc_wino_filter_f64_a6_m2(src, ts, dst, ds, n)
+            else:
+                kc_wino_filter_f64_a6(src, ts, dst, ds, n)
+        elif r == 5:
+            kc_wino_filter_f64_a8_m4(src, ts, dst, ds, n)
         else:
             kc_wino_filter_f64_a8(src, ts, dst, ds, n)
 
 
 cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
                                  int ah, int aw, bint rotate, real* panels, int n_threads) noexcept nogil:
-    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g (3 x 3, 1 x 3..5), or
+    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g (3x3, 5x5, 1 x 3..5), or
     with rotate for the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels
     swapped: the rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when
     its scratch cannot be allocated. One input channel at a time, in parallel: its K filters at each tap are
@@ -178,7 +188,11 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
         if grid.aw == 4:
             return kc_wino_out_f32_a4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
         if grid.aw == 6:
+            if grid.mw == 2:        # F(2x2, 5x5)
+                return kc_wino_out_f32_a6_m2(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
             return kc_wino_out_f32_a6(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
+        if grid.mw == 4:            # F(4x4, 5x5)
+            return kc_wino_out_f32_a8_m4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
         return kc_wino_out_f32_a8(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
     else:
         if grid.ah == 1:
@@ -198,7 +212,11 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
         if grid.aw == 4:
             return kc_wino_out_f64_a4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
         if grid.aw == 6:
+            if grid.mw == 2:        # F(2x2, 5x5)
+                return kc_wino_out_f64_a6_m2(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
             return kc_wino_out_f64_a6(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
+        if grid.mw == 4:            # F(4x4, 5x5)
+            return kc_wino_out_f64_a8_m4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
         return kc_wino_out_f64_a8(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
 
 

@@ -43,7 +43,12 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
         elif grid.aw == 4:
             kc_wino_dy_f32_a4(src, rs, cs, rows, cols, dst, ds, n)
         elif grid.aw == 6:
-            kc_wino_dy_f32_a6(src, rs, cs, rows, cols, dst, ds, n)
+            if grid.mw == 2:
+                kc_wino_dy_f32_a6_m2(src, rs, cs, rows, cols, dst, ds, n)
+            else:
+                kc_wino_dy_f32_a6(src, rs, cs, rows, cols, dst, ds, n)
+        elif grid.mw == 4:
+            kc_wino_dy_f32_a8_m4(src, rs, cs, rows, cols, dst, ds, n)
         else:
             kc_wino_dy_f32_a8(src, rs, cs, rows, cols, dst, ds, n)
     else:
@@ -66,7 +71,12 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
         elif grid.aw == 4:
             kc_wino_dy_f64_a4(src, rs, cs, rows, cols, dst, ds, n)
         elif grid.aw == 6:
-            kc_wino_dy_f64_a6(src, rs, cs, rows, cols, dst, ds, n)
+            if grid.mw == 2:
+                kc_wino_dy_f64_a6_m2(src, rs, cs, rows, cols, dst, ds, n)
+            else:
+                kc_wino_dy_f64_a6(src, rs, cs, rows, cols, dst, ds, n)
+        elif grid.mw == 4:
+            kc_wino_dy_f64_a8_m4(src, rs, cs, rows, cols, dst, ds, n)
         else:
             kc_wino_dy_f64_a8(src, rs, cs, rows, cols, dst, ds, n)
 
@@ -89,8 +99,8 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     """mgrad[xi][k][c] = sum over tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], in float64 over float32 (or
     float64) sums of WINOGRAD_GRAD_SUM_TILES tiles each. Returns 0, or -1 when the chunk buffers cannot be
     allocated."""
-    cdef int MR = tile_rows(x)
-    cdef int NR = tile_cols(x)
+    cdef int MR = tile_rows(<real*> x)
+    cdef int NR = tile_cols(<real*> x)
     cdef Py_ssize_t C = grid.C, K = grid.K, A2 = grid.ah * grid.aw
     cdef Py_ssize_t T = grid.N * grid.th * grid.tw
     cdef Py_ssize_t ncolp = (C + NR - 1) // NR

@@ -173,7 +173,8 @@ def expect(call, api):
     groups = c // cg
     if k_out % groups:
         raise Invalid("filters not divisible by groups")
-    kernel_fits = (ks[-1] == 3 and (nd == 1 or ks[0] in (1, 3))) or (ks[-1] in (4, 5) and (nd == 1 or ks[0] == 1))
+    kernel_fits = ((ks[-1] == 3 and (nd == 1 or ks[0] in (1, 3))) or (ks[-1] in (4, 5) and (nd == 1 or ks[0] == 1))
+                   or (nd == 2 and tuple(ks) == (5, 5)))
     tile = call.algorithm[len("winograd"):] if call.winograd else ""
     if call.winograd and (call.strides_n != (1,) * nd or call.dilations_n != (1,) * nd or groups != 1
                           or not kernel_fits or (tile and int(tile) + ks[-1] - 1 not in (4, 6, 8))):

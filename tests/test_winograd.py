@@ -79,6 +79,20 @@ WINOGRAD_1D = [
     ]
     if not (m == 6 and dt == np.float32)
 ]
+# 5x5: F(2x2, 5x5) (alpha 6, what "winograd" picks) and F(4x4, 5x5) (alpha 8; float64 only, as F(6x6, 3x3))
+WINOGRAD_5X5 = [
+    Conv2dCase(n, h, w, c, k, 5, 5, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
+    for algorithm in ("winograd", "winograd4")
+    for (n, h, w, c, k, pad, fmt, dt) in [
+        (1, 5, 5, 1, 1, "VALID", "NHWC", np.float64),        # one output pixel
+        (2, 7, 9, 3, 5, "SAME", "NHWC", np.float64),
+        (3, 8, 8, 16, 17, "SAME", "NCHW", np.float64),
+        (2, 13, 11, 20, 33, "VALID", "NHWC", np.float64),
+        (1, 9, 14, 7, 6, ((2, 0), (1, 3)), "NHWC", np.float64),
+        (2, 10, 10, 32, 16, "SAME", "NHWC", np.float32),
+    ]
+    if not (algorithm == "winograd4" and dt == np.float32)
+]
 # 1-D kernels of 4 and 5 taps: F(5, 4) and F(4, 5) (alpha 8, what "winograd" picks), F(2, 5) (alpha 6)
 WINOGRAD_1D_WIDE = [
     Conv1dCase(n, w, c, k, taps, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
@@ -94,7 +108,8 @@ WINOGRAD_1D_WIDE = [
 
 
 @pytest.mark.parametrize("op", ["forward", "backprop_input", "backprop_filter"])
-@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_1D + WINOGRAD_1D_WIDE, ids=lambda c: c.id + "-" + c.algorithm)
+@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_5X5 + WINOGRAD_1D + WINOGRAD_1D_WIDE,
+                         ids=lambda c: c.id + "-" + c.algorithm)
 def test_winograd_matches_the_float64_reference(case, op, rng):
     check_against_reference(case, op, rng)
 
@@ -172,7 +187,7 @@ def test_a_tile_that_does_not_exist_for_the_kernel_is_refused_by_name():
         ops.conv1d(x, w, padding="SAME", algorithm="winograd4")
     np.testing.assert_allclose(ops.conv1d(x, w, padding="SAME", algorithm="winograd"),
                                ops.conv1d(x, w, padding="SAME", algorithm="direct"), rtol=1e-5)
-    with pytest.raises(ValueError, match="3x3 \\(1-D: 3, 4 or 5\\)"):
+    with pytest.raises(ValueError, match="3x3 or 5x5 \\(1-D: 3, 4 or 5\\)"):
         ops.conv1d(np.ones((1, 20, 8), np.float32), np.ones((6, 8, 8), np.float32), algorithm="winograd")
 
 
@@ -232,7 +247,7 @@ def test_staged_path_agrees_with_direct(shape):
 
 
 def test_auto_uses_winograd_only_where_it_applies():
-    """auto: Winograd for 3x3 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
+    """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
     otherwise; F(4x4) for 2-D filter gradients from 64 channels in and out (32 on maps of 28x28 and up),
     direct below and where few tiles meet many channels."""
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
@@ -247,6 +262,8 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((32, 1, 400, 128), (1, 5, 128, 100), "SAME", "auto").tiles == (4, 4, 4)   # F(4, 5)
     assert _plan_of((32, 1, 400, 32), (1, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles[:2] == (2, 2)       # F(2x2, 5x5)
+    assert _plan_of((16, 28, 28, 8), (5, 5, 8, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((1, 14, 14, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (2, 2, 0)
     assert _plan_of((4, 8, 8, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((8, 28, 28, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)
