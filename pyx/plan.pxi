@@ -75,6 +75,9 @@ cdef enum:
     AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP = 32
     WINOGRAD_GRAD_LARGE_MAP = 28 * 28
     WINOGRAD_WIDE_KERNEL_ALPHA = 8   # 1-D kernels of 4 and 5 taps: F(5, 4), F(4, 5)
+    # 5x5 forward and input gradient by F(4x4, 5x5) up to this many input channels: its float32 error, 4e-6
+    # of max|y| at C = 16, 1.1e-5 at 256, reaches 1.9e-5 at 512 (README, accuracy)
+    AUTO_MAX_CHANNELS_5X5 = 256
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
     BLOCK_PANELS = 4
@@ -356,8 +359,8 @@ cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
 cdef int winograd_tile(const Plan* p) noexcept nogil:
     """F(4x4, 3x3) (F(4, 3) in 1-D); F(2x2, 3x3) where 4-wide tiles would pad the map by over 25 % and
     2-wide tiles by less (a 14x14 map: 31 % against none; measured, README)."""
-    if p.kh == 5:        # 5x5: F(2x2, 5x5) (alpha 6; F(4x4, 5x5)'s error is F(6x6, 3x3)'s)
-        return 2
+    if p.kh == 5:        # 5x5: F(4x4, 5x5) (alpha 8); F(2x2, 5x5) was barely faster than direct
+        return 4
     if p.kw != 3:        # 1-D 4 and 5 taps: alpha 8, F(5, 4) and F(4, 5)
         return WINOGRAD_WIDE_KERNEL_ALPHA - <int> p.kw + 1
     if p.Ho == 0 or p.Wo == 0:
@@ -386,6 +389,8 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     if algo == KC_ALGO_AUTO:
         m = AUTO_MIN_CHANNELS_2D if p.kh != 1 else AUTO_MIN_CHANNELS_1D
         if unsupported or p.cg < m or p.kg < m:
+            return KC_OK
+        if p.kh == 5 and p.cg > AUTO_MAX_CHANNELS_5X5:     # F(4x4, 5x5)'s float32 error grows with C
             return KC_OK
         m = winograd_tile(p)
     elif algo == KC_ALGO_WINOGRAD or algo == 2 or algo == 4 or algo == 6:
@@ -418,7 +423,9 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # 2-CPU Zen 4 AVX-512. 1-D F(4, 3) is level with direct at 64 channels (L = 200 and 512) and wins at 128.
         if p.kh == 3:
             p.grad_m = 4
-        if p.kh != 1:
+        if p.kh == 5:           # F(4x4, 5x5)'s filter gradient won and lost against direct by 10-30 %
+            p.grad_m = 0
+        elif p.kh != 1:
             if p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D:
                 if (p.cg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP or p.kg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP
                         or p.Ho * p.Wo < WINOGRAD_GRAD_LARGE_MAP):

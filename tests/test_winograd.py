@@ -79,10 +79,10 @@ WINOGRAD_1D = [
     ]
     if not (m == 6 and dt == np.float32)
 ]
-# 5x5: F(2x2, 5x5) (alpha 6, what "winograd" picks) and F(4x4, 5x5) (alpha 8; float64 only, as F(6x6, 3x3))
+# 5x5: F(4x4, 5x5) (alpha 8, what "winograd" picks) and F(2x2, 5x5) (alpha 6)
 WINOGRAD_5X5 = [
     Conv2dCase(n, h, w, c, k, 5, 5, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
-    for algorithm in ("winograd", "winograd4")
+    for algorithm in ("winograd", "winograd2")
     for (n, h, w, c, k, pad, fmt, dt) in [
         (1, 5, 5, 1, 1, "VALID", "NHWC", np.float64),        # one output pixel
         (2, 7, 9, 3, 5, "SAME", "NHWC", np.float64),
@@ -91,7 +91,6 @@ WINOGRAD_5X5 = [
         (1, 9, 14, 7, 6, ((2, 0), (1, 3)), "NHWC", np.float64),
         (2, 10, 10, 32, 16, "SAME", "NHWC", np.float32),
     ]
-    if not (algorithm == "winograd4" and dt == np.float32)
 ]
 # 1-D kernels of 4 and 5 taps: F(5, 4) and F(4, 5) (alpha 8, what "winograd" picks), F(2, 5) (alpha 6)
 WINOGRAD_1D_WIDE = [
@@ -156,7 +155,8 @@ def test_forcing_winograd_on_a_shape_it_cannot_run_says_why(kwargs, reason):
         ops.conv2d(x, np.ones((3, 3, 4, 4), np.float32), algorithm="winograd", **kwargs)
 
 
-@pytest.mark.parametrize("filters_shape, reason", [((5, 5, 4, 4), "kernel"), ((3, 3, 2, 4), "groups")])
+@pytest.mark.parametrize("filters_shape, reason", [((7, 7, 4, 4), "kernel"), ((5, 3, 4, 4), "kernel"),
+                                                   ((3, 3, 2, 4), "groups")])
 def test_forcing_winograd_on_other_kernels_or_groups_says_why(filters_shape, reason):
     with pytest.raises(ValueError, match=reason):
         ops.conv2d(np.ones((1, 9, 9, 4), np.float32), np.ones(filters_shape, np.float32), algorithm="winograd4")
@@ -262,7 +262,7 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((32, 1, 400, 128), (1, 5, 128, 100), "SAME", "auto").tiles == (4, 4, 4)   # F(4, 5)
     assert _plan_of((32, 1, 400, 32), (1, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
-    assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles[:2] == (2, 2)       # F(2x2, 5x5)
+    assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((16, 28, 28, 8), (5, 5, 8, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((1, 14, 14, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (2, 2, 0)
     assert _plan_of((4, 8, 8, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 0)
@@ -276,7 +276,8 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((64, 14, 14, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 0)
     conv = ops._describe(2, (1, 8, 8, 32), (3, 3, 32, 32), 2, "SAME", "NHWC", 1)
     assert ops._plan(conv, np.dtype(np.float32), "auto", None).tiles == (0, 0, 0)
-    assert _plan_of((1, 8, 8, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((1, 8, 8, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 0)      # F(4x4, 5x5)
+    assert _plan_of((1, 8, 8, 512), (5, 5, 512, 32), "SAME", "auto").tiles == (0, 0, 0)    # its error at 512
     assert _plan_of((1, 8, 8, 8), (3, 3, 8, 8), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((8, 7, 7, 512), (3, 3, 512, 512), "SAME", "auto").tiles == (4, 4, 0)
 
