@@ -886,84 +886,31 @@ static inline void kc_wino_filter1_##SUF(const T *src, long ts, T *dst, long ds,
     for (; c < n; c++) KC_WINO_FILTER1_BODY(T, T, A, R, G)                                         \
 }
 
-KC_DEFINE_WINO_IN(f32_a4, float, kc_vf32, 4, kc_wino_bt4)
-KC_DEFINE_WINO_OUT(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_OUT1(f32_a4, float, kc_vf32, kc_vi32, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_DY(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_DY1(f32_a4, float, kc_vf32, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_FILTER(f32_a4, float, kc_vf32, 4, 3, kc_wino_g4)
-KC_DEFINE_WINO_FILTER1(f32_a4, float, kc_vf32, 4, 3, kc_wino_g4)
-KC_DEFINE_WINO_IN(f32_a6, float, kc_vf32, 6, kc_wino_bt6)
-KC_DEFINE_WINO_OUT(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_OUT1(f32_a6, float, kc_vf32, kc_vi32, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_DY(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_DY1(f32_a6, float, kc_vf32, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_FILTER(f32_a6, float, kc_vf32, 6, 3, kc_wino_g6)
-KC_DEFINE_WINO_FILTER1(f32_a6, float, kc_vf32, 6, 3, kc_wino_g6)
-KC_DEFINE_WINO_IN(f32_a8, float, kc_vf32, 8, kc_wino_bt8)
-KC_DEFINE_WINO_OUT(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_OUT1(f32_a8, float, kc_vf32, kc_vi32, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_DY(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_DY1(f32_a8, float, kc_vf32, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_FILTER(f32_a8, float, kc_vf32, 8, 3, kc_wino_g8)
-KC_DEFINE_WINO_FILTER1(f32_a8, float, kc_vf32, 8, 3, kc_wino_g8)
-KC_DEFINE_WINO_OUT1(f32_a6_m3, float, kc_vf32, kc_vi32, 6, 3, kc_wino_at6_m3)
-KC_DEFINE_WINO_DY1(f32_a6_m3, float, kc_vf32, 6, 3, kc_wino_at6_m3)
-KC_DEFINE_WINO_FILTER1(f32_a6_m3, float, kc_vf32, 6, 4, kc_wino_g6_r4)
-KC_DEFINE_WINO_OUT1(f32_a8_m5, float, kc_vf32, kc_vi32, 8, 5, kc_wino_at8_m5)
-KC_DEFINE_WINO_DY1(f32_a8_m5, float, kc_vf32, 8, 5, kc_wino_at8_m5)
-KC_DEFINE_WINO_FILTER1(f32_a8_m5, float, kc_vf32, 8, 4, kc_wino_g8_r4)
-KC_DEFINE_WINO_OUT1(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_DY1(f32_a6_m2, float, kc_vf32, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_FILTER1(f32_a6_m2, float, kc_vf32, 6, 5, kc_wino_g6_r5)
-KC_DEFINE_WINO_OUT1(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_DY1(f32_a8_m4, float, kc_vf32, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_FILTER1(f32_a8_m4, float, kc_vf32, 8, 5, kc_wino_g8_r5)
-KC_DEFINE_WINO_OUT(f32_a6_m2, float, kc_vf32, kc_vi32, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_DY(f32_a6_m2, float, kc_vf32, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_FILTER(f32_a6_m2, float, kc_vf32, 6, 5, kc_wino_g6_r5)
-KC_DEFINE_WINO_OUT(f32_a8_m4, float, kc_vf32, kc_vi32, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_DY(f32_a8_m4, float, kc_vf32, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_FILTER(f32_a8_m4, float, kc_vf32, 8, 5, kc_wino_g8_r5)
-KC_DEFINE_WINO_IN(f64_a4, double, kc_vf64, 4, kc_wino_bt4)
-KC_DEFINE_WINO_OUT(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_OUT1(f64_a4, double, kc_vf64, kc_vi64, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_DY(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_DY1(f64_a4, double, kc_vf64, 4, 2, kc_wino_at4)
-KC_DEFINE_WINO_FILTER(f64_a4, double, kc_vf64, 4, 3, kc_wino_g4)
-KC_DEFINE_WINO_FILTER1(f64_a4, double, kc_vf64, 4, 3, kc_wino_g4)
-KC_DEFINE_WINO_IN(f64_a6, double, kc_vf64, 6, kc_wino_bt6)
-KC_DEFINE_WINO_OUT(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_OUT1(f64_a6, double, kc_vf64, kc_vi64, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_DY(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_DY1(f64_a6, double, kc_vf64, 6, 4, kc_wino_at6)
-KC_DEFINE_WINO_FILTER(f64_a6, double, kc_vf64, 6, 3, kc_wino_g6)
-KC_DEFINE_WINO_FILTER1(f64_a6, double, kc_vf64, 6, 3, kc_wino_g6)
-KC_DEFINE_WINO_IN(f64_a8, double, kc_vf64, 8, kc_wino_bt8)
-KC_DEFINE_WINO_OUT(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_OUT1(f64_a8, double, kc_vf64, kc_vi64, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_DY(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_DY1(f64_a8, double, kc_vf64, 8, 6, kc_wino_at8)
-KC_DEFINE_WINO_FILTER(f64_a8, double, kc_vf64, 8, 3, kc_wino_g8)
-KC_DEFINE_WINO_FILTER1(f64_a8, double, kc_vf64, 8, 3, kc_wino_g8)
-KC_DEFINE_WINO_OUT1(f64_a6_m3, double, kc_vf64, kc_vi64, 6, 3, kc_wino_at6_m3)
-KC_DEFINE_WINO_DY1(f64_a6_m3, double, kc_vf64, 6, 3, kc_wino_at6_m3)
-KC_DEFINE_WINO_FILTER1(f64_a6_m3, double, kc_vf64, 6, 4, kc_wino_g6_r4)
-KC_DEFINE_WINO_OUT1(f64_a8_m5, double, kc_vf64, kc_vi64, 8, 5, kc_wino_at8_m5)
-KC_DEFINE_WINO_DY1(f64_a8_m5, double, kc_vf64, 8, 5, kc_wino_at8_m5)
-KC_DEFINE_WINO_FILTER1(f64_a8_m5, double, kc_vf64, 8, 4, kc_wino_g8_r4)
-KC_DEFINE_WINO_OUT1(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_DY1(f64_a6_m2, double, kc_vf64, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_FILTER1(f64_a6_m2, double, kc_vf64, 6, 5, kc_wino_g6_r5)
-KC_DEFINE_WINO_OUT1(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_DY1(f64_a8_m4, double, kc_vf64, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_FILTER1(f64_a8_m4, double, kc_vf64, 8, 5, kc_wino_g8_r5)
-KC_DEFINE_WINO_OUT(f64_a6_m2, double, kc_vf64, kc_vi64, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_DY(f64_a6_m2, double, kc_vf64, 6, 2, kc_wino_at6_m2)
-KC_DEFINE_WINO_FILTER(f64_a6_m2, double, kc_vf64, 6, 5, kc_wino_g6_r5)
-KC_DEFINE_WINO_OUT(f64_a8_m4, double, kc_vf64, kc_vi64, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_DY(f64_a8_m4, double, kc_vf64, 8, 4, kc_wino_at8_m4)
-KC_DEFINE_WINO_FILTER(f64_a8_m4, double, kc_vf64, 8, 5, kc_wino_g8_r5)
+/* Every tile F(m, r), for one element type (P: its suffix): m x m (2-D) and along W (1-D). B^T is the
+ * alpha's; r = 4 exists in 1-D only; r = 5 in both (F(2x2, 5x5), F(4x4, 5x5); F(2, 5), F(4, 5)). */
+#define KC_DEFINE_WINO_TILE1(SUF, T, V, VI, A, M, R, AT, G)                                        \
+    KC_DEFINE_WINO_OUT1(SUF, T, V, VI, A, M, AT)                                                   \
+    KC_DEFINE_WINO_DY1(SUF, T, V, A, M, AT)                                                        \
+    KC_DEFINE_WINO_FILTER1(SUF, T, V, A, R, G)
+#define KC_DEFINE_WINO_TILE(SUF, T, V, VI, A, M, R, AT, G)                                         \
+    KC_DEFINE_WINO_OUT(SUF, T, V, VI, A, M, AT)                                                    \
+    KC_DEFINE_WINO_DY(SUF, T, V, A, M, AT)                                                         \
+    KC_DEFINE_WINO_FILTER(SUF, T, V, A, R, G)                                                      \
+    KC_DEFINE_WINO_TILE1(SUF, T, V, VI, A, M, R, AT, G)
+#define KC_DEFINE_WINO_ALL(P, T, V, VI)                                                            \
+    KC_DEFINE_WINO_IN(P##_a4, T, V, 4, kc_wino_bt4)                                                \
+    KC_DEFINE_WINO_IN(P##_a6, T, V, 6, kc_wino_bt6)                                                \
+    KC_DEFINE_WINO_IN(P##_a8, T, V, 8, kc_wino_bt8)                                                \
+    KC_DEFINE_WINO_TILE(P##_a4, T, V, VI, 4, 2, 3, kc_wino_at4, kc_wino_g4)                        \
+    KC_DEFINE_WINO_TILE(P##_a6, T, V, VI, 6, 4, 3, kc_wino_at6, kc_wino_g6)                        \
+    KC_DEFINE_WINO_TILE(P##_a8, T, V, VI, 8, 6, 3, kc_wino_at8, kc_wino_g8)                        \
+    KC_DEFINE_WINO_TILE1(P##_a6_m3, T, V, VI, 6, 3, 4, kc_wino_at6_m3, kc_wino_g6_r4)              \
+    KC_DEFINE_WINO_TILE1(P##_a8_m5, T, V, VI, 8, 5, 4, kc_wino_at8_m5, kc_wino_g8_r4)              \
+    KC_DEFINE_WINO_TILE(P##_a6_m2, T, V, VI, 6, 2, 5, kc_wino_at6_m2, kc_wino_g6_r5)               \
+    KC_DEFINE_WINO_TILE(P##_a8_m4, T, V, VI, 8, 4, 5, kc_wino_at8_m4, kc_wino_g8_r5)
+
+KC_DEFINE_WINO_ALL(f32, float, kc_vf32, kc_vi32)
+KC_DEFINE_WINO_ALL(f64, double, kc_vf64, kc_vi64)
 
 /* The FMA roof at this file's vector width: independent multiply-add chains, no memory traffic.
  * 10 chains x 1 vector stay in registers on every instruction set above. Returns a value the caller

@@ -67,16 +67,18 @@ WINOGRAD_2D = [
     ]
     if not (m == 6 and dt == np.float32)   # F(6x6) float32 error is tabled in the README, not contracted
 ]
+# 1-D sizes (the first: a single output)
+SHAPES_1D = [
+    (1, None, 1, 1, "VALID", "NWC", np.float64),
+    (3, 11, 5, 7, "CAUSAL", "NWC", np.float64),
+    (2, 50, 16, 20, "SAME", "NCW", np.float64),
+    (4, 97, 33, 15, ((2, 1),), "NWC", np.float64),
+    (8, 64, 24, 40, "SAME", "NWC", np.float32),
+]
 WINOGRAD_1D = [
-    Conv1dCase(n, w, c, k, 3, padding=pad, data_format=fmt, dtype=dt, algorithm=f"winograd{m}")
+    Conv1dCase(n, w or 3, c, k, 3, padding=pad, data_format=fmt, dtype=dt, algorithm=f"winograd{m}")
     for m in TILES
-    for (n, w, c, k, pad, fmt, dt) in [
-        (1, 3, 1, 1, "VALID", "NWC", np.float64),
-        (3, 11, 5, 7, "CAUSAL", "NWC", np.float64),
-        (2, 50, 16, 20, "SAME", "NCW", np.float64),
-        (4, 97, 33, 15, ((2, 1),), "NWC", np.float64),
-        (8, 64, 24, 40, "SAME", "NWC", np.float32),
-    ]
+    for (n, w, c, k, pad, fmt, dt) in SHAPES_1D
     if not (m == 6 and dt == np.float32)
 ]
 # 5x5: F(4x4, 5x5) (alpha 8, what "winograd" picks) and F(2x2, 5x5) (alpha 6)
@@ -94,15 +96,9 @@ WINOGRAD_5X5 = [
 ]
 # 1-D kernels of 4 and 5 taps: F(5, 4) and F(4, 5) (alpha 8, what "winograd" picks), F(2, 5) (alpha 6)
 WINOGRAD_1D_WIDE = [
-    Conv1dCase(n, w, c, k, taps, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
+    Conv1dCase(n, w or taps, c, k, taps, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
     for taps, algorithm in [(4, "winograd"), (5, "winograd"), (5, "winograd2"), (5, "winograd4")]
-    for (n, w, c, k, pad, fmt, dt) in [
-        (1, taps, 1, 1, "VALID", "NWC", np.float64),           # one output
-        (3, 11, 5, 7, "CAUSAL", "NWC", np.float64),
-        (2, 50, 16, 20, "SAME", "NCW", np.float64),
-        (4, 97, 33, 15, ((2, 1),), "NWC", np.float64),
-        (8, 64, 24, 40, "SAME", "NWC", np.float32),
-    ]
+    for (n, w, c, k, pad, fmt, dt) in SHAPES_1D
 ]
 
 
