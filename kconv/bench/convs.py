@@ -74,7 +74,8 @@ def algorithms(layer, algorithm="auto"):
     def name(m):
         if not m:
             return "direct"
-        return f"winograd F({m}x{m},3x3)" if layer.nd == 2 else f"winograd F({m},3)"
+        k = layer.kernel
+        return f"winograd F({m}x{m},{k}x{k})" if layer.nd == 2 else f"winograd F({m},{k})"
     return {p: name(m) for p, m in zip(PASSES, tiles)}
 
 
