@@ -12,7 +12,7 @@ import kconv
 from kconv import ops
 from kconv._config import cpu_name
 
-LAYERS = [  # name, N, H, W, C, K, k, stride, padding
+LAYERS = [  # name, N, H (None: a 1-D layer), W, C, K, k, stride, padding
     ("3x3 56x56 64", 8, 56, 56, 64, 64, 3, 1, "SAME"),
     ("3x3 28x28 128", 8, 28, 28, 128, 128, 3, 1, "SAME"),
     ("3x3 32x32 32 b32", 32, 32, 32, 32, 32, 3, 1, "SAME"),
@@ -24,6 +24,10 @@ LAYERS = [  # name, N, H, W, C, K, k, stride, padding
     ("3x3 RGB 32x32 3->16 b32", 32, 32, 32, 3, 16, 3, 1, "SAME"),
     ("3x3 32x32 8->32 b32", 32, 32, 32, 8, 32, 3, 1, "SAME"),
     ("7x7/2 RGB 128x128 3->32 b16", 16, 128, 128, 3, 32, 7, 2, "SAME"),
+    # text: the Kim CNN's branches (Winograd F(4,3) and F(4,5) from 64 channels; k = 6 direct)
+    ("kim k3 400x128->100 b32", 32, None, 400, 128, 100, 3, 1, "VALID"),
+    ("kim k5 400x128->100 b32", 32, None, 400, 128, 100, 5, 1, "VALID"),
+    ("kim k6 400x128->100 b32", 32, None, 400, 128, 100, 6, 1, "VALID"),
 ]
 
 
@@ -53,14 +57,18 @@ def main():
                                                                           else " |"))
     print("|---|---|" + "---|" * (len(counts) + (2 if speedups else 0)))
     for name, n, h, w_, c, k, ks, s, pad in layers:
-        x = rng.standard_normal((n, h, w_, c)).astype(np.float32)
-        w = rng.standard_normal((ks, ks, c, k)).astype(np.float32)
-        y = ops.conv2d(x, w, s, pad)
+        spatial, taps = ((w_,), (ks,)) if h is None else ((h, w_), (ks, ks))
+        conv, backprop_input, backprop_filter = ((ops.conv1d, ops.conv1d_backprop_input, ops.conv1d_backprop_filter)
+                                                 if h is None else (ops.conv2d, ops.conv2d_backprop_input,
+                                                                    ops.conv2d_backprop_filter))
+        x = rng.standard_normal((n, *spatial, c)).astype(np.float32)
+        w = rng.standard_normal((*taps, c, k)).astype(np.float32)
+        y = conv(x, w, s, pad)
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        flops = 2.0 * y.size * ks * ks * c
-        passes = {"forward": lambda t: ops.conv2d(x, w, s, pad, threads=t),
-                  "input grad": lambda t: ops.conv2d_backprop_input(x.shape, w, dy, s, pad, threads=t),
-                  "filter grad": lambda t: ops.conv2d_backprop_filter(x, w.shape, dy, s, pad, threads=t)}
+        flops = 2.0 * y.size * np.prod(taps) * c
+        passes = {"forward": lambda t: conv(x, w, s, pad, threads=t),
+                  "input grad": lambda t: backprop_input(x.shape, w, dy, s, pad, threads=t),
+                  "filter grad": lambda t: backprop_filter(x, w.shape, dy, s, pad, threads=t)}
         for pname, fn in passes.items():
             times = [tmin(lambda: fn(t), args.repeats) for t in counts]
             cells = " | ".join(f"{flops / t / 1e9:.0f} GF/s" for t in times)

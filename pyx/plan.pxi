@@ -454,6 +454,11 @@ cdef inline Py_ssize_t block_unit(const Plan* p) noexcept nogil:
     return mr
 
 
+cdef inline Py_ssize_t winograd_tile_area(const Plan* p, int m) noexcept nogil:
+    """Values in one transformed tile of F(m, k): alpha x alpha in 2-D, alpha in 1-D (kh = 1 keeps rows whole)."""
+    return (m + p.kh - 1 if p.kh != 1 else 1) * (m + p.kw - 1)
+
+
 cdef void choose_splits(Plan* p) noexcept nogil:
     """The filter gradient's pixel chunk, split and channel block (direct) and tile chunk (Winograd): from the
     shape only, never the thread count, so results are the same on any number of threads (only the split
@@ -478,7 +483,7 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     p.fg_chunk = FILTER_GRAD_CHUNK_PIXELS
     p.fg_splits = splits
     p.fg_cblock = cb if cb > 0 else 1
-    alpha2 = (p.grad_m + p.kh - 1) * (p.grad_m + p.kw - 1)
+    alpha2 = winograd_tile_area(p, p.grad_m)
     chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
     p.block = BLOCK_PANELS * KC_MR_F32
@@ -1286,7 +1291,7 @@ PREACTIVATION_CODES = (ACT_SILU, ACT_GELU)   # activations whose gradient needs 
 
 
 cdef Py_ssize_t A2_of(const Plan* p) noexcept nogil:
-    return (p.fwd_m + p.kh - 1) * (p.fwd_m + p.kw - 1)
+    return winograd_tile_area(p, p.fwd_m)
 
 
 cdef size_t address(array):

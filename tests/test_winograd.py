@@ -294,6 +294,16 @@ class TestTransformedFilterCache:
         for y in results:
             np.testing.assert_array_equal(y, first)
 
+    @pytest.mark.parametrize("taps, alpha", [(3, 6), (5, 8)])
+    def test_a_1d_plan_keeps_alpha_values_per_tile_not_alpha_squared(self, rng, taps, alpha):
+        x, w = rng.standard_normal((2, 40, 16)).astype(np.float32), rng.standard_normal((taps, 16, 24))
+        w = w.astype(np.float32)
+        for _ in range(3):
+            ops.conv1d(x, w, padding="SAME", algorithm="winograd")
+        nr = core.tile_shape(np.float32)[1]
+        kept = w.size + alpha * -(-24 // nr) * nr * 16      # the weights' copy + one panel set per point
+        assert ops.memory_info()["filter_cache_bytes"] == 4 * kept
+
     def test_weights_changed_in_place_are_transformed_again(self, rng):
         x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
         for _ in range(3):
