@@ -278,6 +278,20 @@ def test_markdown_table_pads_and_aligns():
     assert lines[3] == "| longer | 10.25 |" and lines[2] == "| a      |   1.5 |"
 
 
+def test_thread_scaling_keeps_each_contenders_fastest_process():
+    from kconv.bench.cli import fastest_runs, scaling_section
+    runs = [dict(threads=1, pass_="forward", kconv_ms=10.0, tf_ms=12.0, kconv_gflops=100.0),
+            dict(threads=2, pass_="forward", kconv_ms=8.0, tf_ms=6.0, kconv_gflops=125.0),     # a disturbed run
+            dict(threads=1, pass_="forward", kconv_ms=11.0, tf_ms=11.0, kconv_gflops=90.9),
+            dict(threads=2, pass_="forward", kconv_ms=5.0, tf_ms=7.0, kconv_gflops=200.0)]
+    rows = {r["threads"]: r for r in fastest_runs("k6", runs)}
+    assert (rows[1]["kconv_ms"], rows[1]["tf_ms"], rows[1]["kconv_gflops"]) == (10.0, 11.0, 100.0)
+    assert (rows[2]["kconv_ms"], rows[2]["tf_ms"], rows[2]["kconv_gflops"]) == (5.0, 6.0, 200.0)
+    assert rows[2]["ratio"] == 6.0 / 5.0
+    text = scaling_section("machine", list(rows.values()), 117.0, 230.0, passes=2)
+    assert "fastest process" in text and "2.00x |" in text and "1.83x |" in text    # 10 / 5 and 11 / 6
+
+
 def test_info_prints_versions_and_build():
     proc = run_cli("info", "--no-roof", timeout=120)
     assert proc.returncode == 0, proc.stderr
