@@ -95,6 +95,9 @@ cdef enum:
     # 1-2 ms faster than 256 kB, whose chunks are too small to transform on both threads.
     WINOGRAD_GRAD_CHUNK_VALUES = 1 << 20
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
+# auto runs a dilated 1-D kernel by Winograd only while its tiles pad the output by at most 25 %: with a
+# dilation near the row's length each residue holds a few outputs, and most of every tile is padding.
+cdef double AUTO_MAX_TILE_WASTE_DILATED = 1.25
 # The largest tensor a plan accepts, in elements: well inside Py_ssize_t once multiplied by 8 bytes.
 cdef Py_ssize_t MAX_ELEMENTS = (<Py_ssize_t> 1) << 58
 cdef long INT32_LIMIT = 2147483647
@@ -326,8 +329,8 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
 
 
 cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
-    """0 when Winograd F(m, r) can run p (3x3, 5x5, or 1x3, 1x4, 1x5 in 1-D; stride 1, no dilation, no groups),
-    else 1 with the reason in err."""
+    """0 when Winograd F(m, r) can run p (3x3, 5x5, or 1x3, 1x4, 1x5 in 1-D; stride 1, no groups, no dilation
+    but a 1-D kernel's: winograd.pxi, tile_origin), else 1 with the reason in err."""
     if not ((p.kh == p.kw and (p.kw == 3 or p.kw == 5)) or (p.kh == 1 and 3 <= p.kw <= 5)):
         if err != NULL:
             snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 or 5x5 (1-D: 3, 4 or 5)",
@@ -337,9 +340,10 @@ cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
         if err != NULL:
             snprintf(err, errlen, "strides are (%ld, %ld), Winograd needs 1", <long> p.sh, <long> p.sw)
         return 1
-    if p.dh != 1 or p.dw != 1:
+    if p.kh != 1 and (p.dh != 1 or p.dw != 1):
         if err != NULL:
-            snprintf(err, errlen, "dilations are (%ld, %ld), Winograd needs 1", <long> p.dh, <long> p.dw)
+            snprintf(err, errlen, "dilations are (%ld, %ld), Winograd needs 1 for 2-D kernels", <long> p.dh,
+                     <long> p.dw)
         return 1
     if p.groups != 1:
         if err != NULL:
@@ -348,9 +352,16 @@ cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
     return 0
 
 
+cdef inline Py_ssize_t tile_columns(const Plan* p, Py_ssize_t m, Py_ssize_t wo) noexcept nogil:
+    """Tiles across a row of wo outputs: ceil(wo / m), or with a 1-D kernel's dilation d, min(d, wo) residues
+    of ceil(ceil(wo / d) / m) (winograd.pxi, tile_origin)."""
+    cdef Py_ssize_t d = p.dw if p.kh == 1 else 1
+    return (d if d < wo else wo) * ceil_div(ceil_div(wo, d), m)
+
+
 cdef double tile_waste(const Plan* p, Py_ssize_t m) noexcept nogil:
     """How much m-wide tiles pad the output map (1.0: not at all), over the axes the kernel spans."""
-    cdef double waste = <double> (ceil_div(p.Wo, m) * m) / p.Wo
+    cdef double waste = <double> (tile_columns(p, m, p.Wo) * m) / p.Wo
     if p.kh != 1:
         waste *= <double> (ceil_div(p.Ho, m) * m) / p.Ho
     return waste
@@ -371,7 +382,7 @@ cdef int winograd_tile(const Plan* p) noexcept nogil:
 
 
 cdef Py_ssize_t winograd_tiles(const Plan* p, Py_ssize_t m, Py_ssize_t ho, Py_ssize_t wo) noexcept nogil:
-    return p.N * (ceil_div(ho, m) if p.kh != 1 else ho) * ceil_div(wo, m)
+    return p.N * (ceil_div(ho, m) if p.kh != 1 else ho) * tile_columns(p, m, wo)
 
 
 cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcept nogil:
@@ -393,6 +404,8 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         if p.kh == 5 and p.cg > AUTO_MAX_CHANNELS_5X5:     # F(4x4, 5x5)'s float32 error grows with C
             return KC_OK
         m = winograd_tile(p)
+        if p.kh == 1 and p.dw > 1 and tile_waste(p, m) > AUTO_MAX_TILE_WASTE_DILATED:
+            return KC_OK        # a dilation near the row's length leaves each residue a few outputs
     elif algo == KC_ALGO_WINOGRAD or algo == 2 or algo == 4 or algo == 6:
         if unsupported:
             if err != NULL and errlen > 0:
@@ -409,8 +422,9 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
     else:
         return fail(err, errlen, KC_ERR_ARGUMENT, "unknown algorithm")
     p.fwd_m = m
-    # the input gradient is a forward pass over dy padded by k - 1 - pad: impossible when a pad is wider
-    if p.pt <= p.kh - 1 and p.pb <= p.kh - 1 and p.pl <= p.kw - 1 and p.pr <= p.kw - 1:
+    # the input gradient is a forward pass over dy padded by (k - 1) d - pad: impossible when a pad is wider
+    if (p.pt <= (p.kh - 1) * p.dh and p.pb <= (p.kh - 1) * p.dh and p.pl <= (p.kw - 1) * p.dw
+            and p.pr <= (p.kw - 1) * p.dw):
         p.bwd_m = m
     p.grad_m = m
     if algo == KC_ALGO_AUTO:
@@ -610,7 +624,9 @@ cdef WinoGrid wino_grid(const Plan* p, AxisMatrices* mh, AxisMatrices* mw, Py_ss
     g.N, g.H, g.W, g.C, g.Ho, g.Wo, g.K = p.N, H, W, C, Ho, Wo, K
     g.pad_top, g.pad_left = pad_top, pad_left
     g.mh, g.mw, g.ah, g.aw = mh.m, mw.m, mh.alpha, mw.alpha
-    g.th, g.tw = ceil_div(Ho, mh.m), ceil_div(Wo, mw.m)
+    g.dw = p.dw if p.kh == 1 else 1
+    g.rw = g.dw if g.dw < Wo else (Wo if Wo > 0 else 1)
+    g.th, g.tw = ceil_div(Ho, mh.m), tile_columns(p, mw.m, Wo)
     return g
 
 
@@ -688,7 +704,8 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     if rotate:
         if staged:     # few tiles: transforming the filters every call costs more than the direct pass saves
             return 1
-        grid = wino_grid(p, &mh, &mw, p.Ho, p.Wo, C, p.H, p.W, K, p.kh - 1 - p.pt, p.kw - 1 - p.pl)
+        grid = wino_grid(p, &mh, &mw, p.Ho, p.Wo, C, p.H, p.W, K, (p.kh - 1) * p.dh - p.pt,
+                         (p.kw - 1) * p.dw - p.pl)
     else:
         grid = wino_grid(p, &mh, &mw, p.H, p.W, C, p.Ho, p.Wo, K, p.pt, p.pl)
         panels = cached_panels(<Plan*> p, filters)

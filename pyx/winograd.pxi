@@ -26,6 +26,48 @@ cdef struct WinoGrid:
     Py_ssize_t pad_top, pad_left
     int mh, mw, ah, aw              # output tile and input tile (alpha) per axis
     Py_ssize_t th, tw               # tiles per image along H and W
+    Py_ssize_t dw, rw               # dilation along W (1-D kernels; 1 for 2-D) and its residues in use
+
+
+# A dilated 1-D convolution (dilation d) is d undilated ones, each on every d-th pixel: output w reads
+# inputs w - pad + j*d, so the outputs of one residue w mod d read only inputs of one residue. A tile then
+# holds mw outputs d apart, its alpha inputs d apart (pixel strides d*C and d*K), and the grid interleaves
+# the residues: tile column q covers outputs w0 + i*d with w0 = (q // r) * mw * d + q % r, r = min(d, Wo)
+# residues that hold outputs, so neighbouring tiles read neighbouring pixels. Each residue has
+# ceil(ceil(Wo / d) / mw) tile columns; near the end of a row some columns hold fewer outputs, or none.
+
+cdef inline Py_ssize_t tile_origin(const WinoGrid* grid, Py_ssize_t tile, Py_ssize_t* h0,
+                                   Py_ssize_t* w0) noexcept nogil:
+    """The image of `tile`; its first output pixel in (h0, w0)."""
+    cdef Py_ssize_t plane = grid.th * grid.tw
+    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
+    cdef Py_ssize_t q = rem % grid.tw
+    h0[0] = (rem // grid.tw) * grid.mh
+    w0[0] = (q // grid.rw) * grid.mw * grid.dw + q % grid.rw
+    return n
+
+
+cdef inline int outputs_across(const WinoGrid* grid, Py_ssize_t w0) noexcept nogil:
+    """How many of the tile's mw outputs from column w0 (dw apart) lie inside the output map."""
+    cdef Py_ssize_t inside
+    if w0 >= grid.Wo:
+        return 0
+    inside = (grid.Wo - w0 + grid.dw - 1) // grid.dw
+    return <int> (inside if inside < grid.mw else grid.mw)
+
+
+cdef inline int taps_before(Py_ssize_t w0, Py_ssize_t d) noexcept nogil:
+    """How many of a tile's input pixels w0, w0 + d, ... fall left of the image (w0 < 0)."""
+    return <int> ((-w0 + d - 1) // d) if w0 < 0 else 0
+
+
+cdef inline int taps_inside(Py_ssize_t w0, Py_ssize_t d, Py_ssize_t W, int alpha) noexcept nogil:
+    """How many of the pixels w0, w0 + d, ..., w0 + (alpha - 1) d lie left of W (the end of the image)."""
+    cdef Py_ssize_t n
+    if w0 >= W:
+        return 0
+    n = (W - w0 + d - 1) // d
+    return <int> (n if n < alpha else alpha)
 
 
 cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw, int r, real* dst,
@@ -224,18 +266,18 @@ cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t t
                                Py_ssize_t block) noexcept nogil:
     """v[(a*aw + b) * block + slot, :] = (B^T d B)[a, b, :] for the input patch under `tile`, read in place
     (rows W*C values apart), the padding's zeros made in registers."""
-    cdef Py_ssize_t C = grid.C, plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh - grid.pad_top
-    cdef Py_ssize_t w0 = (rem % grid.tw) * grid.mw - grid.pad_left
+    cdef Py_ssize_t C = grid.C, d = grid.dw, h0, w0
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
+    h0 -= grid.pad_top
+    w0 -= grid.pad_left             # the input pixel under the tile's first tap
     cdef int i0 = <int> (0 if h0 >= 0 else -h0), i1 = <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0)
-    cdef int j0 = <int> (0 if w0 >= 0 else -w0), j1 = <int> (grid.aw if w0 + grid.aw <= grid.W else grid.W - w0)
+    cdef int j0 = taps_before(w0, d), j1 = taps_inside(w0, d, grid.W, grid.aw)
     cdef const real* src = x        # never read when no pixel is inside (an empty image padded: x may be NULL)
     if i1 > i0 and j1 > j0:
-        src = x + ((n * grid.H + h0 + i0) * grid.W + w0 + j0) * C
+        src = x + ((n * grid.H + h0 + i0) * grid.W + w0 + j0 * d) * C
     else:
         i0 = i1 = j0 = j1 = 0
-    transform_input(src, grid.W * C, C, i0, i1, j0, j1, grid, v + slot * C, block * C, C)
+    transform_input(src, grid.W * C, d * C, i0, i1, j0, j1, grid, v + slot * C, block * C, C)
 
 
 cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:
@@ -256,13 +298,14 @@ cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize
 
     Returns 1 when the tile holds a non-finite value: Winograd spreads one over its whole tile, so the
     caller recomputes such a call by direct convolution, which keeps it to the windows that read it."""
-    cdef Py_ssize_t K = grid.K, plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
+    cdef Py_ssize_t K = grid.K, h0, w0
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     cdef Py_ssize_t rows = grid.Ho - h0 if grid.Ho - h0 < grid.mh else grid.mh
-    cdef Py_ssize_t cols = grid.Wo - w0 if grid.Wo - w0 < grid.mw else grid.mw
+    cdef int cols = outputs_across(grid, w0)
+    if cols == 0:                   # a dilated row's last residues can have fewer tile columns
+        return 0
     return transform_output(mprod + slot * K, block * K, grid, y + ((n * grid.Ho + h0) * grid.Wo + w0) * K,
-                            grid.Wo * K, K, <int> rows, <int> cols, K, bias, clamp)
+                            grid.Wo * K, grid.dw * K, <int> rows, cols, K, bias, clamp)
 
 
 cdef inline bint fused_epilogue(const Epilogue* ep) noexcept nogil:
@@ -275,17 +318,19 @@ cdef inline void prefetch_tile_input(const real* x, const WinoGrid* grid, Py_ssi
     """Asks for the image rows under `tile`'s input patch to be brought into L2: a block's input is read for
     the first time tile by tile, and each tile otherwise waits on memory for its patch (16 channels: one
     cache line a pixel)."""
-    cdef Py_ssize_t plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh - grid.pad_top
-    cdef Py_ssize_t w0 = (rem % grid.tw) * grid.mw - grid.pad_left
-    cdef Py_ssize_t lo = w0 if w0 > 0 else 0
-    cdef Py_ssize_t hi = w0 + grid.aw if w0 + grid.aw < grid.W else grid.W
-    cdef Py_ssize_t h
-    if n >= grid.N or hi <= lo:
+    cdef Py_ssize_t h0, w0, h, d = grid.dw
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
+    h0 -= grid.pad_top
+    w0 -= grid.pad_left
+    cdef int j, j0 = taps_before(w0, d), j1 = taps_inside(w0, d, grid.W, grid.aw)
+    if n >= grid.N or j1 <= j0:
         return
     for h in range(h0 if h0 > 0 else 0, h0 + grid.ah if h0 + grid.ah < grid.H else grid.H):
-        kc_prefetch_l2(x + ((n * grid.H + h) * grid.W + lo) * grid.C, (hi - lo) * grid.C * sizeof(real))
+        if d == 1:
+            kc_prefetch_l2(x + ((n * grid.H + h) * grid.W + w0 + j0) * grid.C, (j1 - j0) * grid.C * sizeof(real))
+        else:
+            for j in range(j0, j1):
+                kc_prefetch_l2(x + ((n * grid.H + h) * grid.W + w0 + j * d) * grid.C, grid.C * sizeof(real))
 
 
 cdef inline void prefetch_tile_output(real* y, const WinoGrid* grid, Py_ssize_t tile) noexcept nogil:
@@ -295,29 +340,30 @@ cdef inline void prefetch_tile_output(real* y, const WinoGrid* grid, Py_ssize_t 
     batch 32 1.75 -> 1.50, 16x16 32 -> 32 0.94 -> 0.79, 8x8 64 -> 64 0.83 -> 0.73, 28x28 32 -> 32 batch 64
     5.04 -> 4.64; two threads 1.04 -> 0.90, 0.64 -> 0.57, 0.69 -> 0.62, 2.77 -> 2.63. Prefetching the next
     block's input instead added nothing."""
-    cdef Py_ssize_t plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
+    cdef Py_ssize_t h0, w0, u, v
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     cdef Py_ssize_t rows = grid.Ho - h0 if grid.Ho - h0 < grid.mh else grid.mh
-    cdef Py_ssize_t cols = grid.Wo - w0 if grid.Wo - w0 < grid.mw else grid.mw
-    cdef Py_ssize_t u
+    cdef int cols = outputs_across(grid, w0)
     for u in range(rows):
-        kc_prefetch_write_l2(y + ((n * grid.Ho + h0 + u) * grid.Wo + w0) * grid.K, cols * grid.K * sizeof(real))
+        if grid.dw == 1:
+            kc_prefetch_write_l2(y + ((n * grid.Ho + h0 + u) * grid.Wo + w0) * grid.K, cols * grid.K * sizeof(real))
+        else:
+            for v in range(cols):
+                kc_prefetch_write_l2(y + ((n * grid.Ho + h0 + u) * grid.Wo + w0 + v * grid.dw) * grid.K,
+                                     grid.K * sizeof(real))
 
 
 cdef void epilogue_tile(real* y, const WinoGrid* grid, Py_ssize_t tile, const Epilogue* ep) noexcept nogil:
-    """Bias and activation on the outputs of one tile (its rows are cols*K contiguous values of y)."""
-    cdef Py_ssize_t plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
+    """Bias and activation on the outputs of one tile (its rows' cols pixels, dw pixels apart)."""
+    cdef Py_ssize_t h0, w0, u, v
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     cdef Py_ssize_t rows = grid.Ho - h0 if grid.Ho - h0 < grid.mh else grid.mh
-    cdef Py_ssize_t cols = grid.Wo - w0 if grid.Wo - w0 < grid.mw else grid.mw
-    cdef Py_ssize_t u, v
+    cdef int cols = outputs_across(grid, w0)
     cdef real* dst
     for u in range(rows):
         dst = y + ((n * grid.Ho + h0 + u) * grid.Wo + w0) * grid.K
         for v in range(cols):
-            apply_epilogue(dst + v * grid.K, grid.K, <const real*> ep.bias, ep)
+            apply_epilogue(dst + v * grid.dw * grid.K, grid.K, <const real*> ep.bias, ep)
 
 
 cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels, Py_ssize_t block,

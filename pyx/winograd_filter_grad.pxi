@@ -85,13 +85,12 @@ cdef void output_gradient_tile_transform(const real* dy, const WinoGrid* grid, P
                                          Py_ssize_t slot, Py_ssize_t chunk) noexcept nogil:
     """w[(xi * chunk + slot) * K + k] = (A dY A^T)[xi, k] for the mh x mw tile of dY under `tile`, zero
     past the edge of dY: the same [xi][tile][channel] layout as the input transform's."""
-    cdef Py_ssize_t K = grid.K, plane = grid.th * grid.tw
-    cdef Py_ssize_t n = tile // plane, rem = tile - n * plane
-    cdef Py_ssize_t h0 = (rem // grid.tw) * grid.mh, w0 = (rem % grid.tw) * grid.mw
+    cdef Py_ssize_t K = grid.K, h0, w0
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     cdef int rows = <int> (grid.mh if h0 + grid.mh <= grid.Ho else grid.Ho - h0)
-    cdef int cols = <int> (grid.mw if w0 + grid.mw <= grid.Wo else grid.Wo - w0)
-    transform_output_gradient(dy + ((n * grid.Ho + h0) * grid.Wo + w0) * K, grid.Wo * K, K, rows, cols, grid,
-                              w + slot * K, chunk * K, K)
+    cdef int cols = outputs_across(grid, w0)     # 0 (all zeros) for an empty column of a dilated row
+    transform_output_gradient(dy + ((n * grid.Ho + h0) * grid.Wo + (w0 if cols else 0)) * K, grid.Wo * K,
+                              grid.dw * K, rows, cols, grid, w + slot * K, chunk * K, K)
 
 
 cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, WinoGrid grid,

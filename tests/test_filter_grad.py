@@ -81,3 +81,14 @@ def test_filter_gradient_of_zero_pixels_is_zero(rng):
     dy = np.zeros((0, 8, 8, 16), np.float32)
     dw = _run(x, dy, (3, 3, 4, 16), dict(strides=(1, 1), padding="SAME", dilations=(1, 1)), None)
     np.testing.assert_array_equal(dw, 0)
+
+
+@pytest.mark.xfail(strict=True, raises=MemoryError,
+                   reason="known defect: the direct filter gradient's input window spans the dilated kernel, "
+                          "(k - 1) * d + 1 columns, even where the input is one pixel (found by the fuzz tests)")
+def test_a_dilation_far_past_the_input_still_gives_a_filter_gradient():
+    """One output whose two taps both read SAME padding (d = 2**31 - 1): the filter gradient is zero."""
+    x, dy = np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
+    dw = ops.conv1d_backprop_filter(x, (2, 1, 1), dy, stride=2**31 - 1, padding="SAME", dilations=2**31 - 1,
+                                    algorithm="direct")
+    np.testing.assert_array_equal(dw, np.zeros((2, 1, 1), np.float32))

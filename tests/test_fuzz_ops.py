@@ -175,10 +175,6 @@ def expect(call, api):
         raise Invalid("filters not divisible by groups")
     kernel_fits = ((ks[-1] == 3 and (nd == 1 or ks[0] in (1, 3))) or (ks[-1] in (4, 5) and (nd == 1 or ks[0] == 1))
                    or (nd == 2 and tuple(ks) == (5, 5)))
-    tile = call.algorithm[len("winograd"):] if call.winograd else ""
-    if call.winograd and (call.strides_n != (1,) * nd or call.dilations_n != (1,) * nd or groups != 1
-                          or not kernel_fits or (tile and int(tile) + ks[-1] - 1 not in (4, 6, 8))):
-        raise Invalid("Winograd cannot run this convolution")
     mode = call.padding_n
     if mode == "VALID":
         pads = ((0, 0),) * nd
@@ -201,6 +197,12 @@ def expect(call, api):
     itemsize = np.dtype(call.x_dtype).itemsize
     if math.prod(native_out) * itemsize > TOO_LARGE_BYTES:
         raise TooLarge(f"output {native_out}")
+    # the algorithm is checked after the geometry and the output's size (kconv's plan: choose_algorithms)
+    tile = call.algorithm[len("winograd"):] if call.winograd else ""
+    dilated_2d = nd == 2 and ks[0] != 1 and call.dilations_n != (1, 1)    # 1-D kernels may be dilated
+    if call.winograd and (call.strides_n != (1,) * nd or dilated_2d or groups != 1
+                          or not kernel_fits or (tile and int(tile) + ks[-1] - 1 not in (4, 6, 8))):
+        raise Invalid("Winograd cannot run this convolution")
     user_out = (n, k_out) + tuple(out) if call.first else native_out
     if math.prod(d for d in native_out if d) * itemsize >= 2**63:
         raise Unrepresentable(user_out)
@@ -314,7 +316,7 @@ def calls(draw, nd, api, with_bias=True, faults=True):
     dilations, dilations_n = _spatial_arg(draw, nd, first, "dilations", problems, fault)
     if runs_winograd and fault != "strides":
         strides, strides_n = draw(st.sampled_from([1, None, [1] * nd])), (1,) * nd
-    if runs_winograd and fault != "dilations":
+    if runs_winograd and fault != "dilations":    # (1-D dilated Winograd: test_winograd's cases)
         dilations, dilations_n = draw(st.sampled_from([1, None, [1] * nd])), (1,) * nd
     padding, padding_n = _padding_arg(draw, nd, first, problems, fault)
     if max(strides_n + dilations_n) > INT32_MAX:

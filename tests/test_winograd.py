@@ -102,8 +102,26 @@ WINOGRAD_1D_WIDE = [
 ]
 
 
+# Dilated 1-D kernels (TCN / WaveNet layers): d interleaved undilated convolutions, tiles of outputs d apart.
+# Lengths below, at and past d * m, rows whose last residues get fewer tile columns (or none), and inputs
+# shorter than the dilated kernel's reach on one side (padding).
+WINOGRAD_1D_DILATED = [
+    Conv1dCase(n, w, c, k, taps, dilation=d, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
+    for taps, algorithm in [(3, "winograd2"), (3, "winograd4"), (3, "winograd6"), (4, "winograd"), (5, "winograd")]
+    for (n, w, c, k, d, pad, fmt, dt) in [
+        (1, 17, 3, 2, 4, "VALID", "NWC", np.float64),          # 5 taps: one output, fewer than the residues
+        (2, 37, 8, 5, 2, "CAUSAL", "NWC", np.float64),
+        (3, 50, 16, 7, 4, "SAME", "NCW", np.float64),
+        (2, 41, 9, 11, 5, ((7, 3),), "NWC", np.float64),       # pads narrower and wider than the reach
+        (1, 30, 3, 2, 7, "CAUSAL", "NWC", np.float64),
+        (4, 64, 24, 40, 3, "SAME", "NWC", np.float32),
+    ]
+    if not (algorithm == "winograd6" and dt == np.float32)
+]
+
+
 @pytest.mark.parametrize("op", ["forward", "backprop_input", "backprop_filter"])
-@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_5X5 + WINOGRAD_1D + WINOGRAD_1D_WIDE,
+@pytest.mark.parametrize("case", WINOGRAD_2D + WINOGRAD_5X5 + WINOGRAD_1D + WINOGRAD_1D_WIDE + WINOGRAD_1D_DILATED,
                          ids=lambda c: c.id + "-" + c.algorithm)
 def test_winograd_matches_the_float64_reference(case, op, rng):
     check_against_reference(case, op, rng)
@@ -116,6 +134,25 @@ def test_filter_gradient_does_not_depend_on_thread_count(m, rng):
     one, two = (ops.conv2d_backprop_filter(x, (3, 3, 24, 40), dy, padding="SAME", algorithm=f"winograd{m}",
                                            threads=t) for t in (1, 2))
     np.testing.assert_array_equal(one, two)
+
+
+def test_dilated_1d_filter_gradient_does_not_depend_on_thread_count(rng):
+    x, dy = rng.standard_normal((4, 300, 64)), rng.standard_normal((4, 300, 64))
+    one, two = (ops.conv1d_backprop_filter(x, (3, 64, 64), dy, padding="CAUSAL", dilations=4, algorithm="winograd",
+                                           threads=t) for t in (1, 2))
+    np.testing.assert_array_equal(one, two)
+
+
+def test_auto_runs_a_wide_dilated_1d_layer_by_winograd(rng):
+    """A TCN layer (64 channels, dilation 4): every pass on F(4, 3), the forward within float32 Winograd's error."""
+    plan = ops._plan(ops._describe(1, (16, 512, 64), (3, 64, 64), 1, "CAUSAL", "NWC", 4), np.dtype(np.float32),
+                     "auto", None)
+    assert plan.tiles == (4, 4, 4)
+    x = rng.standard_normal((16, 512, 64)).astype(np.float32)
+    w = rng.standard_normal((3, 64, 64)).astype(np.float32)
+    got = ops.conv1d(x, w, padding="CAUSAL", dilations=4)
+    want = ops.conv1d(x.astype(np.float64), w.astype(np.float64), padding="CAUSAL", dilations=4, algorithm="direct")
+    assert np.abs(got - want).max() <= 5e-6 * np.abs(want).max()
 
 
 def test_filter_gradient_error_stays_small_over_a_whole_batch_of_tiles(rng):
