@@ -164,7 +164,8 @@ def main(argv=None):
             ours, theirs = suite.twins(spec)
             data = [tuple(tf.constant(a) for a in spec.inputs(rng, spec.batch)) for _ in range(3)]
             for m in (ours, theirs):
-                m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=spec.loss, jit_compile=False)
+                m.compile(optimizer=keras.optimizers.SGD(spec.learning_rate, momentum=0.9), loss=spec.loss,
+                          jit_compile=False)
             turn = {"i": 0}
 
             def step(model):

@@ -278,6 +278,15 @@ def test_markdown_table_pads_and_aligns():
     assert lines[3] == "| longer | 10.25 |" and lines[2] == "| a      |   1.5 |"
 
 
+def test_model_table_warns_when_a_timed_model_diverged():
+    from kconv.bench.cli import model_section
+    row = dict(model="TCN", batch=16, train_kconv_ms=1.0, train_keras_ms=1.0, train_ratio=1.0, predict_kconv_ms=1.0,
+               predict_keras_ms=1.0, predict_ratio=1.0, max_err=0.0, diverged=[])
+    assert "WARNING" not in model_section("machine", [row], 9)
+    text = model_section("machine", [dict(row, diverged=["kconv", "keras"])], 9)
+    assert "WARNING: TCN: the weights of kconv and keras became non-finite" in text
+
+
 def test_thread_scaling_keeps_each_contenders_fastest_process():
     from kconv.bench.cli import fastest_runs, scaling_section
     runs = [dict(threads=1, pass_="forward", kconv_ms=10.0, tf_ms=12.0, kconv_gflops=100.0),

@@ -366,7 +366,9 @@ def model_section(header, rows, rounds, seconds=None):
         f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per call, median of {rounds} alternating "
         f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch; "
         f"kconv convs = the kconv twin's conv layers on kconv / all its conv layers"
-        + (f". {seconds:.0f} s." if seconds is not None else ".")])
+        + (f". {seconds:.0f} s." if seconds is not None else "."),
+        *[f"WARNING: {r['model']}: the weights of {' and '.join(r['diverged'])} became non-finite while timed "
+          f"(training diverged): its row times NaN arithmetic." for r in rows if r.get("diverged")]])
 
 
 def layer_section(header, rows, rounds, algorithm, seconds=None):
