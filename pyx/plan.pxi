@@ -1137,6 +1137,61 @@ cdef int sum_splits_into(const real* partial, Py_ssize_t nsplit, Py_ssize_t plan
     return 0
 
 
+cdef inline bint tap_reads_input(Py_ssize_t first, Py_ssize_t size, Py_ssize_t stride, Py_ssize_t outs) noexcept nogil:
+    """Whether a tap whose outputs read first, first + stride, ... (outs of them) reads any of 0 .. size-1."""
+    cdef Py_ssize_t o = (-first + stride - 1) // stride if first < 0 else 0    # the first output inside
+    return o < outs and first + o * stride < size
+
+
+cdef void live_tap_range(Py_ssize_t first, Py_ssize_t step, Py_ssize_t ntaps, Py_ssize_t size, Py_ssize_t stride,
+                         Py_ssize_t outs, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """The taps lo .. hi-1 (tap t at first + t * step) from the first to the last that read the input along
+    one axis (lo == hi: none). The taps outside read only padding: their filter gradient is zero."""
+    lo[0], hi[0] = 0, 0
+    while lo[0] < ntaps and not tap_reads_input(first + lo[0] * step, size, stride, outs):
+        lo[0] += 1
+    hi[0] = ntaps
+    while hi[0] > lo[0] and not tap_reads_input(first + (hi[0] - 1) * step, size, stride, outs):
+        hi[0] -= 1
+
+
+cdef int trimmed_filter_run(const Plan* p, const real* x, const real* dy, real* dw, ConvGrid grid,
+                            Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t cblock,
+                            int n_threads) noexcept nogil:
+    """The filter gradient when some taps read only padding (a dilation past the input): zeros for those,
+    filter_grad over the block of taps i0..i1-1 x j0..j1-1 that read the input. filter_grad's input window
+    spans its taps' reach, so with every tap it could outgrow memory (d = 2**31 - 1 on a one-pixel input)."""
+    cdef Py_ssize_t nh = i1 - i0, nwt = j1 - j0, nt = nh * nwt, plane = p.groups * p.kg * nt * p.cg
+    cdef Py_ssize_t t, u, g, c, k, full
+    cdef Py_ssize_t* th = NULL
+    cdef real* partial = NULL
+    cdef double* total = NULL
+    cdef int status = -1
+    memset(dw, 0, p.kh * p.kw * p.cg * p.K * sizeof(real))
+    if nt == 0:
+        return 0
+    th = <Py_ssize_t*> malloc(2 * nt * sizeof(Py_ssize_t))
+    partial = <real*> scratch_alloc((p.fg_splits * plane + 1) * sizeof(real))
+    if th != NULL and partial != NULL:
+        for t in range(nt):
+            th[t] = p.tap_h[(i0 + t // nwt) * p.kw + j0 + t % nwt]
+            th[nt + t] = p.tap_w[(i0 + t // nwt) * p.kw + j0 + t % nwt]
+        status = filter_grad(x, dy, partial, grid, th, th + nt, nt, p.fg_splits, p.fg_chunk, cblock, n_threads)
+        if status == 0:
+            status = sum_splits(partial, p.fg_splits, plane, &total, n_threads)
+        if status == 0:     # total (groups, nt, C/groups, K/groups) -> dw (taps, C/groups, groups, K/groups)
+            for g in range(p.groups):
+                for t in range(nt):
+                    full = (i0 + t // nwt) * p.kw + j0 + t % nwt
+                    for c in range(p.cg):
+                        for k in range(p.kg):
+                            dw[(full * p.cg + c) * p.K + g * p.kg + k] = <real> total[((g * nt + t) * p.cg + c) * p.kg + k]
+    free(th)
+    scratch_free(partial)
+    scratch_free(total)
+    return status
+
+
 cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* dw, int n_threads) noexcept nogil:
     """dW = im2col(X)^T dY on the micro-kernel (filter_grad.pxi), split over pixels; the splits are added in
     order, in float64. With one group the kernel's (taps, C, K) plane is dw's own layout: one split is
@@ -1155,6 +1210,11 @@ cdef int direct_filter_run(const Plan* p, const real* x, const real* dy, real* d
     grid.dst_h0 = grid.dst_w0 = 0
     grid.dstep_h = grid.dstep_w = 1
     grid.groups, grid.cin, grid.cout, grid.narrow = p.groups, p.cg, p.kg, False
+    cdef Py_ssize_t i0, i1, j0, j1
+    live_tap_range(-p.pt, p.dh, p.kh, p.H, p.sh, p.Ho, &i0, &i1)
+    live_tap_range(-p.pl, p.dw, p.kw, p.W, p.sw, p.Wo, &j0, &j1)
+    if (i1 - i0) * (j1 - j0) != taps:
+        return trimmed_filter_run(p, x, dy, dw, grid, i0, i1, j0, j1, cblock, n_threads)
     if p.groups == 1 and p.fg_splits == 1:
         return filter_grad(x, dy, dw, grid, p.tap_h, p.tap_w, taps, 1, p.fg_chunk, cblock, n_threads)
     partial = <real*> scratch_alloc((p.fg_splits * plane + 1) * sizeof(real))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+from cases import Conv1dCase, Conv2dCase, check_against_reference
 from conftest import assert_close
 from kconv import ops
 
@@ -83,12 +84,21 @@ def test_filter_gradient_of_zero_pixels_is_zero(rng):
     np.testing.assert_array_equal(dw, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError,
-                   reason="known defect: the direct filter gradient's input window spans the dilated kernel, "
-                          "(k - 1) * d + 1 columns, even where the input is one pixel (found by the fuzz tests)")
 def test_a_dilation_far_past_the_input_still_gives_a_filter_gradient():
-    """One output whose two taps both read SAME padding (d = 2**31 - 1): the filter gradient is zero."""
+    """One output whose two taps both read SAME padding (d = 2**31 - 1): the filter gradient is zero. The
+    direct pass sizes its input window by its taps' reach, so it leaves out taps that read only padding."""
     x, dy = np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.float32)
     dw = ops.conv1d_backprop_filter(x, (2, 1, 1), dy, stride=2**31 - 1, padding="SAME", dilations=2**31 - 1,
                                     algorithm="direct")
     np.testing.assert_array_equal(dw, np.zeros((2, 1, 1), np.float32))
+
+
+@pytest.mark.parametrize("case", [
+    Conv1dCase(2, 6, 3, 4, 3, dilation=5, padding="CAUSAL", algorithm="direct"),      # taps 0, 1 read padding only
+    Conv1dCase(2, 5, 3, 4, 4, dilation=4, padding="SAME", algorithm="direct"),        # both ends
+    Conv1dCase(1, 4, 2, 3, 3, stride=3, dilation=6, padding=((12, 12),), algorithm="direct"),
+    Conv2dCase(2, 5, 6, 3, 2, 3, 3, dilations=(4, 3), padding=((8, 0), (0, 6)), algorithm="direct"),
+    Conv2dCase(1, 4, 7, 4, 4, 2, 3, dilations=(5, 4), padding=((5, 0), (1, 1)), groups=2, algorithm="direct"),
+], ids=lambda c: c.id)
+def test_taps_that_read_only_padding_get_a_zero_gradient(case, rng):
+    check_against_reference(case, "backprop_filter", rng)
