@@ -56,9 +56,10 @@ cdef inline int outputs_across(const WinoGrid* grid, Py_ssize_t w0) noexcept nog
     return <int> (inside if inside < grid.mw else grid.mw)
 
 
-cdef inline int taps_before(Py_ssize_t w0, Py_ssize_t d) noexcept nogil:
-    """How many of a tile's input pixels w0, w0 + d, ... fall left of the image (w0 < 0)."""
-    return <int> ((-w0 + d - 1) // d) if w0 < 0 else 0
+cdef inline int taps_before(Py_ssize_t w0, Py_ssize_t d, int alpha) noexcept nogil:
+    """How many of a tile's input pixels w0, w0 + d, ..., w0 + (alpha - 1) d fall left of the image."""
+    cdef Py_ssize_t n = (-w0 + d - 1) // d if w0 < 0 else 0
+    return <int> (n if n < alpha else alpha)
 
 
 cdef inline int taps_inside(Py_ssize_t w0, Py_ssize_t d, Py_ssize_t W, int alpha) noexcept nogil:
@@ -271,7 +272,7 @@ cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t t
     h0 -= grid.pad_top
     w0 -= grid.pad_left             # the input pixel under the tile's first tap
     cdef int i0 = <int> (0 if h0 >= 0 else -h0), i1 = <int> (grid.ah if h0 + grid.ah <= grid.H else grid.H - h0)
-    cdef int j0 = taps_before(w0, d), j1 = taps_inside(w0, d, grid.W, grid.aw)
+    cdef int j0 = taps_before(w0, d, grid.aw), j1 = taps_inside(w0, d, grid.W, grid.aw)
     cdef const real* src = x        # never read when no pixel is inside (an empty image padded: x may be NULL)
     if i1 > i0 and j1 > j0:
         src = x + ((n * grid.H + h0 + i0) * grid.W + w0 + j0 * d) * C
@@ -322,7 +323,7 @@ cdef inline void prefetch_tile_input(const real* x, const WinoGrid* grid, Py_ssi
     cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     h0 -= grid.pad_top
     w0 -= grid.pad_left
-    cdef int j, j0 = taps_before(w0, d), j1 = taps_inside(w0, d, grid.W, grid.aw)
+    cdef int j, j0 = taps_before(w0, d, grid.aw), j1 = taps_inside(w0, d, grid.W, grid.aw)
     if n >= grid.N or j1 <= j0:
         return
     for h in range(h0 if h0 > 0 else 0, h0 + grid.ah if h0 + grid.ah < grid.H else grid.H):
