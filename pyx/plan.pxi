@@ -1162,12 +1162,21 @@ cdef int trimmed_filter_run(const Plan* p, const real* x, const real* dy, real* 
     filter_grad over the block of taps i0..i1-1 x j0..j1-1 that read the input. filter_grad's input window
     spans its taps' reach, so with every tap it could outgrow memory (d = 2**31 - 1 on a one-pixel input)."""
     cdef Py_ssize_t nh = i1 - i0, nwt = j1 - j0, nt = nh * nwt, plane = p.groups * p.kg * nt * p.cg
-    cdef Py_ssize_t t, u, g, c, k, full
+    cdef Py_ssize_t t, g, c, k, full, q, rows = p.N * p.Ho * p.Wo
     cdef Py_ssize_t* th = NULL
     cdef real* partial = NULL
     cdef double* total = NULL
     cdef int status = -1
+    cdef real v
     memset(dw, 0, p.kh * p.kw * p.cg * p.K * sizeof(real))
+    for k in range(p.K):    # a tap over padding sums 0 * dy: NaN where dy's channel holds a NaN or an infinity
+        for q in range(rows):
+            v = dy[q * p.K + k] - dy[q * p.K + k]
+            if v != v:
+                for t in range(p.kh * p.kw):
+                    for c in range(p.cg):
+                        dw[(t * p.cg + c) * p.K + k] = v
+                break
     if nt == 0:
         return 0
     th = <Py_ssize_t*> malloc(2 * nt * sizeof(Py_ssize_t))

@@ -93,6 +93,16 @@ def test_a_dilation_far_past_the_input_still_gives_a_filter_gradient():
     np.testing.assert_array_equal(dw, np.zeros((2, 1, 1), np.float32))
 
 
+def test_taps_over_padding_still_carry_a_nan_of_out_backprop():
+    """0 * NaN is NaN: a tap that reads only padding gets NaN where dy's channel holds one, as direct
+    convolution's products give it."""
+    x, dy = np.ones((1, 1, 1), np.float32), np.array([[[np.nan, 1.0]]], np.float32)
+    dw = ops.conv1d_backprop_filter(x, (2, 1, 2), dy, stride=2**31 - 1, padding="SAME", dilations=2**31 - 1,
+                                    algorithm="direct")
+    np.testing.assert_array_equal(np.isnan(dw), [[[True, False]], [[True, False]]])
+    np.testing.assert_array_equal(dw[..., 1], 0)
+
+
 @pytest.mark.parametrize("case", [
     Conv1dCase(2, 6, 3, 4, 3, dilation=5, padding="CAUSAL", algorithm="direct"),      # taps 0, 1 read padding only
     Conv1dCase(2, 5, 3, 4, 4, dilation=4, padding="SAME", algorithm="direct"),        # both ends
