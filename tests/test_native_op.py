@@ -82,6 +82,38 @@ def test_layer_without_bias_and_with_an_unfused_activation():
         assert _rel(g, w) < 5e-5
 
 
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_activation_gradient_writes_into_dy_only_when_nothing_else_reads_it(activation):
+    """The op may take dy's buffer for dz (as TensorFlow's ReluGrad does): a temporary dy gives the right dz,
+    and a dy that is also read afterwards, or held by the caller, keeps its values."""
+    rng = np.random.default_rng(5)
+    t = tf.constant(rng.standard_normal((4, 6, 6, 8)).astype(np.float32))
+    y = tf.constant(np.abs(rng.standard_normal((4, 6, 6, 8))).astype(np.float32) * (rng.random((4, 6, 6, 8)) > 0.3))
+    y = tf.sigmoid(y) if activation == "sigmoid" else y
+    lib = kconv._oplib.load()
+    none = tf.zeros([0])
+    slope = (y > 0).numpy() if activation == "relu" else (y * (1 - y)).numpy()
+    want_dz = 2 * t.numpy() * slope
+
+    @tf.function
+    def temporary_dy(t, y):
+        return lib.kconv_bias_activation_grad(2 * t, y, none, activation=activation)
+
+    @tf.function
+    def dy_read_afterwards(t, y):
+        dy = 2 * t
+        dz, db = lib.kconv_bias_activation_grad(dy, y, none, activation=activation)
+        return dz, db, dy + 0
+
+    for dz, db in [temporary_dy(t, y), dy_read_afterwards(t, y)[:2]]:
+        np.testing.assert_allclose(dz, want_dz, rtol=1e-6)
+        np.testing.assert_allclose(db, want_dz.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(dy_read_afterwards(t, y)[2], 2 * t.numpy())
+    held = 2 * t
+    lib.kconv_bias_activation_grad(held, y, none, activation=activation)
+    np.testing.assert_array_equal(held, 2 * t.numpy())
+
+
 @pytest.mark.parametrize("activation", ["relu", "elu", "sigmoid", "gelu"])
 def test_gradients_match_finite_differences(activation):
     rng = np.random.default_rng(3)

@@ -602,7 +602,10 @@ class BiasActivationGradOp : public OpKernel {
     long rows = 1;  // the product of the leading dims (numel / K, defined also when K == 0)
     for (int i = 0; i + 1 < dy.dims(); ++i) rows *= dy.dim_size(i);
     Tensor *dz = nullptr, *db = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, dy.shape(), &dz));
+    // dz takes dy's buffer when nothing else reads dy, as TensorFlow's own ReluGrad does: each value of dz
+    // needs only the same value of dy, and dy was just written (still in cache) where a fresh buffer is cold.
+    // In a graph, 64x28x28x32 relu: 0.72 -> 0.33-0.42 ms (TensorFlow's ReluGrad + bias sum 0.40-0.46).
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, dy.shape(), &dz));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({k}), &db));
     char err[kErrLen] = "";
     const int rc = api->activation_grad(std::is_same<T, double>::value ? KC_FLOAT64 : KC_FLOAT32, activation_,
