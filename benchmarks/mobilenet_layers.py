@@ -3,7 +3,10 @@ input, batch 16), kconv's layer against keras.layers', each inside one tf.functi
 times (no Python between calls), alternating `--repeats` times; median ms per call and TensorFlow's time
 over kconv's. No bias and no activation: BatchNorm follows every conv in that model.
 
-    python benchmarks/mobilenet_layers.py [--repeats 9] [--loop 10]
+    python benchmarks/mobilenet_layers.py [--repeats 9] [--loop 10] [--train]
+
+--train times what a training step runs for each layer instead: the forward and both gradients (the input's
+and the kernel's, of a loss whose upstream gradient differs at every output).
 """
 import argparse
 import os
@@ -33,12 +36,20 @@ LAYERS = [   # (name, kind, map size, C, K, kernel, stride): the stem, then bloc
 ]
 
 
-def looped(tf, layer, loop):
+def looped(tf, layer, loop, train):
     @tf.function
     def run(x):
         total = 0.0
         for _ in tf.range(loop):
-            total += tf.reduce_sum(layer(x)[:1, :1, :1, :1])
+            if not train:
+                total += tf.reduce_sum(layer(x)[:1, :1, :1, :1])
+                continue
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = layer(x)
+                loss = tf.reduce_sum(y * y)
+            dx, dw = tape.gradient(loss, [x, layer.trainable_weights[0]])
+            total += dx[0, 0, 0, 0] + tf.reshape(dw, [-1])[0]
         return total
     return run
 
@@ -48,13 +59,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--loop", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--train", action="store_true", help="forward + input and kernel gradients")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import tensorflow as tf
     import kconv
     from kconv._config import cpu_name
-    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, threads {kconv.get_num_threads()}")
+    print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, threads {kconv.get_num_threads()}; "
+          f"{'forward + both gradients' if args.train else 'forward'}, batch {args.batch}")
     print("| layer | kconv ms | keras ms | keras / kconv |\n|---|---:|---:|---:|")
     rng = np.random.default_rng(0)
     totals = {"kconv": 0.0, "keras": 0.0}
@@ -69,7 +82,7 @@ def main():
         theirs.build(x.shape)
         ours.build(x.shape)
         ours.set_weights(theirs.get_weights())
-        runs = {"kconv": looped(tf, ours, args.loop), "keras": looped(tf, theirs, args.loop)}
+        runs = {who: looped(tf, layer, args.loop, args.train) for who, layer in [("kconv", ours), ("keras", theirs)]}
         for f in runs.values():
             f(x).numpy()
         times = {who: [] for who in runs}
