@@ -90,6 +90,28 @@ cdef inline void dw_run_tile(int ntaps, const real* const* a, Py_ssize_t xs, con
             c[i * cs + k] = tail_epilogue(s, bias, k, clamp)
 
 
+cdef inline void dw_edge_pixel(const real* src, real* dst, const ConvGrid* grid, Py_ssize_t n, Py_ssize_t qh,
+                               Py_ssize_t qw, const Py_ssize_t* tap_h, const Py_ssize_t* tap_w,
+                               const Py_ssize_t* live, Py_ssize_t nlive, const real** pa, const real** wp,
+                               const real* zeros, const real* bias, int clamp) noexcept nogil:
+    """Destination pixel (n, qh, qw), all channels, through the live taps (those whose source row is inside):
+    a tap whose source column is in the padding reads zeros. pa: room for nlive pointers."""
+    cdef Py_ssize_t j, t, sw
+    for j in range(nlive):
+        t = live[j]
+        sw = qw * grid.step_w + tap_w[t]
+        if 0 <= sw < grid.Ws:
+            pa[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws + sw) * grid.Cs
+        else:
+            pa[j] = zeros
+    cdef real* c = dst + ((n * grid.Hd + grid.dst_h0 + qh * grid.dstep_h) * grid.Wd + grid.dst_w0
+                          + qw * grid.dstep_w) * grid.Cd
+    if real is float:
+        kc_dwpixel_f32(<int> nlive, pa, wp, c, grid.Cd, bias, clamp)
+    else:
+        kc_dwpixel_f64(<int> nlive, pa, wp, c, grid.Cd, bias, clamp)
+
+
 cdef inline void inside_range(const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t step, Py_ssize_t Ws,
                               Py_ssize_t Q, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     """[lo, hi): the destination columns q whose source columns q*step + tap_w[t] are inside 0..Ws-1 for
@@ -118,13 +140,14 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
     cdef int MR = tile_rows(dst)
     cdef Py_ssize_t C = grid.Cd
     cdef Py_ssize_t nt = ntaps if ntaps > 0 else 1
-    cdef Py_ssize_t per_thread = nt * MR + MR + 3 * nt
+    cdef Py_ssize_t per_thread = nt * MR + MR + 4 * nt
     cdef void** tables = <void**> malloc(n_threads * per_thread * sizeof(void*))
     cdef const real** a
     cdef real** crow
     cdef const real** wp
     cdef const real** base
     cdef Py_ssize_t* live
+    cdef const real** pa
     cdef Py_ssize_t task, n, qh, qw, qw0, blk, sh, sw, t, j, i, nlive, dh, tid, qlo, qhi
     cdef Py_ssize_t xs = grid.step_w * grid.Cs, cs = grid.dstep_w * C
     cdef int mr
@@ -144,6 +167,7 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
         wp = <const real**> (tables + tid * per_thread + nt * MR + MR)
         base = <const real**> (tables + tid * per_thread + nt * MR + MR + nt)
         live = <Py_ssize_t*> (tables + tid * per_thread + nt * MR + MR + 2 * nt)
+        pa = <const real**> (tables + tid * per_thread + nt * MR + MR + 3 * nt)
         for task in prange(grid.N * grid.Qh, schedule='static'):
             n = task // grid.Qh
             qh = task - n * grid.Qh
@@ -168,32 +192,53 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
                                    grid.Ws * grid.Cs * sizeof(real))
                 kc_prefetch_write_l2(dst + ((n * grid.Hd + dh + grid.dstep_h) * grid.Wd) * C,
                                      grid.Wd * C * sizeof(real))
-            for blk in range((grid.Qw + MR - 1) // MR):
-                qw0 = blk * MR
-                mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)
-                c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C
-                if qw0 >= qlo and qw0 + MR <= qhi:
+            if qhi - qlo >= MR:
+                # Pixels whose taps reach into the padding one at a time; those inside in whole tiles, the
+                # last one moved back to end at qhi (it writes some pixels again, the same values).
+                for qw in range(qlo):
+                    dw_edge_pixel(src, dst, &grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
+                qw0 = qlo
+                while qw0 < qhi:
+                    if qw0 + MR > qhi:
+                        qw0 = qhi - MR
                     for j in range(nlive):
                         t = live[j]
                         base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
                                          + qw0 * grid.step_w + tap_w[t]) * grid.Cs
-                    dw_run_tile(<int> nlive, base, xs, wp, c, cs, C, bias, clamp)
-                else:
-                    for i in range(MR):    # rows past the edge repeat the first one and are never stored
-                        qw = qw0 + (i if i < mr else 0)
-                        crow[i] = c + (qw - qw0) * cs
+                    dw_run_tile(<int> nlive, base, xs, wp,
+                                dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C,
+                                cs, C, bias, clamp)
+                    qw0 = qw0 + MR
+                for qw in range(qhi, grid.Qw):
+                    dw_edge_pixel(src, dst, &grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
+            else:
+                for blk in range((grid.Qw + MR - 1) // MR):
+                    qw0 = blk * MR
+                    mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)
+                    c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C
+                    if qw0 >= qlo and qw0 + MR <= qhi:
                         for j in range(nlive):
                             t = live[j]
-                            sh = qh * grid.step_h + tap_h[t]
-                            sw = qw * grid.step_w + tap_w[t]
-                            if 0 <= sw < grid.Ws:
-                                a[j * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
-                            else:
-                                a[j * MR + i] = zeros
-                    dw_tile(<int> nlive, a, wp, crow, mr, C, bias, clamp)
-                if ep != NULL and not in_tile:
-                    for i in range(mr):
-                        apply_epilogue(c + i * cs, C, <const real*> ep.bias, ep)
+                            base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
+                                             + qw0 * grid.step_w + tap_w[t]) * grid.Cs
+                        dw_run_tile(<int> nlive, base, xs, wp, c, cs, C, bias, clamp)
+                    else:
+                        for i in range(MR):    # rows past the edge repeat the first one and are never stored
+                            qw = qw0 + (i if i < mr else 0)
+                            crow[i] = c + (qw - qw0) * cs
+                            for j in range(nlive):
+                                t = live[j]
+                                sh = qh * grid.step_h + tap_h[t]
+                                sw = qw * grid.step_w + tap_w[t]
+                                if 0 <= sw < grid.Ws:
+                                    a[j * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                                else:
+                                    a[j * MR + i] = zeros
+                        dw_tile(<int> nlive, a, wp, crow, mr, C, bias, clamp)
+            if ep != NULL and not in_tile:     # once per pixel, after the row (tiles may overlap)
+                c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0) * C
+                for qw in range(grid.Qw):
+                    apply_epilogue(c + qw * cs, C, <const real*> ep.bias, ep)
     free(tables)
     return 0
 

@@ -570,6 +570,53 @@ static inline void GRAD(int npix, int rows, const T *const *a, long xs, long a_o
         }                                                                                          \
 }
 
+/* One destination pixel, all its C channels: c[k] = sum over t < ntaps of a[t][k] * w[t][k], then bias and
+ * relu / relu6 (clamp 1 / 2), as the tiles above. For the pixels at a row's ends, whose taps reach into the
+ * padding (a[t]: a row of zeros there): they ran as whole MR-pixel tiles through pointer tables, which cost
+ * a 24-pixel row two of its three tiles. Four vectors of channels at a time keep four FMA chains going. */
+#define KC_DEFINE_DW_PIXEL(NAME, T, V, VI)                                                             \
+static inline void NAME(int ntaps, const T *const *a, const T *const *w, T *c, long C, const T *bias, \
+                        int clamp)                                                                 \
+{                                                                                                  \
+    enum { LANES = KC_VEC_BYTES / sizeof(T), NV = 4 };                                             \
+    long k = 0;                                                                                    \
+    for (; k + NV * LANES <= C; k += NV * LANES) {                                                 \
+        V acc[1][NV];                                                                              \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[0][v] = (V){0};                   \
+        for (int t = 0; t < ntaps; t++)                                                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                   \
+                acc[0][v] += *(const V *)(a[t] + k + v * LANES) * *(const V *)(w[t] + k + v * LANES); \
+        const T *bias_k = bias ? bias + k : 0;                                                     \
+        {                                                                                          \
+            const T *bias = bias_k;                                                                \
+            KC_TILE_EPILOGUE(T, V, VI, 1, NV)                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) *(V *)(c + k + v * LANES) = acc[0][v]; \
+    }                                                                                              \
+    for (; k + LANES <= C; k += LANES) {                                                           \
+        V acc[1][1] = {{(V){0}}};                                                                  \
+        for (int t = 0; t < ntaps; t++)                                                            \
+            acc[0][0] += *(const V *)(a[t] + k) * *(const V *)(w[t] + k);                          \
+        const T *bias_k = bias ? bias + k : 0;                                                     \
+        {                                                                                          \
+            const T *bias = bias_k;                                                                \
+            KC_TILE_EPILOGUE(T, V, VI, 1, 1)                                                       \
+        }                                                                                          \
+        *(V *)(c + k) = acc[0][0];                                                                 \
+    }                                                                                              \
+    for (; k < C; k++) {  /* channels that fill no vector: as the tiles' callers do them */        \
+        T s = 0;                                                                                   \
+        for (int t = 0; t < ntaps; t++) s = s + a[t][k] * w[t][k];                                 \
+        if (bias) s = s + bias[k];                                                                 \
+        if (clamp && s < 0) s = 0;                                                                 \
+        if (clamp == 2 && s > 6) s = 6;                                                            \
+        c[k] = s;                                                                                  \
+    }                                                                                              \
+}
+
+KC_DEFINE_DW_PIXEL(kc_dwpixel_f32, float, kc_vf32, kc_vi32)
+KC_DEFINE_DW_PIXEL(kc_dwpixel_f64, double, kc_vf64, kc_vi64)
+
 KC_DEFINE_DW_RUN(kc_dwrun_f32_nv2, kc_dwgradrun_f32_nv2, float, kc_vf32, kc_vi32, 2)
 KC_DEFINE_DW_RUN(kc_dwrun_f32_nv1, kc_dwgradrun_f32_nv1, float, kc_vf32, kc_vi32, 1)
 KC_DEFINE_DW_RUN(kc_dwrun_f64_nv2, kc_dwgradrun_f64_nv2, double, kc_vf64, kc_vi64, 2)

@@ -36,6 +36,10 @@ cdef extern from "microkernel.h" nogil:
                        double* const* c, long c_off, int mr, const double* bias, int clamp)
     void kc_dw_f64_nv1(int ntaps, const double* const* a, long a_off, const double* const* w, long w_off,
                        double* const* c, long c_off, int mr, const double* bias, int clamp)
+    void kc_dwpixel_f32(int ntaps, const float* const* a, const float* const* w, float* c, long C,
+                        const float* bias, int clamp)
+    void kc_dwpixel_f64(int ntaps, const double* const* a, const double* const* w, double* c, long C,
+                        const double* bias, int clamp)
     void kc_dwgrad_f32_nv2(int npix, int rows, const float* const* a, long lda, long a_off,
                            const float* dy, long ldd, float* out, long ldo)
     void kc_dwgrad_f32_nv1(int npix, int rows, const float* const* a, long lda, long a_off,

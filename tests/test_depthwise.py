@@ -52,6 +52,12 @@ CASES_2D = [
     Conv2dCase(n=1, h=8, w=8, c=17, k=34, kh=3, kw=3, strides=(2, 2), groups=17, padding="SAME",
                dtype=np.float64),
     Conv2dCase(n=2, h=7, w=9, c=24, k=24, kh=3, kw=3, groups=24, padding="SAME", data_format="NCHW"),
+    # rows with at least MR inside columns: the edge pixels one at a time (channels in groups of four
+    # vectors, then one, then single values), the last tile moved back over the one before it
+    Conv2dCase(n=2, h=5, w=24, c=72, k=72, kh=3, kw=3, groups=72, padding="SAME"),
+    Conv2dCase(n=1, h=6, w=26, c=144, k=144, kh=3, kw=3, dilations=(2, 2), groups=144, padding="SAME"),
+    Conv2dCase(n=1, h=7, w=30, c=68, k=68, kh=5, kw=5, groups=68, padding="SAME", dtype=np.float64),
+    Conv2dCase(n=2, h=9, w=33, c=96, k=96, kh=3, kw=3, strides=(2, 2), groups=96, padding="SAME"),
 ]
 
 CASES_1D = [
