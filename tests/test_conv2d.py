@@ -480,3 +480,23 @@ def test_forward_reading_the_filter_in_place_matches_the_reference(n, h, w, c, k
     pads = ref.pad_pairs_2d("SAME", (h, w), (kernel, kernel), (stride, stride), (1, 1))
     want = np.maximum(ref.conv2d(x, f, (stride, stride), pads) + b, 0)
     assert_close(y, want, dtype, what="in-place filter forward")
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("n, hw", [(3, 13), (1, 5)])
+@pytest.mark.parametrize("c, k", [(16, 96), (16, 100), (24, 144), (64, 96), (64, 192)])
+def test_1x1_layers_write_every_column_panel_of_every_pixel(c, k, n, hw, activation, rng):
+    """A 1x1 layer's reduction is one chunk, so its row panels run outer and each pixel's column panels are
+    written one after another (the packed filter below 64 channels, the filter read in place from 64, a
+    last panel of 4 filters on the transposed tail); 507 pixels are several row blocks and a part panel, 25
+    a single block cut into column ranges. The output is poisoned with NaN first."""
+    x = rng.standard_normal((n, hw, hw, c)).astype(np.float32)
+    f = rng.standard_normal((1, 1, c, k)).astype(np.float32)
+    b = rng.standard_normal(k).astype(np.float32)
+    conv = ops._describe(2, x.shape, f.shape, 1, "SAME", "NHWC", 1)
+    plan = ops._plan(conv, np.dtype(np.float32), "direct", None, activation=ops.ACTIVATIONS.index(activation))
+    y = np.full((n, hw, hw, k), np.nan, np.float32)
+    plan.forward(x, f, b, y)
+    z = ref.conv2d(x, f) + b
+    want = np.maximum(z, 0) if activation == "relu" else 1 / (1 + np.exp(-z))
+    assert_close(y, want, np.float32, what=f"1x1 {c} -> {k} + bias + {activation}")
