@@ -397,6 +397,14 @@ cdef inline void filter_row_tile(bint run_tile, int kc, const real** a, Py_ssize
         igemm_tile_final(1, kc, a, c0, 1, b, ldb, c, col, mr, NR, accumulate, bias, clamp, narrow)
 
 
+cdef inline void transpose_tail(const real* bq, int NR, Py_ssize_t red, int nr, real* wtail) noexcept nogil:
+    """A panel's first nr filters (red reduction rows of NR values) transposed into wtail, for fwd_tail."""
+    cdef Py_ssize_t i, t
+    for i in range(red):
+        for t in range(nr):
+            wtail[t * red + i] = bq[i * NR + t]
+
+
 cdef inline void packed_tile(const real** aptr, real** crow, bint run_tile, int nu, int kc, Py_ssize_t c0,
                              Py_ssize_t rs, const real* bq, int NR, Py_ssize_t j, int mr, int nr, bint accumulate,
                              const real* bias, int clamp, bint narrow, const real* wtail,
@@ -528,17 +536,17 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = chunk_start(q + 1, nchunks, grid.cin) - c0
             last = q == nchunks - 1
-            nr = <int> (grid.cout - (j1 - 1) * NR if grid.cout - (j1 - 1) * NR < NR else NR)
-            use_tail = wtail != NULL and nr <= TAIL_COLS
-            if use_tail:        # the last panel's few filters, transposed
-                bq = panels + ((g * ncolp + j1 - 1) * grid.cin + c0) * ntaps * NR
-                for i in range(ntaps * kc):
-                    for t in range(nr):
-                        wtail[t * ntaps * kc + i] = bq[i * NR + t]
-            if nchunks == 1:
+            # (the transposed tail takes every panel of at most TAIL_COLS filters: only the last, except on
+            # the narrowest vectors, where whole panels qualify and keep the order below)
+            if nchunks == 1 and not (wtail != NULL and NR <= TAIL_COLS):
                 # One reduction chunk: each row panel's pixels get all their columns one after another, so
                 # the output is written in order, whole pixels at a time (a 1x1 16 -> 96 layer writes 6x
                 # what it reads; column panels outer wrote it in 128-byte pieces of each pixel, three passes)
+                nr = <int> (grid.cout - (j1 - 1) * NR if grid.cout - (j1 - 1) * NR < NR else NR)
+                use_tail = wtail != NULL and nr <= TAIL_COLS
+                if use_tail:
+                    transpose_tail(panels + ((g * ncolp + j1 - 1) * grid.cin + c0) * ntaps * NR, NR,
+                                   ntaps * kc, nr, wtail)
                 for p in range(npan):
                     prefetch_next_panel(crow, p, npan, MR, mc, j0 * NR, (j1 * NR if j1 * NR < grid.cout
                                                                          else grid.cout) - j0 * NR)
@@ -549,15 +557,19 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                     <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR), False,
                                     bias + j * NR if bias != NULL else NULL, clamp, grid.narrow,
                                     wtail if use_tail and j == j1 - 1 else NULL, ntaps * kc)
-            else:
-                for j in range(j0, j1):
-                    for p in range(npan):
-                        packed_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, <int> (kc * run), c0,
-                                    rs, panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR, NR, j,
-                                    <int> (mc - p * MR if mc - p * MR < MR else MR),
-                                    <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR), q > 0,
-                                    bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
-                                    grid.narrow, wtail if use_tail and j == j1 - 1 else NULL, ntaps * kc)
+                continue
+            for j in range(j0, j1):
+                nr = <int> (grid.cout - j * NR if grid.cout - j * NR < NR else NR)
+                use_tail = wtail != NULL and nr <= TAIL_COLS
+                if use_tail:
+                    transpose_tail(panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR, NR, ntaps * kc, nr,
+                                   wtail)
+                for p in range(npan):
+                    packed_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, <int> (kc * run), c0,
+                                rs, panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR, NR, j,
+                                <int> (mc - p * MR if mc - p * MR < MR else MR), nr, q > 0,
+                                bias + j * NR if last and bias != NULL else NULL, clamp if last else 0,
+                                grid.narrow, wtail if use_tail else NULL, ntaps * kc)
     if ep != NULL and not in_tile:
         c0 = j0 * NR
         kc = (j1 * NR if j1 * NR < grid.cout else grid.cout) - c0      # the columns this call computed
