@@ -130,25 +130,43 @@ cdef inline void inside_range(const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssiz
         lo[0] = hi[0]
 
 
-cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssize_t* tap_h,
+cdef struct DwTables:      # one thread's pointer tables (depthwise_row)
+    const void** a          # nt * MR: the edge tiles' source pixels, tap by tap
+    void** crow             # MR: their output pixels
+    const void** wp         # nt: the live taps' filter rows
+    const void** base       # nt: the run tiles' first source pixel, tap by tap
+    Py_ssize_t* live        # nt: the live taps
+    const void** pa         # nt: an edge pixel's source pixels
+
+
+cdef inline DwTables dw_tables(void** room, Py_ssize_t nt, int MR) noexcept nogil:
+    """One thread's tables, carved from room (nt * MR + MR + 4 * nt pointers)."""
+    cdef DwTables tb
+    tb.a = <const void**> room
+    tb.crow = room + nt * MR
+    tb.wp = <const void**> (room + nt * MR + MR)
+    tb.base = <const void**> (room + nt * MR + MR + nt)
+    tb.live = <Py_ssize_t*> (room + nt * MR + MR + 2 * nt)
+    tb.pa = <const void**> (room + nt * MR + MR + 3 * nt)
+    return tb
+
+
+cdef void depthwise_row(const real* src, real* dst, const ConvGrid* grid, const Py_ssize_t* tap_h,
                         const Py_ssize_t* tap_w, const Py_ssize_t* tap_off, Py_ssize_t ntaps, const real* w,
-                        const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
-    """dst = the depthwise convolution of src over grid (grid.Cs == grid.Cd channels; tap t reads filter
-    row w + tap_off[t]). One task per destination row; taps whose source row is in the padding for the whole
-    row are dropped, and tiles inside the image run without pointer tables. Returns 0, or -1 when the
-    pointer tables cannot be allocated."""
+                        const real* zeros, const Epilogue* ep, Py_ssize_t n, Py_ssize_t qh, Py_ssize_t qlo,
+                        Py_ssize_t qhi, bint prefetch_next, DwTables* tb) noexcept nogil:
+    """Destination row qh of image n over grid: taps whose source row is in the padding are dropped; pixels
+    whose taps all lie inside (qlo .. qhi) run as whole tiles without pointer tables, the others one at a
+    time (rows narrower than a tile: as pointer-table tiles)."""
     cdef int MR = tile_rows(dst)
     cdef Py_ssize_t C = grid.Cd
-    cdef Py_ssize_t nt = ntaps if ntaps > 0 else 1
-    cdef Py_ssize_t per_thread = nt * MR + MR + 4 * nt
-    cdef void** tables = <void**> malloc(n_threads * per_thread * sizeof(void*))
-    cdef const real** a
-    cdef real** crow
-    cdef const real** wp
-    cdef const real** base
-    cdef Py_ssize_t* live
-    cdef const real** pa
-    cdef Py_ssize_t task, n, qh, qw, qw0, blk, sh, sw, t, j, i, nlive, dh, tid, qlo, qhi
+    cdef const real** a = <const real**> tb.a
+    cdef real** crow = <real**> tb.crow
+    cdef const real** wp = <const real**> tb.wp
+    cdef const real** base = <const real**> tb.base
+    cdef const real** pa = <const real**> tb.pa
+    cdef Py_ssize_t* live = tb.live
+    cdef Py_ssize_t qw, qw0, blk, sh, sw, t, j, i, nlive = 0, dh
     cdef Py_ssize_t xs = grid.step_w * grid.Cs, cs = grid.dstep_w * C
     cdef int mr
     cdef real* c
@@ -157,88 +175,119 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Py_ssiz
                                                           ep.act == ACT_RELU6)
     cdef const real* bias = <const real*> ep.bias if in_tile else NULL
     cdef int clamp = (1 if ep.act == ACT_RELU else 2 if ep.act == ACT_RELU6 else 0) if in_tile else 0
-    if tables == NULL:
-        return -1
-    inside_range(tap_w, ntaps, grid.step_w, grid.Ws, grid.Qw, &qlo, &qhi)
-    with parallel(num_threads=phase_threads(grid.N * grid.Qh, SERIAL_PHASE_VALUES, n_threads)):
-        tid = threadid()
-        a = <const real**> (tables + tid * per_thread)
-        crow = <real**> (tables + tid * per_thread + nt * MR)
-        wp = <const real**> (tables + tid * per_thread + nt * MR + MR)
-        base = <const real**> (tables + tid * per_thread + nt * MR + MR + nt)
-        live = <Py_ssize_t*> (tables + tid * per_thread + nt * MR + MR + 2 * nt)
-        pa = <const real**> (tables + tid * per_thread + nt * MR + MR + 3 * nt)
-        for task in prange(grid.N * grid.Qh, schedule='static'):
-            n = task // grid.Qh
-            qh = task - n * grid.Qh
-            nlive = 0
-            for t in range(ntaps):
-                sh = qh * grid.step_h + tap_h[t]
-                if 0 <= sh < grid.Hs:
-                    live[nlive] = t
-                    wp[nlive] = w + tap_off[t]
-                    nlive = nlive + 1
-            dh = grid.dst_h0 + qh * grid.dstep_h
-            # The next row's new source row and its output row, asked for now: a depthwise tile does 1 FMA per
-            # value it loads and waits on memory otherwise (one core, Zen 4, maps evicted between calls as in a
-            # model: 8x28x28x128 forward 1.53 -> 1.09 ms, input gradient 1.56 -> 1.23; 56x56x64 2.31 -> 2.11
-            # and 2.31 -> 1.89). Rows go to threads in contiguous runs, so the next row is mostly this thread's.
-            if task + 1 < grid.N * grid.Qh:
-                sh = -1
-                if ntaps > 0:       # taps go row by row: the last one reads the lowest source row
-                    sh = (qh + 1) * grid.step_h + tap_h[ntaps - 1] if qh + 1 < grid.Qh else tap_h[ntaps - 1]
-                if 0 <= sh < grid.Hs:
-                    kc_prefetch_l2(src + ((n + (qh + 1) // grid.Qh) * grid.Hs + sh) * grid.Ws * grid.Cs,
-                                   grid.Ws * grid.Cs * sizeof(real))
-                kc_prefetch_write_l2(dst + ((n * grid.Hd + dh + grid.dstep_h) * grid.Wd) * C,
-                                     grid.Wd * C * sizeof(real))
-            if qhi - qlo >= MR:
-                # Pixels whose taps reach into the padding one at a time; those inside in whole tiles, the
-                # last one moved back to end at qhi (it writes some pixels again, the same values).
-                for qw in range(qlo):
-                    dw_edge_pixel(src, dst, &grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
-                qw0 = qlo
-                while qw0 < qhi:
-                    if qw0 + MR > qhi:
-                        qw0 = qhi - MR
+    for t in range(ntaps):
+        sh = qh * grid.step_h + tap_h[t]
+        if 0 <= sh < grid.Hs:
+            live[nlive] = t
+            wp[nlive] = w + tap_off[t]
+            nlive = nlive + 1
+    dh = grid.dst_h0 + qh * grid.dstep_h
+    # The next row's new source row and its output row, asked for now: a depthwise tile does 1 FMA per
+    # value it loads and waits on memory otherwise (one core, Zen 4, maps evicted between calls as in a
+    # model: 8x28x28x128 forward 1.53 -> 1.09 ms, input gradient 1.56 -> 1.23; 56x56x64 2.31 -> 2.11
+    # and 2.31 -> 1.89). Rows go to threads in contiguous runs, so the next row is mostly this thread's.
+    if prefetch_next:
+        sh = -1
+        if ntaps > 0:       # taps go row by row: the last one reads the lowest source row
+            sh = (qh + 1) * grid.step_h + tap_h[ntaps - 1] if qh + 1 < grid.Qh else tap_h[ntaps - 1]
+        if 0 <= sh < grid.Hs:
+            kc_prefetch_l2(src + ((n + (qh + 1) // grid.Qh) * grid.Hs + sh) * grid.Ws * grid.Cs,
+                           grid.Ws * grid.Cs * sizeof(real))
+        kc_prefetch_write_l2(dst + ((n * grid.Hd + dh + grid.dstep_h) * grid.Wd) * C,
+                             grid.Wd * C * sizeof(real))
+    if qhi - qlo >= MR:
+        # Pixels whose taps reach into the padding one at a time; those inside in whole tiles, the
+        # last one moved back to end at qhi (it writes some pixels again, the same values).
+        for qw in range(qlo):
+            dw_edge_pixel(src, dst, grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
+        qw0 = qlo
+        while qw0 < qhi:
+            if qw0 + MR > qhi:
+                qw0 = qhi - MR
+            for j in range(nlive):
+                t = live[j]
+                base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
+                                 + qw0 * grid.step_w + tap_w[t]) * grid.Cs
+            dw_run_tile(<int> nlive, base, xs, wp,
+                        dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C,
+                        cs, C, bias, clamp)
+            qw0 = qw0 + MR
+        for qw in range(qhi, grid.Qw):
+            dw_edge_pixel(src, dst, grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
+    else:
+        for blk in range((grid.Qw + MR - 1) // MR):
+            qw0 = blk * MR
+            mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)
+            c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C
+            if qw0 >= qlo and qw0 + MR <= qhi:
+                for j in range(nlive):
+                    t = live[j]
+                    base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
+                                     + qw0 * grid.step_w + tap_w[t]) * grid.Cs
+                dw_run_tile(<int> nlive, base, xs, wp, c, cs, C, bias, clamp)
+            else:
+                for i in range(MR):    # rows past the edge repeat the first one and are never stored
+                    qw = qw0 + (i if i < mr else 0)
+                    crow[i] = c + (qw - qw0) * cs
                     for j in range(nlive):
                         t = live[j]
-                        base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
-                                         + qw0 * grid.step_w + tap_w[t]) * grid.Cs
-                    dw_run_tile(<int> nlive, base, xs, wp,
-                                dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C,
-                                cs, C, bias, clamp)
-                    qw0 = qw0 + MR
-                for qw in range(qhi, grid.Qw):
-                    dw_edge_pixel(src, dst, &grid, n, qh, qw, tap_h, tap_w, live, nlive, pa, wp, zeros, bias, clamp)
-            else:
-                for blk in range((grid.Qw + MR - 1) // MR):
-                    qw0 = blk * MR
-                    mr = <int> (grid.Qw - qw0 if grid.Qw - qw0 < MR else MR)
-                    c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0 + qw0 * grid.dstep_w) * C
-                    if qw0 >= qlo and qw0 + MR <= qhi:
-                        for j in range(nlive):
-                            t = live[j]
-                            base[j] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t]) * grid.Ws
-                                             + qw0 * grid.step_w + tap_w[t]) * grid.Cs
-                        dw_run_tile(<int> nlive, base, xs, wp, c, cs, C, bias, clamp)
-                    else:
-                        for i in range(MR):    # rows past the edge repeat the first one and are never stored
-                            qw = qw0 + (i if i < mr else 0)
-                            crow[i] = c + (qw - qw0) * cs
-                            for j in range(nlive):
-                                t = live[j]
-                                sh = qh * grid.step_h + tap_h[t]
-                                sw = qw * grid.step_w + tap_w[t]
-                                if 0 <= sw < grid.Ws:
-                                    a[j * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
-                                else:
-                                    a[j * MR + i] = zeros
-                        dw_tile(<int> nlive, a, wp, crow, mr, C, bias, clamp)
-            if ep != NULL and not in_tile:     # once per pixel, after the row (tiles may overlap)
-                c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0) * C
-                for qw in range(grid.Qw):
-                    apply_epilogue(c + qw * cs, C, <const real*> ep.bias, ep)
+                        sh = qh * grid.step_h + tap_h[t]
+                        sw = qw * grid.step_w + tap_w[t]
+                        if 0 <= sw < grid.Ws:
+                            a[j * MR + i] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                        else:
+                            a[j * MR + i] = zeros
+                dw_tile(<int> nlive, a, wp, crow, mr, C, bias, clamp)
+    if ep != NULL and not in_tile:     # once per pixel, after the row (tiles may overlap)
+        c = dst + ((n * grid.Hd + dh) * grid.Wd + grid.dst_w0) * C
+        for qw in range(grid.Qw):
+            apply_epilogue(c + qw * cs, C, <const real*> ep.bias, ep)
+
+
+cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Phase* phases, Py_ssize_t nphases,
+                        const Py_ssize_t* tap_h, const Py_ssize_t* tap_w, const Py_ssize_t* tap_off,
+                        const real* w, const real* zeros, const Epilogue* ep, int n_threads) noexcept nogil:
+    """dst = the depthwise convolution of src over grid (grid.Cs == grid.Cd channels), phase by phase:
+    phase ph is the grid of phases[ph].qh x qw destination pixels from (rh, rw), its taps t0 .. t0 + nt of
+    tap_h / tap_w (tap t reads filter row w + tap_off[t]). The forward is one phase at (0, 0); the input
+    gradient of a strided layer has one per stride phase. One parallel loop over bands of destination rows,
+    row r of every phase (one team for the pass, not one per phase; each task owns its rows). Returns 0, or
+    -1 when the pointer tables cannot be allocated."""
+    cdef int MR = tile_rows(dst)
+    cdef Py_ssize_t ph, nt = 1, max_qh = 0, bands, task, n, r, tid
+    for ph in range(nphases):
+        nt = phases[ph].nt if phases[ph].nt > nt else nt
+        max_qh = phases[ph].qh if phases[ph].qh > max_qh else max_qh
+    cdef Py_ssize_t per_thread = nt * MR + MR + 4 * nt
+    cdef void** tables = <void**> malloc(n_threads * per_thread * sizeof(void*))
+    cdef Py_ssize_t* lims = <Py_ssize_t*> malloc((2 * nphases + 1) * sizeof(Py_ssize_t))
+    cdef DwTables tb
+    cdef ConvGrid pg
+    if tables == NULL or lims == NULL:
+        free(tables)
+        free(lims)
+        return -1
+    for ph in range(nphases):
+        inside_range(tap_w + phases[ph].t0, phases[ph].nt, grid.step_w, grid.Ws, phases[ph].qw,
+                     &lims[2 * ph], &lims[2 * ph + 1])
+    bands = grid.N * max_qh
+    with parallel(num_threads=phase_threads(bands * nphases, SERIAL_PHASE_VALUES, n_threads)):
+        tid = threadid()
+        tb = dw_tables(tables + tid * per_thread, nt, MR)     # (assigned whole: private to the thread)
+        pg = grid
+        for task in prange(bands, schedule='static'):
+            n = task // max_qh
+            r = task - n * max_qh
+            for ph in range(nphases):
+                if r >= phases[ph].qh:
+                    continue
+                pg.Qh, pg.Qw = phases[ph].qh, phases[ph].qw
+                pg.dst_h0 = grid.dst_h0 + phases[ph].rh
+                pg.dst_w0 = grid.dst_w0 + phases[ph].rw
+                depthwise_row(src, dst, &pg, tap_h + phases[ph].t0, tap_w + phases[ph].t0,
+                              tap_off + phases[ph].t0, phases[ph].nt, w, zeros, ep, n, r, lims[2 * ph],
+                              lims[2 * ph + 1], task + 1 < bands, &tb)
+    free(lims)
     free(tables)
     return 0
 

@@ -850,6 +850,7 @@ cdef real* expanded_input(const Plan* p, const real* x, int n_threads) noexcept 
 cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real* y, const Epilogue* ep,
                                int n_threads) noexcept nogil:
     cdef ConvGrid grid
+    cdef Phase whole
     cdef real* xr = NULL
     cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
     cdef int status = -1
@@ -857,8 +858,9 @@ cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real
         xr = expanded_input(p, x, n_threads)
     if zeros != NULL and (p.kg == 1 or xr != NULL):
         depthwise_grid(p, &grid, False)
-        status = depthwise_conv(x if xr == NULL else xr, y, grid, p.tap_h, p.tap_w, p.tap_off, p.ntaps, w, zeros,
-                                ep, n_threads)
+        whole.rh, whole.rw, whole.qh, whole.qw, whole.t0, whole.nt = 0, 0, p.Ho, p.Wo, 0, p.ntaps
+        status = depthwise_conv(x if xr == NULL else xr, y, grid, &whole, 1, p.tap_h, p.tap_w, p.tap_off, w,
+                                zeros, ep, n_threads)
     scratch_free(xr)
     free(zeros)
     return status
@@ -866,10 +868,9 @@ cdef int depthwise_forward_run(const Plan* p, const real* x, const real* w, real
 
 cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real* dx, const Epilogue* ep,
                              int n_threads) noexcept nogil:
-    """dx phase by phase (as direct_run); with a multiplier, into an expanded dx whose copies are then added
-    (and the epilogue applied after them)."""
+    """dx over every stride phase at once (depthwise_conv); with a multiplier, into an expanded dx whose
+    copies are then added (and the epilogue applied after them)."""
     cdef ConvGrid grid
-    cdef Py_ssize_t ph, t0
     cdef real* dxr = NULL
     cdef real* zeros = <real*> calloc(p.K + 1, sizeof(real))
     cdef int status = 0
@@ -880,15 +881,9 @@ cdef int depthwise_input_run(const Plan* p, const real* w, const real* dy, real*
         scratch_free(dxr)
         return -1
     depthwise_grid(p, &grid, True)
-    for ph in range(p.nphases):
-        if status:
-            break
-        t0 = p.phases[ph].t0
-        grid.Qh, grid.Qw = p.phases[ph].qh, p.phases[ph].qw
-        grid.dst_h0, grid.dst_w0 = p.phases[ph].rh, p.phases[ph].rw
-        status = depthwise_conv(dy, dx if dxr == NULL else dxr, grid, p.ph_tap_h + t0, p.ph_tap_w + t0,
-                                p.ph_tap_off + t0, p.phases[ph].nt, w, zeros, ep if dxr == NULL else NULL,
-                                n_threads)
+    grid.dst_h0 = grid.dst_w0 = 0          # each phase's origin comes with it
+    status = depthwise_conv(dy, dx if dxr == NULL else dxr, grid, p.phases, p.nphases, p.ph_tap_h, p.ph_tap_w,
+                            p.ph_tap_off, w, zeros, ep if dxr == NULL else NULL, n_threads)
     if status == 0 and dxr != NULL:
         fold_channels(dxr, p.N * p.H * p.W, p.C, p.kg, dx, n_threads)
         if ep != NULL:
