@@ -341,7 +341,8 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
     cdef int MR = tile_rows(partial)
     cdef Py_ssize_t C = grid.Cd
     cdef Py_ssize_t plane = ntaps * C, rows = grid.N * grid.Qh
-    cdef Py_ssize_t per_thread = DW_PIXELS * ntaps + MR
+    cdef int GR = KC_DW_GRAD_ROWS if KC_DW_GRAD_ROWS > MR else MR     # taps a strided pass takes
+    cdef Py_ssize_t per_thread = DW_PIXELS * ntaps + GR
     cdef const real** tables = <const real**> malloc((n_threads * per_thread + 1) * sizeof(real*))
     cdef const real** a
     cdef const real** base
@@ -369,6 +370,12 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
             for r in range(r0, r1):
                 n = r // grid.Qh
                 qh = r - n * grid.Qh
+                if r + 1 < rows:    # the next row's dy and new source row, asked for now (depthwise_row)
+                    kc_prefetch_l2(dy + (r + 1) * grid.Wd * C, grid.Wd * C * sizeof(real))
+                    sh = (qh + 1) * grid.step_h + tap_h[ntaps - 1] if qh + 1 < grid.Qh else tap_h[ntaps - 1]
+                    if ntaps > 0 and 0 <= sh < grid.Hs:
+                        kc_prefetch_l2(src + ((n + (qh + 1) // grid.Qh) * grid.Hs + sh) * grid.Ws * grid.Cs,
+                                       grid.Ws * grid.Cs * sizeof(real))
                 t_lo = ntaps     # taps t_lo..t_hi-1 read rows inside the image (taps go row by row)
                 t_hi = 0
                 for t in range(ntaps):
@@ -377,17 +384,18 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
                         if t < t_lo:
                             t_lo = t
                         t_hi = t + 1
-                # the inside pixels, qlo..qhi-1, in one run per group of MR taps
+                # the inside pixels, qlo..qhi-1, in one run per group of GR taps (a 3x3 kernel's nine at once
+                # on AVX-512: dy read once for all of them)
                 if qhi > qlo:
                     t0 = t_lo
                     while t0 < t_hi:
-                        nrows = <int> (t_hi - t0 if t_hi - t0 < MR else MR)
+                        nrows = <int> (t_hi - t0 if t_hi - t0 < GR else GR)
                         for k in range(nrows):
                             base[k] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t0 + k]) * grid.Ws
                                              + qlo * grid.step_w + tap_w[t0 + k]) * grid.Cs
                         dw_grad_channels(<int> (qhi - qlo), nrows, base, xs, True,
                                          dy + ((n * grid.Hd + qh) * grid.Wd + qlo) * C, C, out + t0 * C)
-                        t0 = t0 + MR
+                        t0 = t0 + GR
                 # the edges, 0..qlo-1 and qhi..Qw-1, through tables (zeros outside the image)
                 for edge in range(2):
                     q0 = 0 if edge == 0 else qhi
