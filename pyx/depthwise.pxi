@@ -157,7 +157,8 @@ cdef void depthwise_row(const real* src, real* dst, const ConvGrid* grid, const 
                         Py_ssize_t qhi, bint prefetch_next, DwTables* tb) noexcept nogil:
     """Destination row qh of image n over grid: taps whose source row is in the padding are dropped; pixels
     whose taps all lie inside (qlo .. qhi) run as whole tiles without pointer tables, the others one at a
-    time (rows narrower than a tile: as pointer-table tiles)."""
+    time (rows narrower than a tile: as pointer-table tiles). prefetch_next: the grid has a row after this
+    one (its rows are asked for now)."""
     cdef int MR = tile_rows(dst)
     cdef Py_ssize_t C = grid.Cd
     cdef const real** a = <const real**> tb.a
@@ -286,7 +287,7 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Phase* 
                 pg.dst_w0 = grid.dst_w0 + phases[ph].rw
                 depthwise_row(src, dst, &pg, tap_h + phases[ph].t0, tap_w + phases[ph].t0,
                               tap_off + phases[ph].t0, phases[ph].nt, w, zeros, ep, n, r, lims[2 * ph],
-                              lims[2 * ph + 1], task + 1 < bands, &tb)
+                              lims[2 * ph + 1], n * phases[ph].qh + r + 1 < grid.N * phases[ph].qh, &tb)
     free(lims)
     free(tables)
     return 0
