@@ -294,8 +294,8 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Phase* 
 
 
 cdef inline void dw_grad_channels(int npix, int rows, const real* const* a, Py_ssize_t step, bint strided,
-                                  const real* dy, Py_ssize_t C, real* out) noexcept nogil:
-    """out[r, k] += sum over npix pixels p of x_p,r[k] * dy[p, k], for rows (taps) r < rows and every
+                                  const real* dy, Py_ssize_t ldd, Py_ssize_t C, real* out) noexcept nogil:
+    """out[r, k] += sum over npix pixels p of x_p,r[k] * dy[p*ldd + k], for rows (taps) r < rows and every
     channel k. strided: x_p,r = a[r] + p*step; else a table, x_p,r = a[p*step + r]."""
     cdef Py_ssize_t L = vector_lanes(out), c0 = 0, k, p
     cdef int r
@@ -303,33 +303,81 @@ cdef inline void dw_grad_channels(int npix, int rows, const real* const* a, Py_s
     while c0 + 2 * L <= C:
         if real is float:
             if strided:
-                kc_dwgradrun_f32_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgradrun_f32_nv2(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
             else:
-                kc_dwgrad_f32_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgrad_f32_nv2(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
         else:
             if strided:
-                kc_dwgradrun_f64_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgradrun_f64_nv2(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
             else:
-                kc_dwgrad_f64_nv2(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgrad_f64_nv2(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
         c0 += 2 * L
     if c0 + L <= C:
         if real is float:
             if strided:
-                kc_dwgradrun_f32_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgradrun_f32_nv1(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
             else:
-                kc_dwgrad_f32_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgrad_f32_nv1(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
         else:
             if strided:
-                kc_dwgradrun_f64_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgradrun_f64_nv1(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
             else:
-                kc_dwgrad_f64_nv1(npix, rows, a, step, c0, dy + c0, C, out + c0, C)
+                kc_dwgrad_f64_nv1(npix, rows, a, step, c0, dy + c0, ldd, out + c0, C)
         c0 += L
     for r in range(rows):        # channels that fill no vector
         for k in range(c0, C):
             acc = 0
             for p in range(npix):
-                acc = acc + (a[r][p * step + k] if strided else a[p * step + r][k]) * dy[p * C + k]
+                acc = acc + (a[r][p * step + k] if strided else a[p * step + r][k]) * dy[p * ldd + k]
             out[r * C + k] = out[r * C + k] + acc
+
+
+cdef inline void live_taps(const ConvGrid* grid, const Py_ssize_t* tap_h, Py_ssize_t ntaps, Py_ssize_t qh,
+                           Py_ssize_t* t_lo, Py_ssize_t* t_hi) noexcept nogil:
+    """Taps t_lo .. t_hi-1 read source rows inside the image from destination row qh (taps go row by row)."""
+    cdef Py_ssize_t t, sh
+    t_lo[0] = ntaps
+    t_hi[0] = 0
+    for t in range(ntaps):
+        sh = qh * grid.step_h + tap_h[t]
+        if 0 <= sh < grid.Hs:
+            if t < t_lo[0]:
+                t_lo[0] = t
+            t_hi[0] = t + 1
+
+
+cdef inline void dw_grad_edge(const real* src, const real* dy, const ConvGrid* grid, const Py_ssize_t* tap_h,
+                              const Py_ssize_t* tap_w, Py_ssize_t ntaps, Py_ssize_t r, Py_ssize_t nr,
+                              Py_ssize_t t_lo, Py_ssize_t t_hi, Py_ssize_t q0, Py_ssize_t q1,
+                              const real* zeros, const real** a, int MR, real* out) noexcept nogil:
+    """out[t] += the filter gradient's sums over destination rows r .. r+nr-1 (all with live taps t_lo ..
+    t_hi-1) and columns q0 .. q1-1, through pointer tables (a: room for DW_PIXELS x ntaps; a source pixel in
+    the padding reads zeros). Either one row and a run of columns, or one column and a run of rows."""
+    cdef Py_ssize_t C = grid.Cd, blk, npix, p, t, t0, n, qh, qw, sh, sw, m
+    cdef Py_ssize_t width = q1 - q0, total = nr * (q1 - q0)
+    cdef Py_ssize_t ldd = C if nr == 1 else grid.Wd * C       # dy between consecutive pixels of the run
+    cdef int nrows
+    for blk in range((total + DW_PIXELS - 1) // DW_PIXELS):
+        npix = total - blk * DW_PIXELS if total - blk * DW_PIXELS < DW_PIXELS else DW_PIXELS
+        for p in range(npix):
+            m = blk * DW_PIXELS + p
+            n = (r + m // width) // grid.Qh
+            qh = (r + m // width) - n * grid.Qh
+            qw = q0 + m % width
+            for t in range(t_lo, t_hi):
+                sh = qh * grid.step_h + tap_h[t]
+                sw = qw * grid.step_w + tap_w[t]
+                if 0 <= sw < grid.Ws:
+                    a[p * ntaps + t] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
+                else:
+                    a[p * ntaps + t] = zeros
+        m = blk * DW_PIXELS
+        t0 = t_lo
+        while t0 < t_hi:
+            nrows = <int> (t_hi - t0 if t_hi - t0 < MR else MR)
+            dw_grad_channels(<int> npix, nrows, a + t0, ntaps, False,
+                             dy + ((r + m // width) * grid.Wd + q0 + m % width) * C, ldd, C, out + t0 * C)
+            t0 = t0 + MR
 
 
 cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, ConvGrid grid,
@@ -348,7 +396,7 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
     cdef const real** a
     cdef const real** base
     cdef real* out
-    cdef Py_ssize_t s, r, r0, r1, n, qh, q0, q1, blk, npix, p, t, t0, t_lo, t_hi, k, sh, sw, tid, edge
+    cdef Py_ssize_t s, r, r0, r1, n, qh, q, e, t0, t_lo, t_hi, lo2, hi2, k, sh, tid
     cdef Py_ssize_t qlo, qhi, xs = grid.step_w * grid.Cs
     cdef int nrows
     if tables == NULL:
@@ -377,14 +425,7 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
                     if ntaps > 0 and 0 <= sh < grid.Hs:
                         kc_prefetch_l2(src + ((n + (qh + 1) // grid.Qh) * grid.Hs + sh) * grid.Ws * grid.Cs,
                                        grid.Ws * grid.Cs * sizeof(real))
-                t_lo = ntaps     # taps t_lo..t_hi-1 read rows inside the image (taps go row by row)
-                t_hi = 0
-                for t in range(ntaps):
-                    sh = qh * grid.step_h + tap_h[t]
-                    if 0 <= sh < grid.Hs:
-                        if t < t_lo:
-                            t_lo = t
-                        t_hi = t + 1
+                live_taps(&grid, tap_h, ntaps, qh, &t_lo, &t_hi)
                 # the inside pixels, qlo..qhi-1, in one run per group of GR taps (a 3x3 kernel's nine at once
                 # on AVX-512: dy read once for all of them)
                 if qhi > qlo:
@@ -395,33 +436,31 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
                             base[k] = src + ((n * grid.Hs + qh * grid.step_h + tap_h[t0 + k]) * grid.Ws
                                              + qlo * grid.step_w + tap_w[t0 + k]) * grid.Cs
                         dw_grad_channels(<int> (qhi - qlo), nrows, base, xs, True,
-                                         dy + ((n * grid.Hd + qh) * grid.Wd + qlo) * C, C, out + t0 * C)
+                                         dy + ((n * grid.Hd + qh) * grid.Wd + qlo) * C, C, C, out + t0 * C)
                         t0 = t0 + GR
-                # the edges, 0..qlo-1 and qhi..Qw-1, through tables (zeros outside the image)
-                for edge in range(2):
-                    q0 = 0 if edge == 0 else qhi
-                    q1 = qlo if edge == 0 else grid.Qw
-                    if qhi <= qlo:          # nothing inside: the whole row is one edge
-                        if edge == 1:
-                            break
-                        q1 = grid.Qw
-                    for blk in range((q1 - q0 + DW_PIXELS - 1) // DW_PIXELS):
-                        npix = q1 - q0 - blk * DW_PIXELS if q1 - q0 - blk * DW_PIXELS < DW_PIXELS else DW_PIXELS
-                        for p in range(npix):
-                            for t in range(t_lo, t_hi):
-                                sh = qh * grid.step_h + tap_h[t]
-                                sw = (q0 + blk * DW_PIXELS + p) * grid.step_w + tap_w[t]
-                                if 0 <= sw < grid.Ws:
-                                    a[p * ntaps + t] = src + ((n * grid.Hs + sh) * grid.Ws + sw) * grid.Cs
-                                else:
-                                    a[p * ntaps + t] = zeros
-                        t0 = t_lo
-                        while t0 < t_hi:
-                            nrows = <int> (t_hi - t0 if t_hi - t0 < MR else MR)
-                            dw_grad_channels(<int> npix, nrows, a + t0, ntaps, False,
-                                             dy + ((n * grid.Hd + qh) * grid.Wd + q0 + blk * DW_PIXELS) * C, C,
-                                             out + t0 * C)
-                            t0 = t0 + MR
+                if qhi <= qlo:      # nothing inside: the whole row through tables (zeros outside the image)
+                    dw_grad_edge(src, dy, &grid, tap_h, tap_w, ntaps, r, 1, t_lo, t_hi, 0, grid.Qw, zeros, a,
+                                 MR, out)
+            # The edge columns, 0..qlo-1 and qhi..Qw-1, through tables: one column over the split's rows in
+            # one call (dy read Wd * C apart), rows grouped by their live taps. Row by row, a 12-pixel row's
+            # two edge pixels took as long as its ten inside ones (one core: 12x12x192 depthwise, 31 % of
+            # the filter gradient in the edge tiles' calls of one pixel each).
+            if qhi > qlo:
+                for q in range(grid.Qw):
+                    if qlo <= q < qhi:
+                        continue
+                    r = r0
+                    while r < r1:
+                        live_taps(&grid, tap_h, ntaps, r % grid.Qh, &t_lo, &t_hi)
+                        e = r + 1
+                        while e < r1 and e - r < DW_PIXELS:
+                            live_taps(&grid, tap_h, ntaps, e % grid.Qh, &lo2, &hi2)
+                            if lo2 != t_lo or hi2 != t_hi:
+                                break
+                            e = e + 1
+                        dw_grad_edge(src, dy, &grid, tap_h, tap_w, ntaps, r, e - r, t_lo, t_hi, q, q + 1, zeros,
+                                     a, MR, out)
+                        r = e
     free(tables)
     return 0
 
