@@ -3,10 +3,11 @@ input, batch 16), kconv's layer against keras.layers', each inside one tf.functi
 times (no Python between calls), alternating `--repeats` times; median ms per call and TensorFlow's time
 over kconv's. No bias and no activation: BatchNorm follows every conv in that model.
 
-    python benchmarks/mobilenet_layers.py [--repeats 9] [--loop 10] [--train]
+    python benchmarks/mobilenet_layers.py [--repeats 9] [--loop 10] [--train [--only dx|dw]]
 
 --train times what a training step runs for each layer instead: the forward and both gradients (the input's
-and the kernel's, of a loss whose upstream gradient differs at every output).
+and the kernel's, of a loss whose upstream gradient differs at every output). --only dx / dw asks for one
+gradient: which pass loses (the difference to the forward's time is that pass, run alone on all threads).
 """
 import argparse
 import os
@@ -36,7 +37,9 @@ LAYERS = [   # (name, kind, map size, C, K, kernel, stride): the stem, then bloc
 ]
 
 
-def looped(tf, layer, loop, train):
+def looped(tf, layer, loop, train, only=None):
+    """A tf.function running the layer `loop` times: forward, or (train) forward and the gradients; `only`
+    ("dx" or "dw") asks for that one gradient alone."""
     @tf.function
     def run(x):
         total = 0.0
@@ -48,8 +51,13 @@ def looped(tf, layer, loop, train):
                 tape.watch(x)
                 y = layer(x)
                 loss = tf.reduce_sum(y * y)
-            dx, dw = tape.gradient(loss, [x, layer.trainable_weights[0]])
-            total += dx[0, 0, 0, 0] + tf.reshape(dw, [-1])[0]
+            if only == "dx":
+                total += tape.gradient(loss, x)[0, 0, 0, 0]
+            elif only == "dw":
+                total += tf.reshape(tape.gradient(loss, layer.trainable_weights[0]), [-1])[0]
+            else:
+                dx, dw = tape.gradient(loss, [x, layer.trainable_weights[0]])
+                total += dx[0, 0, 0, 0] + tf.reshape(dw, [-1])[0]
         return total
     return run
 
@@ -60,6 +68,7 @@ def main():
     parser.add_argument("--loop", type=int, default=10)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--train", action="store_true", help="forward + input and kernel gradients")
+    parser.add_argument("--only", choices=("dx", "dw"), help="with --train: forward + this one gradient")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -67,7 +76,7 @@ def main():
     import kconv
     from kconv._config import cpu_name
     print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, threads {kconv.get_num_threads()}; "
-          f"{'forward + both gradients' if args.train else 'forward'}, batch {args.batch}")
+          f"{('forward + ' + {'dx': 'input gradient', 'dw': 'filter gradient'}.get(args.only, 'both gradients')) if args.train else 'forward'}, batch {args.batch}")
     print("| layer | kconv ms | keras ms | keras / kconv |\n|---|---:|---:|---:|")
     rng = np.random.default_rng(0)
     totals = {"kconv": 0.0, "keras": 0.0}
@@ -82,7 +91,7 @@ def main():
         theirs.build(x.shape)
         ours.build(x.shape)
         ours.set_weights(theirs.get_weights())
-        runs = {who: looped(tf, layer, args.loop, args.train) for who, layer in [("kconv", ours), ("keras", theirs)]}
+        runs = {who: looped(tf, layer, args.loop, args.train, args.only) for who, layer in [("kconv", ours), ("keras", theirs)]}
         for f in runs.values():
             f(x).numpy()
         times = {who: [] for who in runs}

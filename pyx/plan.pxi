@@ -446,10 +446,14 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
                     p.grad_m = 0
         elif p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
             p.grad_m = 0
-        # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct (1.6x faster on 16x7x7x512,
-        # 1.5x on 8x8x8x128, where tiles x (C + K) is 2 C K; batch 8: 8x8x64 0.38 against 0.43 ms, 14x14x256
-        # 10.6 against 13.1)
-        if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) <= 2 * p.cg * p.kg:
+        # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct while tiles x (C + K) < 2 C K.
+        # Direct: 1.6x faster on 16x7x7x512, 1.5x on 8x8x8x128 (tiles x (C + K) = C K / 4, C K / 2), 9.4-10.0
+        # against 10.3-11.2 ms on 8x14x14x256 (= C K). At 2 C K F(4x4) wins (numpy API, 2-CPU Zen 4 AVX-512,
+        # two threads / one: 32x8x8x128 2.26 / 3.94 against 3.80 / 6.88 ms, 8x16x16x128 2.25 / 3.46 against
+        # 3.46 / 6.42, 16x8x8x64 0.37 / 0.48 against 0.53 / 0.83, 8x14x14x128 2.22 / 3.83 against 2.69 / 5.00)
+        # or ties (16x14x14x256 19.6 / 36.7 against 19.2 / 39.0). F(2x2), with more tiles, won only on
+        # 8x14x14x256 (8-16 %) and lost on 8x8x8x128, 16x7x7x256, 32x7x7x512: not a fallback.
+        if p.grad_m and winograd_tiles(p, p.grad_m, p.Ho, p.Wo) * (p.cg + p.kg) < 2 * p.cg * p.kg:
             p.grad_m = 0
     tiles = winograd_tiles(p, m, p.Ho, p.Wo)
     p.fwd_staged = tiles * (p.C + p.K) < p.C * p.K

@@ -282,7 +282,7 @@ def test_staged_path_agrees_with_direct(shape):
 def test_auto_uses_winograd_only_where_it_applies():
     """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
     otherwise; F(4x4) for 2-D filter gradients from 64 channels in and out (32 on maps of 28x28 and up),
-    direct below and where few tiles meet many channels."""
+    direct below and where few tiles meet many channels (tiles x (C + K) under 2 C K)."""
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((32, 32, 32, 16), (3, 3, 16, 16), "SAME", "auto").tiles == (4, 4, 0)
@@ -303,7 +303,10 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((8, 8, 8, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((64, 7, 7, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((8, 14, 14, 256), (3, 3, 256, 256), "SAME", "auto").tiles == (2, 2, 0)
-    assert _plan_of((8, 16, 16, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 0)
+    # the filter gradient's tiles x (C + K) against 2 C K: below, direct; from it, F(4x4)
+    assert _plan_of((8, 16, 16, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)    # = 2 C K
+    assert _plan_of((32, 8, 8, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)     # = 2 C K
+    assert _plan_of((16, 8, 8, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 0)     # = C K
     assert _plan_of((32, 16, 16, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((8, 28, 28, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((64, 14, 14, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 0)
