@@ -1128,8 +1128,10 @@ static inline long kc_next_task(long *next, long total, long tid, int team, int 
         }
     }
     task = __atomic_fetch_add(next, 1, __ATOMIC_SEQ_CST);
-    if (tid == 0 && task >= total && __atomic_load_n(&kc_sleepers, __ATOMIC_SEQ_CST) > 0)
-        kc_wake_helpers();          /* this call's helpers may be asleep: nothing is left for them */
+    /* Whoever takes the last task wakes the helpers standing down (nothing is left for them): they get up
+     * while that task runs, not after it, when the caller would wait at the loop's end for their wake-up. */
+    if (task == total - 1 && __atomic_load_n(&kc_sleepers, __ATOMIC_SEQ_CST) > 0)
+        kc_wake_helpers();
     return task;
 }
 static inline void kc_release_threads(int n)
@@ -1139,6 +1141,55 @@ static inline void kc_release_threads(int n)
         kc_wake_helpers();          /* helpers of calls still running may rejoin */
 }
 static inline long kc_stand_down_count(void) { return __atomic_load_n(&kc_stand_downs, __ATOMIC_RELAXED); }
+
+/* A barrier between the phases of one parallel region (a team of `team` threads), for kernels whose
+ * phases depend on each other (the Winograd filter gradient: transforms, then products, chunk by chunk).
+ * OpenMP's own barrier under OMP_WAIT_POLICY=PASSIVE sleeps at once, and on a VM whose idle CPUs halt a
+ * sleeper takes 30-50 us to wake: four phases in one call paid ~0.2 ms (a 2-thread C loop, 2-CPU Zen 4
+ * KVM guest). So a thread that arrives early spins for up to KC_BARRIER_SPINS pauses (~20-40 us), then
+ * sleeps on a futex; one whose call stands down (its CPU belongs to another call's caller) sleeps at once. */
+#define KC_BARRIER_SPINS 2000
+typedef struct { int arrived; int gen; } kc_barrier;
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static inline void kc_pause(void) { _mm_pause(); }
+#else
+static inline void kc_pause(void) { }
+#endif
+static inline void kc_barrier_wait(kc_barrier *b, int team, int may_spin)
+{
+    int i, gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (team <= 1)
+        return;
+    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == team) {
+        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);   /* nobody arrives again before gen moves */
+        __atomic_add_fetch(&b->gen, 1, __ATOMIC_RELEASE);
+#ifdef __linux__
+        syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+        return;
+    }
+    for (i = 0; may_spin && i < KC_BARRIER_SPINS; i++) {
+        if (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) != gen)
+            return;
+        kc_pause();
+    }
+    while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
+#ifdef __linux__
+        struct timespec limit = {0, 2000000};     /* a safety net: the last arrival wakes every sleeper */
+        syscall(SYS_futex, &b->gen, FUTEX_WAIT_PRIVATE, gen, &limit, NULL, 0);
+#elif defined(__unix__) || defined(__APPLE__)
+        struct timespec t = {0, 50000};
+        nanosleep(&t, NULL);
+#endif
+    }
+}
+/* Threads in the current parallel region (1 outside one, or without OpenMP). */
+#ifdef _OPENMP
+static inline int kc_region_threads(void) { return omp_get_num_threads(); }
+#else
+static inline int kc_region_threads(void) { return 1; }
+#endif
 
 /* The lock of kconv's kept scratch buffers (scratch.pxi): held for a few instructions, so a spin. */
 static inline void kc_lock(int *lock) { while (__atomic_exchange_n(lock, 1, __ATOMIC_ACQUIRE)) { } }

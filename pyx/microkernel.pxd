@@ -74,6 +74,11 @@ cdef extern from "microkernel.h" nogil:
     int kc_share_of(int team, int cpus, long held)
     int kc_share(int team, int cpus)
     long kc_stand_down_count()
+    ctypedef struct kc_barrier:
+        int arrived
+        int gen
+    void kc_barrier_wait(kc_barrier* b, int team, int may_spin)
+    int kc_region_threads()
     int kc_openmp_enabled()
     void kc_count_pass(int p)
     void kc_lock(int* lock)

@@ -17,6 +17,7 @@
 
 cdef enum:
     WINOGRAD_GRAD_SUM_TILES = 64
+    WINOGRAD_GRAD_TRANSFORM_TILES = 16      # tiles of both operands one transform task takes
 
 cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ssize_t cs, int rows, int cols,
                                            const WinoGrid* grid, real* dst, Py_ssize_t ds,
@@ -105,8 +106,14 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef Py_ssize_t ncolp = (C + NR - 1) // NR
     cdef Py_ssize_t ncb = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
     cdef Py_ssize_t krows = ((K + MR - 1) // MR) * MR
-    cdef Py_ssize_t t0, tb, s, s0, sb, task, xi, jb, j, kp, r, q, mr, nr, tid
-    cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
+    cdef Py_ssize_t t0, tb, s, s0, sb, task, xi, jb, j, kp, r, q, mr, nr, tid, ci, ntt
+    cdef Py_ssize_t nchunks = (T + chunk - 1) // chunk
+    cdef int team
+    cdef kc_barrier phase_end
+    phase_end.arrived = phase_end.gen = 0
+    n_threads = loop_threads(A2 * ncb, T * A2 * (C + K), n_threads)
+    # per chunk, the task counters of its transforms and of its products (tile.pxi, next_task)
+    cdef long* counters = <long*> calloc(2 * nchunks, sizeof(long))
     # v is read NR values at a time from any channel: NR spare values keep the last row's reads in bounds
     cdef real* v = <real*> scratch_alloc((A2 * chunk * C + NR) * sizeof(real))
     cdef real* w = <real*> scratch_alloc(A2 * K * chunk * sizeof(real))
@@ -117,32 +124,42 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef real** prow
     cdef real* part
     cdef double* mrow
-    if v == NULL or w == NULL or part_all == NULL or aptr_all == NULL or prow_all == NULL:
+    if v == NULL or w == NULL or part_all == NULL or aptr_all == NULL or prow_all == NULL or counters == NULL:
         scratch_free(v)
         scratch_free(w)
         free(part_all)
         free(aptr_all)
         free(prow_all)
+        free(counters)
         return -1
     for r in range(A2 * chunk * C, A2 * chunk * C + NR):
         v[r] = 0
-    t0 = 0
-    while t0 < T:
-        tb = T - t0 if T - t0 < chunk else chunk
-        with parallel(num_threads=phase_threads(tb, tb * A2 * (C + K), n_threads)):   # both operands' tiles
-            for s in prange(tb, schedule='static'):
-                input_tile_transform(x, &grid, t0 + s, v, s, chunk)
-                output_gradient_tile_transform(dy, &grid, t0 + s, w, s, chunk)
-        next_t = 0
-        with parallel(num_threads=n_threads):      # M[xi] (+)= W[xi]^T V[xi], by xi and channel block
-            tid = threadid()
-            aptr = aptr_all + tid * krows
-            part = part_all + tid * MR * NR
-            prow = prow_all + tid * MR
-            for r in range(MR):
-                prow[r] = part + r * NR
-            while True:
-                task = next_task(&next_t, A2 * ncb, tid, n_threads)
+    # One parallel region for every chunk (each phase's end a kc_barrier): a region per phase cost a wake-up
+    # of the helper per phase.
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        team = kc_region_threads()
+        aptr = aptr_all + tid * krows
+        part = part_all + tid * MR * NR
+        prow = prow_all + tid * MR
+        for r in range(MR):
+            prow[r] = part + r * NR
+        t0 = 0
+        ci = 0
+        while t0 < T:
+            tb = T - t0 if T - t0 < chunk else chunk
+            ntt = (tb + WINOGRAD_GRAD_TRANSFORM_TILES - 1) // WINOGRAD_GRAD_TRANSFORM_TILES
+            while True:                     # both operands' tiles, a run of tiles a task
+                task = next_task(&counters[2 * ci], ntt, tid, team)
+                if task >= ntt:
+                    break
+                for s in range(task * WINOGRAD_GRAD_TRANSFORM_TILES,
+                               min((task + 1) * WINOGRAD_GRAD_TRANSFORM_TILES, tb)):
+                    input_tile_transform(x, &grid, t0 + s, v, s, chunk)
+                    output_gradient_tile_transform(dy, &grid, t0 + s, w, s, chunk)
+            kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
+            while True:                     # M[xi] (+)= W[xi]^T V[xi], by xi and channel block
+                task = next_task(&counters[2 * ci + 1], A2 * ncb, tid, team)
                 if task >= A2 * ncb:
                     break
                 xi = task // ncb
@@ -167,11 +184,15 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                                     for q in range(nr):
                                         mrow[q] = mrow[q] + part[r * NR + q]
                             s0 = s0 + sb
-        t0 = t0 + tb
+            t0 = t0 + tb
+            ci = ci + 1
+            if t0 < T:                      # the next chunk's transforms overwrite v and w
+                kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
     scratch_free(v)
     scratch_free(w)
     free(part_all)
     free(aptr_all)
     free(prow_all)
+    free(counters)
     return 0
 
