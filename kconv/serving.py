@@ -1,8 +1,9 @@
 """Switching a model between kconv's layers and Keras's: `convert` and `to_keras`.
 
 `convert(model)` returns a copy of a Keras model in which every convolution layer that kconv has a twin for
-(keras.layers.Conv2D -> kconv.Conv2D, ...) is replaced by that twin, with the same config and weights: the
-one-call version of changing the import. `to_keras(model)` is its inverse:
+(keras.layers.Conv2D -> kconv.Conv2D, ...) is replaced by that twin, with the same config and weights, and so
+is every keras.layers.BatchNormalization (kconv.BatchNormalization: TensorFlow's fused op): the one-call version
+of changing the import. `to_keras(model)` is its inverse:
 
     fast = kconv.convert(model)                  # keras.layers convolutions -> kconv's, same weights
     plain = kconv.to_keras(fast)                 # and back
@@ -60,6 +61,8 @@ def _twin(layer, cls, extra):
     """An unbuilt `cls` with `layer`'s config (name and dtype policy included) less kconv's own entries, plus
     `extra`; built like `layer` and given its weights if `layer` is built."""
     config = {k: v for k, v in layer.get_config().items() if k not in _KCONV_ONLY}
+    if not issubclass(cls, _layers._Kconv):      # BatchNormalization takes no algorithm / threads
+        extra = {}
     twin = cls.from_config({**config, **extra})
     if layer.built:
         build_config = layer.get_build_config()
@@ -173,11 +176,13 @@ def _subclassed_message(model, what, table, nested=False):
             f"from the trained model (the weights of twin layers are the same, in the same order)")
 
 
-def convert(model, *, algorithm="auto", threads=None):
+def convert(model, *, algorithm="auto", threads=None, batch_norm=True):
     """A copy of `model` that runs its convolutions on kconv: every layer whose class is exactly a
     keras.layers class kconv has a twin for (keras.layers.Conv1D -> kconv.Conv1D, Conv2D -> kconv.Conv2D, and
     whatever else `twins()` lists) becomes that twin, with the same config (name, dtype policy, trainable
     included) and the same weights. Every other layer is copied with its weights.
+    batch_norm: also swap keras.layers.BatchNormalization for kconv.BatchNormalization (TensorFlow's fused
+    batch-norm op); False keeps Keras's.
 
     model: a Sequential or functional model, built (it has an Input, or was called on data); models nested in
     it as layers are converted too. A single layer works as well (converted, built and given its weights if
@@ -196,7 +201,10 @@ def convert(model, *, algorithm="auto", threads=None):
     tf_ops.check_algorithm(algorithm)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    return _swap(model, _TO_KCONV, {"algorithm": algorithm, "threads": threads}, "convert")
+    if not isinstance(batch_norm, bool):
+        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
+    table = _TO_KCONV if batch_norm else {k: v for k, v in _TO_KCONV.items() if k is not keras.layers.BatchNormalization}
+    return _swap(model, table, {"algorithm": algorithm, "threads": threads}, "convert")
 
 
 def to_keras(model):

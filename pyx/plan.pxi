@@ -57,6 +57,10 @@ cdef extern from "kconv_api.h" nogil:
         int (*backprop_filter)(const kc_plan*, const void*, const void*, void*, char*, int) noexcept nogil
         int (*activation_grad)(int, int, long, long, const void*, const void*, const void*, void*, void*, int,
                                char*, int) noexcept nogil
+        int (*batch_norm)(int, long, long, const void*, const void*, const void*, const void*, const void*,
+                          double, int, void*, void*, void*, void*, int, char*, int) noexcept nogil
+        int (*batch_norm_grad)(int, long, long, const void*, const void*, const void*, const void*, const void*,
+                               int, void*, void*, void*, int, char*, int) noexcept nogil
 
 # auto's rules, measured (README): Winograd needs this many channels in and out; tiles per thread block.
 cdef enum:
@@ -1353,6 +1357,56 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
     return memory_error(err, errlen) if status < 0 else status
 
 
+cdef int api_batch_norm(int dtype, long rows, long C, const void* x, const void* gamma, const void* beta,
+                        const void* mean_in, const void* var_in, double epsilon, int training, void* y,
+                        void* mean, void* var, void* inv, int threads, char* err, int errlen) noexcept nogil:
+    cdef int status, n_threads
+    cdef TeamBinding binding
+    if rows < 0 or C < 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
+    if not epsilon > 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "epsilon must be > 0")
+    n_threads = claim_threads(4.0 * rows * C, threads)
+    bind_team(&binding, n_threads, 4.0 * rows * C, NULL)
+    if dtype == KC_FLOAT32:
+        status = batch_norm_run(rows, C, <const float*> x, <const float*> gamma, <const float*> beta,
+                                <const float*> mean_in, <const float*> var_in, epsilon, training, <float*> y,
+                                <float*> mean, <float*> var, <float*> inv, n_threads)
+    elif dtype == KC_FLOAT64:
+        status = batch_norm_run(rows, C, <const double*> x, <const double*> gamma, <const double*> beta,
+                                <const double*> mean_in, <const double*> var_in, epsilon, training, <double*> y,
+                                <double*> mean, <double*> var, <double*> inv, n_threads)
+    else:
+        status = fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
+    unbind_team(&binding)
+    kc_release_threads(n_threads)
+    return memory_error(err, errlen) if status < 0 else status
+
+
+cdef int api_batch_norm_grad(int dtype, long rows, long C, const void* dy, const void* x, const void* mean,
+                             const void* inv, const void* gamma, int training, void* dx, void* dgamma,
+                             void* dbeta, int threads, char* err, int errlen) noexcept nogil:
+    cdef int status, n_threads
+    cdef TeamBinding binding
+    if rows < 0 or C < 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "sizes must be >= 0")
+    n_threads = claim_threads(6.0 * rows * C, threads)
+    bind_team(&binding, n_threads, 6.0 * rows * C, NULL)
+    if dtype == KC_FLOAT32:
+        status = batch_norm_grad_run(rows, C, <const float*> dy, <const float*> x, <const float*> mean,
+                                     <const float*> inv, <const float*> gamma, training, <float*> dx,
+                                     <float*> dgamma, <float*> dbeta, n_threads)
+    elif dtype == KC_FLOAT64:
+        status = batch_norm_grad_run(rows, C, <const double*> dy, <const double*> x, <const double*> mean,
+                                     <const double*> inv, <const double*> gamma, training, <double*> dx,
+                                     <double*> dgamma, <double*> dbeta, n_threads)
+    else:
+        status = fail(err, errlen, KC_ERR_ARGUMENT, "dtype must be float32 or float64")
+    unbind_team(&binding)
+    kc_release_threads(n_threads)
+    return memory_error(err, errlen) if status < 0 else status
+
+
 cdef kc_api API
 API.version = KC_API_VERSION
 API.isa = KC_ISA
@@ -1363,6 +1417,8 @@ API.forward = api_forward
 API.backprop_input = api_backprop_input
 API.backprop_filter = api_backprop_filter
 API.activation_grad = api_activation_grad
+API.batch_norm = api_batch_norm
+API.batch_norm_grad = api_batch_norm_grad
 
 
 def api_address():
@@ -1477,6 +1533,37 @@ def activation_grad(int activation, dy, y, z, dz, db, int threads=0):
     with nogil:
         status = api_activation_grad(dtype, activation, rows, K, <void*> pdy, <void*> py, <void*> pz,
                                      <void*> pdz, <void*> pdb, threads, err, sizeof(err))
+    if status:
+        raise_status(status, err)
+
+
+def batch_norm(x, gamma, beta, mean_in, var_in, double epsilon, bint training, y, mean, var, inv,
+               int threads=0):
+    """The batch-norm kernel on (rows, C) arrays and C-vectors (numpy API and tests; see kc_api.batch_norm).
+    mean_in / var_in are read only when not training."""
+    cdef char err[256]
+    cdef long rows = x.shape[0], C = x.shape[1]
+    cdef int dtype = x.dtype.itemsize, status
+    cdef size_t px = address(x), pg = address(gamma), pb = address(beta), pmi = address(mean_in)
+    cdef size_t pvi = address(var_in), py = address(y), pm = address(mean), pv = address(var), pi = address(inv)
+    with nogil:
+        status = api_batch_norm(dtype, rows, C, <void*> px, <void*> pg, <void*> pb, <void*> pmi, <void*> pvi,
+                                epsilon, training, <void*> py, <void*> pm, <void*> pv, <void*> pi, threads, err,
+                                sizeof(err))
+    if status:
+        raise_status(status, err)
+
+
+def batch_norm_grad(dy, x, mean, inv, gamma, bint training, dx, dgamma, dbeta, int threads=0):
+    """The batch-norm gradient kernel (numpy API and tests; see kc_api.batch_norm_grad)."""
+    cdef char err[256]
+    cdef long rows = x.shape[0], C = x.shape[1]
+    cdef int dtype = x.dtype.itemsize, status
+    cdef size_t pdy = address(dy), px = address(x), pm = address(mean), pi = address(inv), pg = address(gamma)
+    cdef size_t pdx = address(dx), pdg = address(dgamma), pdb = address(dbeta)
+    with nogil:
+        status = api_batch_norm_grad(dtype, rows, C, <void*> pdy, <void*> px, <void*> pm, <void*> pi, <void*> pg,
+                                     training, <void*> pdx, <void*> pdg, <void*> pdb, threads, err, sizeof(err))
     if status:
         raise_status(status, err)
 

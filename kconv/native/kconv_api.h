@@ -22,7 +22,7 @@
 extern "C" {
 #endif
 
-#define KC_API_VERSION 2
+#define KC_API_VERSION 3
 
 enum kc_status { KC_OK = 0, KC_ERR_ARGUMENT = 1, KC_ERR_MEMORY = 2 };
 enum kc_dtype { KC_FLOAT32 = 4, KC_FLOAT64 = 8 };
@@ -80,6 +80,18 @@ typedef struct {
      * given. y is the forward's output, z its pre-activation (read only for silu and gelu). db may be NULL. */
     int (*activation_grad)(int dtype, int activation, long rows, long K, const void *dy, const void *y,
                            const void *z, void *dz, void *db, int threads, char *err, int errlen);
+
+    /* Batch normalization over the rows of x (rows, C): y = gamma * (x - mean) * inv + beta, with
+     * inv = 1 / sqrt(variance + epsilon). training: mean and variance (biased) are the batch's, written to
+     * mean / var; else mean_in / var_in (the moving statistics), copied there. inv: C values, written. */
+    int (*batch_norm)(int dtype, long rows, long C, const void *x, const void *gamma, const void *beta,
+                      const void *mean_in, const void *var_in, double epsilon, int training, void *y,
+                      void *mean, void *var, void *inv, int threads, char *err, int errlen);
+    /* Its gradient, given batch_norm's mean and inv: dx (rows, C), dgamma, dbeta (C values). training: the
+     * statistics were the batch's (their gradient flows into dx), else constants. */
+    int (*batch_norm_grad)(int dtype, long rows, long C, const void *dy, const void *x, const void *mean,
+                           const void *inv, const void *gamma, int training, void *dx, void *dgamma,
+                           void *dbeta, int threads, char *err, int errlen);
 } kc_api;
 
 #ifdef __cplusplus

@@ -353,6 +353,35 @@ Status BiasActivationGradShape(InferenceContext* c) {
   return Status();
 }
 
+// KconvBatchNorm: y like x (rank >= 2, features last); the three statistics are vectors of the features.
+Status BatchNormShape(InferenceContext* c) {
+  ShapeHandle x, v;
+  if (!c->WithRankAtLeast(c->input(0), 2, &x).ok())
+    return Invalid("batch norm input shape ", c->DebugString(c->input(0)), ": must have rank >= 2");
+  DimensionHandle features = c->Dim(x, -1);
+  for (int i = 1; i < 5; ++i) {
+    if (!c->WithRank(c->input(i), 1, &v).ok() || !c->Merge(features, c->Dim(v, 0), &features).ok())
+      return Invalid("batch norm input shape ", c->DebugString(x), " and parameter ", i, " shape ",
+                     c->DebugString(c->input(i)), ": gamma, beta, mean and variance must be vectors of the "
+                     "input's last dimension");
+  }
+  c->set_output(0, x);
+  for (int i = 1; i < 4; ++i) c->set_output(i, c->Vector(features));
+  return Status();
+}
+
+// KconvBatchNormGrad: dx like x, dgamma and dbeta vectors of the features.
+Status BatchNormGradShape(InferenceContext* c) {
+  ShapeHandle x;
+  if (!c->WithRankAtLeast(c->input(0), 2, &x).ok() || !c->Merge(x, c->input(1), &x).ok())
+    return Invalid("batch norm gradients shape ", c->DebugString(c->input(0)), " and input shape ",
+                   c->DebugString(c->input(1)), ": must be one shape of rank >= 2");
+  c->set_output(0, x);
+  c->set_output(1, c->Vector(c->Dim(x, -1)));
+  c->set_output(2, c->Vector(c->Dim(x, -1)));
+  return Status();
+}
+
 // ---------------------------------------------------------------------------------------- plan cache
 
 // Plans of one kernel (one node: fixed attrs and dtype), keyed by the shapes. A node usually sees one or a
@@ -619,6 +648,95 @@ class BiasActivationGradOp : public OpKernel {
   int threads_ = 0;
 };
 
+// Rows (the product of all dims but the last) and features of a rank >= 2 tensor.
+void RowsAndFeatures(const Tensor& t, long* rows, long* features) {
+  *features = t.dim_size(t.dims() - 1);
+  *rows = 1;
+  for (int i = 0; i + 1 < t.dims(); ++i) *rows *= t.dim_size(i);
+}
+
+Status CheckFeatureVector(const Tensor& x, const Tensor& v, const char* name) {
+  if (v.dims() == 1 && v.dim_size(0) == x.dim_size(x.dims() - 1)) return Status();
+  return Invalid("batch norm input shape ", x.shape().DebugString(), " and ", name, " shape ",
+                 v.shape().DebugString(), ": ", name, " must be a vector of the input's last dimension");
+}
+
+template <typename T>
+class BatchNormOp : public OpKernel {
+ public:
+  explicit BatchNormOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("epsilon", &epsilon_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("training", &training_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    OP_REQUIRES(ctx, epsilon_ > 0, Invalid("attr 'epsilon' must be > 0, got ", epsilon_));
+    OP_REQUIRES(ctx, threads_ >= 0, Invalid("attr 'threads' must be >= 0, got ", threads_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    KCONV_REQUIRE_API(ctx, api);
+    const Tensor& x = ctx->input(0);
+    OP_REQUIRES(ctx, x.dims() >= 2,
+                Invalid("batch norm input shape ", x.shape().DebugString(), ": must have rank >= 2"));
+    const char* names[] = {"gamma", "beta", "mean", "variance"};
+    for (int i = 1; i < 5; ++i) OP_REQUIRES_OK(ctx, CheckFeatureVector(x, ctx->input(i), names[i - 1]));
+    long rows, features;
+    RowsAndFeatures(x, &rows, &features);
+    Tensor *y = nullptr, *mean = nullptr, *var = nullptr, *inv = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({features}), &mean));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({features}), &var));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, TensorShape({features}), &inv));
+    char err[kErrLen] = "";
+    const int rc = api->batch_norm(std::is_same<T, double>::value ? KC_FLOAT64 : KC_FLOAT32, rows, features,
+                                   In(x), In(ctx->input(1)), In(ctx->input(2)), In(ctx->input(3)),
+                                   In(ctx->input(4)), epsilon_, training_, Out(y), Out(mean), Out(var), Out(inv),
+                                   threads_, err, kErrLen);
+    OP_REQUIRES(ctx, rc == KC_OK, ApiStatus(rc, err));
+  }
+
+ private:
+  float epsilon_ = 1e-3f;
+  bool training_ = true;
+  int threads_ = 0;
+};
+
+template <typename T>
+class BatchNormGradOp : public OpKernel {
+ public:
+  explicit BatchNormGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("training", &training_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    OP_REQUIRES(ctx, threads_ >= 0, Invalid("attr 'threads' must be >= 0, got ", threads_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    KCONV_REQUIRE_API(ctx, api);
+    const Tensor &dy = ctx->input(0), &x = ctx->input(1);
+    OP_REQUIRES(ctx, x.dims() >= 2 && dy.shape() == x.shape(),
+                Invalid("batch norm gradients shape ", dy.shape().DebugString(), " and input shape ",
+                        x.shape().DebugString(), ": must be one shape of rank >= 2"));
+    const char* names[] = {"mean", "inv_std", "gamma"};
+    for (int i = 2; i < 5; ++i) OP_REQUIRES_OK(ctx, CheckFeatureVector(x, ctx->input(i), names[i - 2]));
+    long rows, features;
+    RowsAndFeatures(x, &rows, &features);
+    Tensor *dx = nullptr, *dgamma = nullptr, *dbeta = nullptr;
+    // dx may take dy's buffer: each chunk reads its rows of dy (sums) before the pass that writes them.
+    OP_REQUIRES_OK(ctx, ctx->forward_input_or_allocate_output({0}, 0, x.shape(), &dx));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, TensorShape({features}), &dgamma));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, TensorShape({features}), &dbeta));
+    char err[kErrLen] = "";
+    const int rc = api->batch_norm_grad(std::is_same<T, double>::value ? KC_FLOAT64 : KC_FLOAT32, rows,
+                                        features, In(dy), In(x), In(ctx->input(2)), In(ctx->input(3)),
+                                        In(ctx->input(4)), training_, Out(dx), Out(dgamma), Out(dbeta), threads_,
+                                        err, kErrLen);
+    OP_REQUIRES(ctx, rc == KC_OK, ApiStatus(rc, err));
+  }
+
+ private:
+  bool training_ = true;
+  int threads_ = 0;
+};
+
 }  // namespace
 }  // namespace kconv
 
@@ -691,6 +809,40 @@ REGISTER_OP("KconvBiasActivationGrad")
     .Doc("backprops = gradients * activation'(.) at KconvConv's output (and preactivation), "
          "bias_backprop = their sum over all axes but the last.");
 
+REGISTER_OP("KconvBatchNorm")
+    .Input("x: T")
+    .Input("gamma: T")
+    .Input("beta: T")
+    .Input("mean: T")
+    .Input("variance: T")
+    .Output("y: T")
+    .Output("batch_mean: T")
+    .Output("batch_variance: T")
+    .Output("inv_std: T")
+    .Attr("T: {float, double}")
+    .Attr("epsilon: float = 0.001")
+    .Attr("training: bool = true")
+    .Attr("threads: int = 0")
+    .SetShapeFn(kconv::BatchNormShape)
+    .Doc("y = gamma * (x - m) / sqrt(v + epsilon) + beta over x's last axis. training: m, v are the batch's "
+         "mean and biased variance (returned as batch_mean, batch_variance); else the mean and variance "
+         "inputs (returned as given). inv_std = 1 / sqrt(v + epsilon), for the gradient.");
+
+REGISTER_OP("KconvBatchNormGrad")
+    .Input("gradients: T")
+    .Input("x: T")
+    .Input("mean: T")
+    .Input("inv_std: T")
+    .Input("gamma: T")
+    .Output("x_backprop: T")
+    .Output("gamma_backprop: T")
+    .Output("beta_backprop: T")
+    .Attr("T: {float, double}")
+    .Attr("training: bool = true")
+    .Attr("threads: int = 0")
+    .SetShapeFn(kconv::BatchNormGradShape)
+    .Doc("The gradients of KconvBatchNorm given its batch_mean and inv_std outputs.");
+
 #define KCONV_REGISTER_KERNELS(T)                                                                  \
   REGISTER_KERNEL_BUILDER(Name("KconvConv").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"), \
                           kconv::ConvOp<T>);                                                       \
@@ -705,7 +857,13 @@ REGISTER_OP("KconvBiasActivationGrad")
       kconv::ConvBackpropFilterOp<T>);                                                             \
   REGISTER_KERNEL_BUILDER(                                                                         \
       Name("KconvBiasActivationGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),       \
-      kconv::BiasActivationGradOp<T>);
+      kconv::BiasActivationGradOp<T>);                                                             \
+  REGISTER_KERNEL_BUILDER(                                                                         \
+      Name("KconvBatchNorm").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),                \
+      kconv::BatchNormOp<T>);                                                                      \
+  REGISTER_KERNEL_BUILDER(                                                                         \
+      Name("KconvBatchNormGrad").Device(tensorflow::DEVICE_CPU).TypeConstraint<T>("T"),            \
+      kconv::BatchNormGradOp<T>);
 
 KCONV_REGISTER_KERNELS(float)
 KCONV_REGISTER_KERNELS(double)

@@ -1,0 +1,80 @@
+"""kconv.BatchNormalization: keras.layers.BatchNormalization as one kconv op each way.
+
+Keras 3 builds batch normalization out of TensorFlow's elementwise ops: the batch's moments (Mean,
+SquaredDifference, Mean), then x * inv + (beta - mean * inv) (Rsqrt, Mul, Mul, Sub, Mul, Add), and a backward
+pass of about as many ops again, each one a trip through memory and a wake-up of TensorFlow's thread pool. In
+a CNN with a BatchNorm after every convolution (ResNet, MobileNet) those ops take about half of a training
+step on 2 cores, as much as the convolutions. Here the forward is one op (KconvBatchNorm: the moments, then
+y, two passes over x) and so is the backward (KconvBatchNormGrad: two sums, then dx), on kconv's kernel
+(pyx/batch_norm.pxi: float64 sums, the same bits for any thread count).
+
+TensorFlow's own fused op (FusedBatchNormV3, which tf.keras 2 used) would do the same two passes; kconv's
+kernel is used instead so that the layer's sums are float64 and its results independent of the thread count
+like the rest of kconv, and readable beside the convolutions.
+
+It is keras.layers.BatchNormalization in every other respect: arguments, weights (gamma, beta, moving_mean,
+moving_variance, in that order), config, the moving-average update (Keras's, with the biased batch variance),
+results to rounding. kconv's op runs where it gives Keras's result: features on the last axis (Keras's
+default), inputs of rank 2 or more, float32 or float64 (float16 / bfloat16 computed in float32, as Keras
+does), no mask, no renorm, not synchronized, and the op library loaded; any other call runs Keras's own code.
+"""
+import keras
+import tensorflow as tf
+
+from . import _oplib
+
+__all__ = ["BatchNormalization"]
+
+
+def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, training=True, threads=0):
+    """y = gamma * (x - m) / sqrt(v + epsilon) + beta over x's last axis, differentiable in x, gamma and beta.
+    training: m, v are the batch's mean and biased variance (the `mean` and `variance` arguments are not read);
+    else m, v = mean, variance (constants). Returns (y, m, v). Needs kconv's op library."""
+    lib = _oplib.load()
+    if lib is None:
+        raise RuntimeError("kconv.normalization.batch_norm needs kconv's TensorFlow op library "
+                           f"({_oplib.info()['reason']})")
+
+    @tf.custom_gradient
+    def normalize(x, gamma, beta):
+        y, m, v, inv = lib.kconv_batch_norm(x, gamma, beta, mean, variance, epsilon=epsilon, training=training,
+                                            threads=threads)
+
+        def grad(dy, dm=None, dv=None):
+            # m and v are statistics for the moving averages: no gradient flows back through them.
+            return lib.kconv_batch_norm_grad(dy, x, m, inv, gamma, training=training, threads=threads)
+        return (y, tf.stop_gradient(m), tf.stop_gradient(v)), grad
+
+    return normalize(x, gamma, beta)
+
+
+@keras.saving.register_keras_serializable(package="kconv")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """keras.layers.BatchNormalization on kconv's fused batch-norm op (see the module's docstring)."""
+
+    def _on_kconv(self, inputs, mask):
+        """Whether this call runs kconv's op and gives Keras's result."""
+        rank = len(inputs.shape)
+        return (mask is None and not self.renorm and not self.synchronized and rank >= 2
+                and self.axis in (-1, rank - 1) and inputs.shape[-1] is not None
+                and keras.backend.standardize_dtype(inputs.dtype) in ("float32", "float64", "float16", "bfloat16")
+                and _oplib.load() is not None)
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._on_kconv(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        dtype = keras.backend.result_type(inputs.dtype, "float32")   # as Keras: half precision in float32
+        x = tf.cast(inputs, dtype)
+        channels = x.shape[-1]
+        gamma = tf.cast(self.gamma, dtype) if self.scale else tf.ones([channels], dtype)
+        beta = tf.cast(self.beta, dtype) if self.center else tf.zeros([channels], dtype)
+        moving_mean = tf.cast(self.moving_mean, dtype)
+        moving_variance = tf.cast(self.moving_variance, dtype)
+        training = bool(training) and self.trainable
+        y, mean, variance = batch_norm(x, gamma, beta, moving_mean, moving_variance, self.epsilon, training)
+        if training:
+            self.moving_mean.assign(tf.cast(moving_mean * self.momentum + mean * (1.0 - self.momentum),
+                                            self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(moving_variance * self.momentum + variance * (1.0 - self.momentum),
+                                                self.moving_variance.dtype))
+        return tf.cast(y, self.compute_dtype)
