@@ -65,6 +65,8 @@ _FUSED = _fusable_activations()
 class _Kconv:
     """What every kconv layer adds to its Keras twin: `algorithm` / `threads`, and the convolution op."""
 
+    _kconv_args = ("algorithm", "threads")     # kconv's own config entries (kconv.serving passes these on)
+
     def _kconv_init(self, algorithm, threads):
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError(f"kconv's Keras layers need the TensorFlow backend, Keras is running on "

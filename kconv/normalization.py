@@ -50,7 +50,21 @@ def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, training=True, thre
 
 @keras.saving.register_keras_serializable(package="kconv")
 class BatchNormalization(keras.layers.BatchNormalization):
-    """keras.layers.BatchNormalization on kconv's fused batch-norm op (see the module's docstring)."""
+    """keras.layers.BatchNormalization on kconv's fused batch-norm op (see the module's docstring); plus
+    `threads` (None = kconv's setting), as kconv's convolution layers."""
+
+    _kconv_args = ("threads",)     # kconv's own config entries (kconv.serving passes these on in convert)
+
+    def __init__(self, *args, threads=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        self.threads = threads
+
+    def get_config(self):
+        config = super().get_config()
+        config["threads"] = self.threads
+        return config
 
     def _on_kconv(self, inputs, mask):
         """Whether this call runs kconv's op and gives Keras's result."""
@@ -71,7 +85,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
         moving_mean = tf.cast(self.moving_mean, dtype)
         moving_variance = tf.cast(self.moving_variance, dtype)
         training = bool(training) and self.trainable
-        y, mean, variance = batch_norm(x, gamma, beta, moving_mean, moving_variance, self.epsilon, training)
+        y, mean, variance = batch_norm(x, gamma, beta, moving_mean, moving_variance, self.epsilon, training,
+                                       self.threads or 0)
         if training:
             self.moving_mean.assign(tf.cast(moving_mean * self.momentum + mean * (1.0 - self.momentum),
                                             self.moving_mean.dtype))

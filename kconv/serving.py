@@ -61,8 +61,7 @@ def _twin(layer, cls, extra):
     """An unbuilt `cls` with `layer`'s config (name and dtype policy included) less kconv's own entries, plus
     `extra`; built like `layer` and given its weights if `layer` is built."""
     config = {k: v for k, v in layer.get_config().items() if k not in _KCONV_ONLY}
-    if not issubclass(cls, _layers._Kconv):      # BatchNormalization takes no algorithm / threads
-        extra = {}
+    extra = {k: v for k, v in extra.items() if k in getattr(cls, "_kconv_args", ())}  # BatchNorm: no algorithm
     twin = cls.from_config({**config, **extra})
     if layer.built:
         build_config = layer.get_build_config()
@@ -203,7 +202,8 @@ def convert(model, *, algorithm="auto", threads=None, batch_norm=True):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     if not isinstance(batch_norm, bool):
         raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
-    table = _TO_KCONV if batch_norm else {k: v for k, v in _TO_KCONV.items() if k is not keras.layers.BatchNormalization}
+    table = _TO_KCONV if batch_norm else \
+        {k: v for k, v in _TO_KCONV.items() if k is not keras.layers.BatchNormalization}
     return _swap(model, table, {"algorithm": algorithm, "threads": threads}, "convert")
 
 

@@ -42,6 +42,7 @@ EXAMPLES = {
     "Conv2DTranspose": (dict(filters=4, kernel_size=3, strides=2, padding="same", use_bias=False), (8, 8, 4)),
     "DepthwiseConv2D": (dict(kernel_size=3, depth_multiplier=2, padding="same", activation="relu"), (8, 8, 4)),
     "SeparableConv2D": (dict(filters=5, kernel_size=3, padding="same", activation="softplus"), (8, 8, 4)),
+    "BatchNormalization": (dict(momentum=0.9, epsilon=1e-2), (8, 8, 4)),
 }
 TWIN_NAMES = sorted(cls.__name__ for cls in KERAS_TWINS)
 
@@ -161,7 +162,8 @@ def test_single_layer_every_twin(name, rng, monkeypatch):
     layer, shape = _example(name)
     x = rng.standard_normal((2,) + shape).astype(np.float32)
     layer(x)
-    layer.set_weights([rng.standard_normal(w.shape).astype(np.float32) for w in layer.get_weights()])
+    layer.set_weights([(np.abs(rng.standard_normal(w.shape)) + 0.5 if "variance" in w.path   # BatchNorm's
+                        else rng.standard_normal(w.shape)).astype(np.float32) for w in layer.weights])
     ours = convert(layer, threads=1)
     assert type(ours) is KERAS_TWINS[type(layer)] and ours.built and ours.threads == 1
     assert all(np.array_equal(a, b) for a, b in zip(ours.get_weights(), layer.get_weights()))

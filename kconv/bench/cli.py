@@ -86,6 +86,8 @@ def build_parser():
                         "), sets (" +
                         ", ".join(layersets.EXTRA_SETS) + "), all, none, or text in layer names (e.g. '3x3/2', "
                         "'kim'). Given alone, no models run")
+    p.add_argument("--keras-batchnorm", action="store_true",
+                   help="keep keras.layers.BatchNormalization in the kconv twins (only their convolutions on kconv)")
     p.add_argument("--no-models", action="store_true", help="skip the models (same as --models none)")
     p.add_argument("--no-layers", action="store_true", help="skip the layers (same as --layers none)")
     p.add_argument("--batch", type=_positive, default=None,
@@ -221,7 +223,8 @@ def main(argv=None):
         for spec in chosen_models:
             progress.step(f"model: {spec.key}")
             model_rows.append(model_zoo.time_model(spec, settings["model_rounds"], settings["model_pause"],
-                                                   settings["model_block"], batch=args.batch, smoke=args.smoke))
+                                                   settings["model_block"], batch=args.batch, smoke=args.smoke,
+                                                   batch_norm=not args.keras_batchnorm))
         if model_rows:
             sections.append(model_section(header, model_rows, settings["model_rounds"], time.perf_counter() - t0))
             progress.write(sections[-1])
@@ -349,23 +352,24 @@ def markdown_table(head, rows, align):
 
 def model_section(header, rows, rounds, seconds=None):
     head = ["model", "batch", "train kconv ms", "train keras ms", "train ratio", "predict kconv ms",
-            "predict keras ms", "predict ratio", "max err", "kconv convs"]
+            "predict keras ms", "predict ratio", "max err", "kconv convs", "kconv BN"]
     body = [[r["model"], r["batch"], _num(r["train_kconv_ms"]), _num(r["train_keras_ms"]), f"{r['train_ratio']:.2f}x",
              _num(r["predict_kconv_ms"]), _num(r["predict_keras_ms"]), f"{r['predict_ratio']:.2f}x",
-             f"{r['max_err']:.1e}", r.get("kconv_convs", "")] for r in rows]
+             f"{r['max_err']:.1e}", r.get("kconv_convs", ""), r.get("kconv_bn", "")] for r in rows]
     g_train, g_pred = geomean(r["train_ratio"] for r in rows), geomean(r["predict_ratio"] for r in rows)
-    body.append([f"geomean ({len(rows)} models)", "", "", "", f"{g_train:.2f}x", "", "", f"{g_pred:.2f}x", "", ""])
+    body.append([f"geomean ({len(rows)} models)", "", "", "", f"{g_train:.2f}x", "", "", f"{g_pred:.2f}x", "", "", ""])
     return "\n".join([
         "## Whole models: compiled train_on_batch / predict_on_batch, kconv layers vs keras.layers twin",
         "", header, "",
-        markdown_table(head, body, "lrrrrrrrrr"), "",
+        markdown_table(head, body, "lrrrrrrrrrr"), "",
         f"geomean ratio: train_on_batch {g_train:.2f}x (range {min(r['train_ratio'] for r in rows):.2f}x - "
         f"{max(r['train_ratio'] for r in rows):.2f}x), predict_on_batch {g_pred:.2f}x (range "
         f"{min(r['predict_ratio'] for r in rows):.2f}x - {max(r['predict_ratio'] for r in rows):.2f}x) over "
         f"{len(rows)} models.",
         f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per call, median of {rounds} alternating "
         f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch; "
-        f"kconv convs = the kconv twin's conv layers on kconv / all its conv layers"
+        f"kconv convs = the kconv twin's conv layers on kconv / all its conv layers; kconv BN = its "
+        f"BatchNormalization layers on kconv / all (--keras-batchnorm keeps Keras's)"
         + (f". {seconds:.0f} s." if seconds is not None else "."),
         *[f"WARNING: {r['model']}: the weights of {' and '.join(r['diverged'])} became non-finite while timed "
           f"(training diverged): its row times NaN arithmetic." for r in rows if r.get("diverged")]])
