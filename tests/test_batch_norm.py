@@ -307,3 +307,78 @@ def test_threads_argument_is_checked_and_kept_in_the_config(kconv_bn, tf, rng):
     assert type(kconv_bn.from_config(layer.get_config())) is kconv_bn
     x = randn(rng, (300, 8), np.float32)
     np.testing.assert_array_equal(layer(x, training=True), kconv_bn(threads=2)(x, training=True))
+
+
+# ----------------------------------------------------------------- inference folded into the convolution
+
+FOLD_CASES = {
+    "conv2d": ("Conv2D", dict(filters=6, kernel_size=3, strides=2, padding="same", use_bias=True), (9, 10, 4)),
+    "conv2d_groups": ("Conv2D", dict(filters=8, kernel_size=3, groups=2, use_bias=False), (8, 8, 4)),
+    "conv1d_causal": ("Conv1D", dict(filters=5, kernel_size=3, padding="causal", dilation_rate=2), (16, 3)),
+    "depthwise": ("DepthwiseConv2D", dict(kernel_size=3, depth_multiplier=2, padding="same"), (8, 8, 3)),
+    "separable": ("SeparableConv2D", dict(filters=7, kernel_size=3, use_bias=False), (9, 9, 4)),
+}
+
+
+def _conv_bn_model(module, conv_name, conv_kwargs, shape, bn, extra_output=False):
+    inputs = keras.Input(shape)
+    conv = getattr(module, conv_name)(**conv_kwargs)(inputs)
+    outputs = [keras.layers.ReLU()(bn()(conv))]
+    if extra_output:          # the convolution's output read by another layer before the BatchNorm
+        outputs = [keras.layers.GlobalAveragePooling1D()(keras.layers.Reshape((-1, conv.shape[-1]))(conv))] + \
+            outputs
+    return keras.Model(inputs, outputs)
+
+
+def _ops_run_in_inference(tf, model, x):
+    graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(x).graph
+    return [op.type for op in graph.get_operations()]
+
+
+@pytest.mark.parametrize("case", sorted(FOLD_CASES))
+def test_inference_right_after_a_kconv_convolution_is_folded_into_it(kconv_bn, case, tf, rng):
+    import kconv
+    conv_name, conv_kwargs, shape = FOLD_CASES[case]
+    theirs = _conv_bn_model(keras.layers, conv_name, conv_kwargs, shape, keras.layers.BatchNormalization)
+    theirs.set_weights([np.abs(w) + 0.5 if "variance" in v.path else w + 0.3 * randn(rng, w.shape, np.float32)
+                        for w, v in zip(theirs.get_weights(), theirs.weights)])
+    ours = kconv.convert(theirs)
+    x = tf.constant(randn(rng, (3,) + shape, np.float32))
+    ops = _ops_run_in_inference(tf, ours, x)
+    assert "KconvBatchNorm" not in ops and "KconvConv" in ops
+    want = theirs.predict_on_batch(x)
+    np.testing.assert_allclose(ours.predict_on_batch(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+    # gradients still flow (fine-tuning with the BatchNorm frozen: training=False under a tape)
+    def grads(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=False) ** 2)
+        return tape.gradient(loss, model.trainable_weights)
+    got, expected = tf.function(lambda: grads(ours))(), tf.function(lambda: grads(theirs))()
+    for g, e, v in zip(got, expected, theirs.trainable_weights):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=v.path)
+
+
+def test_a_convolution_also_read_elsewhere_gives_both_readers_the_right_values(kconv_bn, tf, rng):
+    """Whether the other reader is traced before the BatchNorm (no fold) or after (the folded convolution and
+    the original one both run), every output is Keras's."""
+    import kconv
+    theirs = _conv_bn_model(keras.layers, "Conv2D", dict(filters=4, kernel_size=3), (6, 6, 2),
+                            keras.layers.BatchNormalization, extra_output=True)
+    theirs.set_weights([np.abs(w) + 0.5 if "variance" in v.path else w + 0.3 * randn(rng, w.shape, np.float32)
+                        for w, v in zip(theirs.get_weights(), theirs.weights)])
+    ours = kconv.convert(theirs)
+    x = tf.constant(randn(rng, (2, 6, 6, 2), np.float32))
+    for g, w in zip(ours.predict_on_batch(x), theirs.predict_on_batch(x)):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * np.abs(w).max())
+
+
+def test_training_and_eager_calls_are_not_folded(kconv_bn, tf, rng):
+    import kconv
+    theirs = _conv_bn_model(keras.layers, "Conv2D", dict(filters=4, kernel_size=3), (6, 6, 2),
+                            keras.layers.BatchNormalization)
+    ours = kconv.convert(theirs)
+    x = tf.constant(randn(rng, (2, 6, 6, 2), np.float32))
+    graph = tf.function(lambda x: ours(x, training=True)).get_concrete_function(x).graph
+    assert "KconvBatchNorm" in [op.type for op in graph.get_operations()]
+    np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), rtol=1e-5, atol=1e-5)
