@@ -13,28 +13,53 @@ cdef inline Py_ssize_t bn_chunks(Py_ssize_t rows) noexcept nogil:
     return 64 if n > 64 else n
 
 
+# The sums take four rows at a time: one add into s[c] per four rows, so the chain of dependent adds through
+# s[] is a quarter as long (with few channels, that chain, not memory, bounded the pass: 2304 KiB at C = 16
+# ran at 15 GB/s on one core).
+
 cdef void bn_moment_sums(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, const real* x, const double* shift,
                          double* s, double* q) noexcept nogil:
     """s[c] += sum of (x - shift[c]), q[c] += sum of its squares, over rows r0 .. r1 - 1."""
-    cdef Py_ssize_t r, c
-    cdef double d
-    for r in range(r0, r1):
+    cdef Py_ssize_t r = r0, c
+    cdef double d0, d1, d2, d3
+    while r + 4 <= r1:
         for c in range(C):
-            d = <double> x[r * C + c] - shift[c]
-            s[c] += d
-            q[c] += d * d
+            d0 = <double> x[r * C + c] - shift[c]
+            d1 = <double> x[(r + 1) * C + c] - shift[c]
+            d2 = <double> x[(r + 2) * C + c] - shift[c]
+            d3 = <double> x[(r + 3) * C + c] - shift[c]
+            s[c] += (d0 + d1) + (d2 + d3)
+            q[c] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+        r += 4
+    while r < r1:
+        for c in range(C):
+            d0 = <double> x[r * C + c] - shift[c]
+            s[c] += d0
+            q[c] += d0 * d0
+        r += 1
 
 
 cdef void bn_gradient_sums(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, const real* dy, const real* x,
                            const double* mean, double* s, double* q) noexcept nogil:
     """s[c] += sum of dy, q[c] += sum of dy * (x - mean[c]), over rows r0 .. r1 - 1."""
-    cdef Py_ssize_t r, c
-    cdef double g
-    for r in range(r0, r1):
+    cdef Py_ssize_t r = r0, c
+    cdef double g0, g1, g2, g3
+    while r + 4 <= r1:
         for c in range(C):
-            g = dy[r * C + c]
-            s[c] += g
-            q[c] += g * (<double> x[r * C + c] - mean[c])
+            g0 = dy[r * C + c]
+            g1 = dy[(r + 1) * C + c]
+            g2 = dy[(r + 2) * C + c]
+            g3 = dy[(r + 3) * C + c]
+            s[c] += (g0 + g1) + (g2 + g3)
+            q[c] += (g0 * (<double> x[r * C + c] - mean[c]) + g1 * (<double> x[(r + 1) * C + c] - mean[c])) + \
+                (g2 * (<double> x[(r + 2) * C + c] - mean[c]) + g3 * (<double> x[(r + 3) * C + c] - mean[c]))
+        r += 4
+    while r < r1:
+        for c in range(C):
+            g0 = dy[r * C + c]
+            s[c] += g0
+            q[c] += g0 * (<double> x[r * C + c] - mean[c])
+        r += 1
 
 
 cdef void bn_normalize(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t C, const real* x, const real* mean,
