@@ -4,6 +4,7 @@
     layer = kconv.Conv2D(64, 3, padding="same")       # a drop-in for keras.layers.Conv2D
     layer = kconv.SeparableConv2D(64, 3)              # ... and Conv1D, the Transpose, Depthwise, Separable twins
     layer = kconv.BatchNormalization()                # keras.layers.BatchNormalization as one fused op
+    layer = kconv.ReLU()                              # keras.layers.ReLU, fused into a kconv conv before it
     y = kconv.conv2d(x, w, 1, "SAME")                 # tf.nn.conv2d on kconv's kernels
     from kconv import ops                             # numpy API, no TensorFlow needed
 
@@ -25,7 +26,7 @@ from ._config import config, measure_roof, show_config  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 
 _LAYERS = ("Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D",
-           "SeparableConv1D", "SeparableConv2D", "BatchNormalization")
+           "SeparableConv1D", "SeparableConv2D", "BatchNormalization", "ReLU")
 __all__ = list(_LAYERS) + ["config", "convert", "conv1d", "conv1d_transpose", "conv2d", "conv2d_transpose",
                            "get_num_threads", "load_op_library", "measure_roof", "ops", "set_num_threads",
                            "show_config", "to_keras"]

@@ -35,17 +35,19 @@ The ops are kconv's native TensorFlow ops (kconv.tf_ops), so:
 `.keras` files save and load (the layers are registered as "kconv>Conv2D", "kconv>DepthwiseConv2D", ...;
 import kconv before keras.models.load_model).
 
-BatchNormalization (kconv.normalization) is here too, so that convert / to_keras swap it with the convolutions:
-keras.layers.BatchNormalization on TensorFlow's fused batch-norm op instead of Keras 3's elementwise ops.
+BatchNormalization (kconv.normalization) and ReLU (kconv.relu) are here too, so that convert / to_keras swap them
+with the convolutions: batch normalization as one kconv op each way (folded into the convolution before it in
+inference), and a ReLU folded into the convolution before it inside a graph.
 """
 import keras
 import tensorflow as tf
 
 from . import tf_ops
 from .normalization import BatchNormalization
+from .relu import ReLU
 
 __all__ = ["Conv1D", "Conv2D", "Conv1DTranspose", "Conv2DTranspose", "DepthwiseConv1D", "DepthwiseConv2D",
-           "SeparableConv1D", "SeparableConv2D", "BatchNormalization"]
+           "SeparableConv1D", "SeparableConv2D", "BatchNormalization", "ReLU"]
 
 _TF_LAYOUTS = {1: {"channels_last": "NWC", "channels_first": "NCW"},
                2: {"channels_last": "NHWC", "channels_first": "NCHW"}}

@@ -29,42 +29,9 @@ does), no mask, no renorm, not synchronized, and the op library loaded; any othe
 import keras
 import tensorflow as tf
 
-from . import _oplib
+from . import _fold, _oplib
 
 __all__ = ["BatchNormalization"]
-
-_PASS_THROUGH = ("Identity", "IdentityN")     # what tf.custom_gradient puts between kconv's op and its caller
-
-
-def _producing_conv(tensor):
-    """The KconvConv op whose linear output `tensor` is (through custom_gradient's identities), when it was
-    traced in this graph, is read by nothing else so far and has no padding of its own; else None."""
-    if tf.executing_eagerly() or not hasattr(tensor, "op") or tensor.consumers():
-        return None
-    t = tensor
-    while t.op.type in _PASS_THROUGH:
-        t = t.op.inputs[t.value_index]
-    op = t.op
-    if op.type != "KconvConv" or t.value_index != 0 or op.get_attr("activation") != b"linear" or \
-            op.get_attr("padding") == b"EXPLICIT" or len(op.inputs[0].shape) not in (3, 4):
-        return None
-    if any(c.type not in _PASS_THROUGH for c in op.outputs[0].consumers()):
-        return None
-    return op
-
-
-def _folded_conv(op, scale, shift):
-    """The convolution `op` computes, with every output channel k scaled by scale[k] and shifted by shift[k]:
-    the same op on filters * scale with bias * scale + shift, differentiable (kconv.tf_ops)."""
-    from . import tf_ops
-    x, w, b = op.inputs[0], op.inputs[1], op.inputs[2]
-    bias = shift if b.shape[0] == 0 else b * scale + shift
-    strides, dilations = op.get_attr("strides"), op.get_attr("dilations")
-    padding = op.get_attr("padding").decode()
-    args = dict(algorithm=op.get_attr("algorithm").decode(), threads=op.get_attr("threads") or None, bias=bias)
-    if len(x.shape) == 4:
-        return tf_ops.conv2d(x, w * scale, tuple(strides), padding, dilations=tuple(dilations), **args)
-    return tf_ops.conv1d(x, w * scale, strides[-1], padding, dilations=dilations[-1], **args)
 
 
 def batch_norm(x, gamma, beta, mean, variance, epsilon=1e-3, training=True, threads=0):
@@ -126,12 +93,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         moving_mean = tf.cast(self.moving_mean, dtype)
         moving_variance = tf.cast(self.moving_variance, dtype)
         training = bool(training) and self.trainable
-        conv = None if training else _producing_conv(inputs)
+        conv = None if training else _fold.producing_conv(inputs)
         if conv is not None:
             # Inference right after one of kconv's convolutions (a graph, e.g. predict): y = a * conv + shift
             # is the convolution with its filters scaled by a and a bias, so the normalization costs no pass.
             scale = gamma * tf.math.rsqrt(moving_variance + self.epsilon)
-            return tf.cast(_folded_conv(conv, scale, beta - moving_mean * scale), self.compute_dtype)
+            return tf.cast(_fold.conv_again(conv, scale, beta - moving_mean * scale), self.compute_dtype)
         y, mean, variance = batch_norm(x, gamma, beta, moving_mean, moving_variance, self.epsilon, training,
                                        self.threads or 0)
         if training:

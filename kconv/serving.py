@@ -2,8 +2,8 @@
 
 `convert(model)` returns a copy of a Keras model in which every convolution layer that kconv has a twin for
 (keras.layers.Conv2D -> kconv.Conv2D, ...) is replaced by that twin, with the same config and weights, and so
-is every keras.layers.BatchNormalization (kconv.BatchNormalization: TensorFlow's fused op): the one-call version
-of changing the import. `to_keras(model)` is its inverse:
+is every keras.layers.BatchNormalization (kconv.BatchNormalization: one kconv op each way) and ReLU
+(kconv.ReLU: folded into a kconv convolution before it): the one-call version of changing the import. `to_keras(model)` is its inverse:
 
     fast = kconv.convert(model)                  # keras.layers convolutions -> kconv's, same weights
     plain = kconv.to_keras(fast)                 # and back
@@ -59,11 +59,12 @@ _TO_KCONV = {keras_cls: cls for cls, keras_cls in _TO_KERAS.items()}  # keras.la
 
 def _twin(layer, cls, extra):
     """An unbuilt `cls` with `layer`'s config (name and dtype policy included) less kconv's own entries, plus
-    `extra`; built like `layer` and given its weights if `layer` is built."""
+    `extra`; built like `layer` and given its weights if `layer` is built and has weights (a layer without
+    weights, such as ReLU, builds on its first call)."""
     config = {k: v for k, v in layer.get_config().items() if k not in _KCONV_ONLY}
     extra = {k: v for k, v in extra.items() if k in getattr(cls, "_kconv_args", ())}  # BatchNorm: no algorithm
     twin = cls.from_config({**config, **extra})
-    if layer.built:
+    if layer.built and layer.weights:
         build_config = layer.get_build_config()
         if build_config:
             twin.build_from_config(build_config)
@@ -175,13 +176,14 @@ def _subclassed_message(model, what, table, nested=False):
             f"from the trained model (the weights of twin layers are the same, in the same order)")
 
 
-def convert(model, *, algorithm="auto", threads=None, batch_norm=True):
+def convert(model, *, algorithm="auto", threads=None, convolutions_only=False):
     """A copy of `model` that runs its convolutions on kconv: every layer whose class is exactly a
     keras.layers class kconv has a twin for (keras.layers.Conv1D -> kconv.Conv1D, Conv2D -> kconv.Conv2D, and
     whatever else `twins()` lists) becomes that twin, with the same config (name, dtype policy, trainable
     included) and the same weights. Every other layer is copied with its weights.
-    batch_norm: also swap keras.layers.BatchNormalization for kconv.BatchNormalization (TensorFlow's fused
-    batch-norm op); False keeps Keras's.
+    convolutions_only: swap only the convolution layers, keeping Keras's BatchNormalization and ReLU (by
+    default they become kconv.BatchNormalization, one kconv op each way, and kconv.ReLU, which folds into a
+    kconv convolution before it).
 
     model: a Sequential or functional model, built (it has an Input, or was called on data); models nested in
     it as layers are converted too. A single layer works as well (converted, built and given its weights if
@@ -200,10 +202,10 @@ def convert(model, *, algorithm="auto", threads=None, batch_norm=True):
     tf_ops.check_algorithm(algorithm)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
-    table = _TO_KCONV if batch_norm else \
-        {k: v for k, v in _TO_KCONV.items() if k is not keras.layers.BatchNormalization}
+    if not isinstance(convolutions_only, bool):
+        raise ValueError(f"convolutions_only must be True or False, got {convolutions_only!r}")
+    table = {k: v for k, v in _TO_KCONV.items()
+             if not convolutions_only or k not in (keras.layers.BatchNormalization, keras.layers.ReLU)}
     return _swap(model, table, {"algorithm": algorithm, "threads": threads}, "convert")
 
 

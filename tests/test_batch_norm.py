@@ -271,7 +271,7 @@ def test_model_trains_like_keras_and_round_trips(kconv_bn, tf, rng, tmp_path):
     theirs = model(keras.layers.BatchNormalization)
     ours = kconv.convert(theirs)
     assert sum(type(layer) is kconv_bn for layer in ours.layers) == 1
-    assert sum(type(layer) is kconv_bn for layer in kconv.convert(theirs, batch_norm=False).layers) == 0
+    assert sum(type(layer) is kconv_bn for layer in kconv.convert(theirs, convolutions_only=True).layers) == 0
     assert not any(type(layer) is kconv_bn for layer in kconv.to_keras(ours).layers)
     x, y = randn(rng, (16, 8, 8, 3), np.float32), randn(rng, (16, 2), np.float32)
     for m in (ours, theirs):
@@ -382,3 +382,63 @@ def test_training_and_eager_calls_are_not_folded(kconv_bn, tf, rng):
     graph = tf.function(lambda x: ours(x, training=True)).get_concrete_function(x).graph
     assert "KconvBatchNorm" in [op.type for op in graph.get_operations()]
     np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- ReLU folded into the convolution
+
+def _fused_activations(tf, model, x, training):
+    graph = tf.function(lambda x: model(x, training=training)).get_concrete_function(x).graph
+    ops = graph.get_operations()
+    live = {op.name for op in ops if op.type == "KconvConv"}
+    return [op.type for op in ops], sorted(op.get_attr("activation").decode() for op in ops
+                                           if op.type == "KconvConv" and op.name in live)
+
+
+@pytest.mark.parametrize("max_value,tf_op,fused", [(None, "Relu", "relu"), (6.0, "Relu6", "relu6")])
+def test_relu_after_a_folded_batchnorm_is_fused_into_the_convolution(kconv_bn, max_value, tf_op, fused, tf, rng):
+    import kconv
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.BatchNormalization()(keras.layers.Conv2D(6, 3, use_bias=False)(inputs))
+    theirs = keras.Model(inputs, keras.layers.ReLU(max_value)(h))
+    theirs.set_weights([np.abs(w) + 0.5 if "variance" in v.path else w + randn(rng, w.shape, np.float32)
+                        for w, v in zip(theirs.get_weights(), theirs.weights)])
+    ours = kconv.convert(theirs)
+    assert any(type(layer) is kconv.ReLU for layer in ours.layers)
+    x = tf.constant(randn(rng, (2, 8, 8, 3), np.float32) * 3)
+    ops, activations = _fused_activations(tf, ours, x, training=False)
+    assert tf_op not in ops and "KconvBatchNorm" not in ops and fused in activations
+    want = theirs.predict_on_batch(x)
+    assert (want == 0).any() and (max_value is None or (want == 6).any())      # the clamp matters
+    np.testing.assert_allclose(ours.predict_on_batch(x), want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert not any(type(layer) is kconv.ReLU for layer in kconv.convert(theirs, convolutions_only=True).layers)
+
+
+def test_relu_right_after_a_convolution_is_fused_in_training_too(kconv_bn, tf, rng):
+    import kconv
+    inputs = keras.Input((9, 9, 4))
+    h = keras.layers.Conv2D(5, 3, padding="same")(inputs)
+    theirs = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.ReLU()(h))))
+    ours = kconv.convert(theirs)
+    x = tf.constant(randn(rng, (3, 9, 9, 4), np.float32))
+    ops, _ = _fused_activations(tf, ours, x, training=True)
+    assert "Relu" not in ops
+
+    def grads(model):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(model(x, training=True) ** 2)
+        return tape.gradient(loss, model.trainable_weights)
+    for g, e, v in zip(tf.function(lambda: grads(ours))(), tf.function(lambda: grads(theirs))(),
+                       theirs.trainable_weights):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=v.path)
+
+
+@pytest.mark.parametrize("kwargs", [dict(negative_slope=0.1), dict(threshold=0.5), dict(max_value=3.0)])
+def test_relus_kconv_cannot_fuse_run_as_keras(kconv_bn, kwargs, tf, rng):
+    import kconv
+    inputs = keras.Input((6, 6, 2))
+    theirs = keras.Model(inputs, keras.layers.ReLU(**kwargs)(keras.layers.Conv2D(3, 3)(inputs)))
+    ours = kconv.convert(theirs)
+    x = tf.constant(randn(rng, (2, 6, 6, 2), np.float32))
+    ops, activations = _fused_activations(tf, ours, x, training=False)
+    assert activations == ["linear"]
+    np.testing.assert_allclose(ours.predict_on_batch(x), theirs.predict_on_batch(x), rtol=1e-5, atol=1e-5)

@@ -255,12 +255,12 @@ def test_model_twins_by_convert_are_the_twins_built_on_kconv_classes():
     """The two routes to the kconv twin (kconv.serving.convert of the keras.layers twin; the builder run on
     kconv's classes from the same seed, then set_weights) give the same model: same layer classes, weights and
     outputs, so the models' figures mean what they meant when the builders took kconv's classes. (The
-    builders take only the convolutions from their namespace: convert keeps Keras's BatchNormalization here.)"""
+    builders take only the convolutions from their namespace: convert keeps Keras's BatchNorm and ReLU here.)"""
     pytest.importorskip("tensorflow")
     import numpy as np
     from kconv.bench import models
     for spec in models.MODELS:
-        converted, theirs = models.twins(spec, smoke=True, route="convert", batch_norm=False)
+        converted, theirs = models.twins(spec, smoke=True, route="convert", convolutions_only=True)
         built, _ = models.twins(spec, smoke=True, route="build")
         assert [type(l) for l in converted.layers] == [type(l) for l in built.layers], spec.key
         assert [l.get_config().get("algorithm") for l in models.conv_layers(converted)] == \

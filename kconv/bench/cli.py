@@ -86,8 +86,8 @@ def build_parser():
                         "), sets (" +
                         ", ".join(layersets.EXTRA_SETS) + "), all, none, or text in layer names (e.g. '3x3/2', "
                         "'kim'). Given alone, no models run")
-    p.add_argument("--keras-batchnorm", action="store_true",
-                   help="keep keras.layers.BatchNormalization in the kconv twins (only their convolutions on kconv)")
+    p.add_argument("--convolutions-only", action="store_true",
+                   help="the kconv twins swap only their convolutions (Keras's BatchNormalization and ReLU kept)")
     p.add_argument("--no-models", action="store_true", help="skip the models (same as --models none)")
     p.add_argument("--no-layers", action="store_true", help="skip the layers (same as --layers none)")
     p.add_argument("--batch", type=_positive, default=None,
@@ -224,7 +224,7 @@ def main(argv=None):
             progress.step(f"model: {spec.key}")
             model_rows.append(model_zoo.time_model(spec, settings["model_rounds"], settings["model_pause"],
                                                    settings["model_block"], batch=args.batch, smoke=args.smoke,
-                                                   batch_norm=not args.keras_batchnorm))
+                                                   convolutions_only=args.convolutions_only))
         if model_rows:
             sections.append(model_section(header, model_rows, settings["model_rounds"], time.perf_counter() - t0))
             progress.write(sections[-1])
@@ -369,7 +369,7 @@ def model_section(header, rows, rounds, seconds=None):
         f"ratio = keras.layers time / kconv time (> 1: kconv faster); ms per call, median of {rounds} alternating "
         f"blocks (each after a pause and a discarded warm call); same weights; max err of predict_on_batch; "
         f"kconv convs = the kconv twin's conv layers on kconv / all its conv layers; kconv BN = its "
-        f"BatchNormalization layers on kconv / all (--keras-batchnorm keeps Keras's)"
+        f"BatchNormalization layers on kconv / all (--convolutions-only keeps Keras's BatchNorm and ReLU)"
         + (f". {seconds:.0f} s." if seconds is not None else "."),
         *[f"WARNING: {r['model']}: the weights of {' and '.join(r['diverged'])} became non-finite while timed "
           f"(training diverged): its row times NaN arithmetic." for r in rows if r.get("diverged")]])

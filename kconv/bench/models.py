@@ -7,7 +7,8 @@ keras.layers twin is built from it; the kconv twin is `kconv.serving.convert(ker
 conv layer kconv has a twin for swapped for it, same weights), or, where this kconv has no convert, the same
 builder run on kconv's classes (keras.layers' where kconv has none) from the same seed, with set_weights.
 Either way the row says how many of the model's conv layers run on kconv ("kconv convs"), and how many of its
-BatchNormalization layers ("kconv BN": kconv.BatchNormalization; `--keras-batchnorm` keeps Keras's).
+BatchNormalization layers ("kconv BN": kconv.BatchNormalization; `--convolutions-only` keeps Keras's BatchNorm
+and ReLU layers).
 
 Method (GUIDE section 6, "Fair timing"): both twins warmed up (traced, planned), then timed in alternating
 blocks, each after a pause and a discarded warm call, medians over rounds; three input batches rotate. ratio =
@@ -315,11 +316,11 @@ def is_kconv(layer):
     return type(layer).__module__.split(".")[0] == "kconv"
 
 
-def twins(spec, smoke=False, seed=0, route=None, batch_norm=True):
+def twins(spec, smoke=False, seed=0, route=None, convolutions_only=False):
     """(kconv model, keras model): the keras.layers twin built from `seed`, and its kconv twin, with the same
     weights. route "convert": kconv.serving.convert(keras twin); "build": the builder again on kconv's classes
     (keras.layers' where kconv has none) from the same seed, then set_weights. Default: convert where kconv
-    has it. batch_norm=False keeps keras.layers.BatchNormalization in the kconv twin."""
+    has it. convolutions_only: the kconv twin keeps keras.layers' BatchNormalization and ReLU."""
     import keras
     size = spec.smoke if smoke else spec.size
     convert = _convert()
@@ -329,7 +330,7 @@ def twins(spec, smoke=False, seed=0, route=None, batch_norm=True):
     if route == "convert":
         if convert is None:
             raise RuntimeError("this kconv has no kconv.serving.convert")
-        ours = convert(theirs, batch_norm=batch_norm) if not batch_norm else convert(theirs)
+        ours = convert(theirs, convolutions_only=True) if convolutions_only else convert(theirs)
     else:
         keras.utils.set_random_seed(seed)
         ours = spec.build(_KconvLayers(), **size)
@@ -342,13 +343,14 @@ def _max_rel_error(got, want):
     return float(np.abs(got - want).max() / max(float(np.abs(want).max()), 1e-30))
 
 
-def time_model(spec, rounds=5, pause=0.05, block_s=0.1, batch=None, smoke=False, seed=0, batch_norm=True):
+def time_model(spec, rounds=5, pause=0.05, block_s=0.1, batch=None, smoke=False, seed=0,
+               convolutions_only=False):
     """One row: the model's train_on_batch and predict_on_batch, kconv twin against keras.layers twin."""
     import keras
     import tensorflow as tf
     b = batch or (spec.smoke_batch if smoke else spec.batch)
     rng = np.random.default_rng(seed)
-    ours, theirs = twins(spec, smoke, seed, batch_norm=batch_norm)
+    ours, theirs = twins(spec, smoke, seed, convolutions_only=convolutions_only)
     data = [tuple(tf.constant(a) for a in spec.inputs(rng, b, smoke)) for _ in range(3)]
     for m in (ours, theirs):
         m.compile(optimizer=keras.optimizers.SGD(spec.learning_rate, momentum=0.9), loss=spec.loss,
