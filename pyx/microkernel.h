@@ -1147,26 +1147,39 @@ static inline long kc_stand_down_count(void) { return __atomic_load_n(&kc_stand_
  * OpenMP's own barrier under OMP_WAIT_POLICY=PASSIVE sleeps at once, and on a VM whose idle CPUs halt a
  * sleeper takes 30-50 us to wake: four phases in one call paid ~0.2 ms (a 2-thread C loop, 2-CPU Zen 4
  * KVM guest). So a thread that arrives early spins for up to KC_BARRIER_SPINS pauses (~20-40 us), then
- * sleeps on a futex; one whose call stands down (its CPU belongs to another call's caller) sleeps at once. */
+ * sleeps on a futex; one whose call stands down (its CPU belongs to another call's caller) sleeps at once.
+ *
+ * A helper may also leave the team for the rest of the call (kc_barrier_leave; kc_should_leave says when):
+ * it then counts as arrived at every later phase end. A helper that stood down inside a phase instead (as
+ * kc_next_task does) held up every phase end until it woke and arrived: with a layer's input and filter
+ * gradients at once on 2 CPUs, the filter gradient paid a wake-up or two per phase, and the pair took 1.8x
+ * the two passes one after the other (benchmarks/gradient_pair.py, 64x14x14x64, 2-CPU Zen 5). */
 #define KC_BARRIER_SPINS 2000
-typedef struct { int arrived; int gen; } kc_barrier;
+typedef struct { int done; int gen; int left; } kc_barrier;   /* done: arrivals this phase + departures */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 static inline void kc_pause(void) { _mm_pause(); }
 #else
 static inline void kc_pause(void) { }
 #endif
+static inline void kc_barrier_init(kc_barrier *b) { b->done = b->gen = b->left = 0; }
+/* The last of the team to arrive or leave: every other member waits at the barrier (or has left), so no one
+ * touches done until gen moves; the next phase starts with the departures already counted. */
+static inline void kc_barrier_release(kc_barrier *b)
+{
+    __atomic_store_n(&b->done, __atomic_load_n(&b->left, __ATOMIC_ACQUIRE), __ATOMIC_RELAXED);
+    __atomic_add_fetch(&b->gen, 1, __ATOMIC_RELEASE);
+#ifdef __linux__
+    syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+#endif
+}
 static inline void kc_barrier_wait(kc_barrier *b, int team, int may_spin)
 {
     int i, gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
     if (team <= 1)
         return;
-    if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == team) {
-        __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);   /* nobody arrives again before gen moves */
-        __atomic_add_fetch(&b->gen, 1, __ATOMIC_RELEASE);
-#ifdef __linux__
-        syscall(SYS_futex, &b->gen, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-#endif
+    if (__atomic_add_fetch(&b->done, 1, __ATOMIC_ACQ_REL) == team) {
+        kc_barrier_release(b);
         return;
     }
     for (i = 0; may_spin && i < KC_BARRIER_SPINS; i++) {
@@ -1184,6 +1197,21 @@ static inline void kc_barrier_wait(kc_barrier *b, int team, int may_spin)
 #endif
     }
 }
+/* Leaves the team for good (between phases: after the last phase end the thread arrived at). */
+static inline void kc_barrier_leave(kc_barrier *b, int team)
+{
+    if (team <= 1)
+        return;
+    __atomic_add_fetch(&kc_stand_downs, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&b->left, 1, __ATOMIC_ACQ_REL);
+    if (__atomic_add_fetch(&b->done, 1, __ATOMIC_ACQ_REL) == team)
+        kc_barrier_release(b);
+}
+/* Whether helper `tid` of a barrier kernel should leave: overlapping calls hold more threads than the CPUs
+ * and its call's share (kc_share) leaves it out. */
+static inline int kc_should_leave(long tid, int team, int cpus) { return tid > 0 && tid >= kc_share(team, cpus); }
+/* The next task from a shared counter, for a thread that does not stand down (see kc_should_leave). */
+static inline long kc_take_task(long *next) { return __atomic_fetch_add(next, 1, __ATOMIC_SEQ_CST); }
 /* Threads in the current parallel region (1 outside one, or without OpenMP). */
 #ifdef _OPENMP
 static inline int kc_region_threads(void) { return omp_get_num_threads(); }

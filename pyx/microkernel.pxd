@@ -75,9 +75,14 @@ cdef extern from "microkernel.h" nogil:
     int kc_share(int team, int cpus)
     long kc_stand_down_count()
     ctypedef struct kc_barrier:
-        int arrived
+        int done
         int gen
+        int left
+    void kc_barrier_init(kc_barrier* b)
     void kc_barrier_wait(kc_barrier* b, int team, int may_spin)
+    void kc_barrier_leave(kc_barrier* b, int team)
+    int kc_should_leave(long tid, int team, int cpus)
+    long kc_take_task(long* next)
     int kc_region_threads()
     int kc_openmp_enabled()
     void kc_count_pass(int p)

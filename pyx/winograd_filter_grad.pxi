@@ -109,8 +109,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef Py_ssize_t t0, tb, s, s0, sb, task, xi, jb, j, kp, r, q, mr, nr, tid, ci, ntt
     cdef Py_ssize_t nchunks = (T + chunk - 1) // chunk
     cdef int team
+    cdef bint leave
     cdef kc_barrier phase_end
-    phase_end.arrived = phase_end.gen = 0
+    kc_barrier_init(&phase_end)
     n_threads = loop_threads(A2 * ncb, T * A2 * (C + K), n_threads)
     # per chunk, the task counters of its transforms and of its products (tile.pxi, next_task)
     cdef long* counters = <long*> calloc(2 * nchunks, sizeof(long))
@@ -146,20 +147,32 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
             prow[r] = part + r * NR
         t0 = 0
         ci = 0
+        leave = False
+        # A helper whose CPU another call's caller needs leaves the call for good between tasks (the phase
+        # ends then stop waiting for it: microkernel.h, kc_barrier_leave); which thread runs a task never
+        # changes a sum.
         while t0 < T:
             tb = T - t0 if T - t0 < chunk else chunk
             ntt = (tb + WINOGRAD_GRAD_TRANSFORM_TILES - 1) // WINOGRAD_GRAD_TRANSFORM_TILES
             while True:                     # both operands' tiles, a run of tiles a task
-                task = next_task(&counters[2 * ci], ntt, tid, team)
+                leave = kc_should_leave(tid, team, g_cpus)
+                if leave:
+                    break
+                task = kc_take_task(&counters[2 * ci])
                 if task >= ntt:
                     break
                 for s in range(task * WINOGRAD_GRAD_TRANSFORM_TILES,
                                min((task + 1) * WINOGRAD_GRAD_TRANSFORM_TILES, tb)):
                     input_tile_transform(x, &grid, t0 + s, v, s, chunk)
                     output_gradient_tile_transform(dy, &grid, t0 + s, w, s, chunk)
+            if leave:
+                break
             kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
             while True:                     # M[xi] (+)= W[xi]^T V[xi], by xi and channel block
-                task = next_task(&counters[2 * ci + 1], A2 * ncb, tid, team)
+                leave = kc_should_leave(tid, team, g_cpus)
+                if leave:
+                    break
+                task = kc_take_task(&counters[2 * ci + 1])
                 if task >= A2 * ncb:
                     break
                 xi = task // ncb
@@ -184,10 +197,14 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                                     for q in range(nr):
                                         mrow[q] = mrow[q] + part[r * NR + q]
                             s0 = s0 + sb
+            if leave:
+                break
             t0 = t0 + tb
             ci = ci + 1
             if t0 < T:                      # the next chunk's transforms overwrite v and w
                 kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
+        if leave:
+            kc_barrier_leave(&phase_end, team)
     scratch_free(v)
     scratch_free(w)
     free(part_all)

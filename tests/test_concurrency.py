@@ -106,6 +106,41 @@ def test_concurrent_results_equal_sequential_ones(algorithm):
     assert _threads.held() == 0
 
 
+def test_winograd_filter_gradients_at_once_equal_sequential_ones():
+    """The Winograd filter gradient's helpers leave an overlapping call between its phases (its phase ends
+    then wait only for the threads still in it): several chunks of tiles, so several phases, from 3 Python
+    threads at once; the results are the sequential ones, bit for bit."""
+    if not kconv.config()["openmp"] or _threads._available_cpus() < 2:
+        pytest.skip("needs OpenMP and 2 CPUs")
+    rng = np.random.default_rng(5)
+    cases = [(rng.standard_normal((16, 40, 40, 32)).astype(np.float32),
+              rng.standard_normal((16, 40, 40, 32)).astype(np.float32)) for _ in range(3)]
+    plan = ops._plan(ops._describe(2, (16, 40, 40, 32), (3, 3, 32, 32), 1, "SAME", "NHWC", 1),
+                     np.dtype(np.float32), "winograd", None)
+    assert plan.tiles[2] == 4                                  # F(4x4) filter gradient: 1600 tiles, 4 chunks
+
+    def grad(x, dy):
+        return ops.conv2d_backprop_filter(x, (3, 3, 32, 32), dy, padding="SAME", algorithm="winograd")
+    sequential = [grad(*c) for c in cases]
+    concurrent = [[] for _ in cases]
+    stand_downs = core.stand_downs()
+
+    def worker(i):
+        for _ in range(4):
+            concurrent[i].append(grad(*cases[i]))
+    workers = [threading.Thread(target=worker, args=(i,)) for i in range(len(cases))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join(120)
+    for got, want in zip(concurrent, sequential):
+        assert len(got) == 4
+        for g in got:
+            np.testing.assert_array_equal(g, want)
+    assert core.stand_downs() > stand_downs
+    assert _threads.held() == 0
+
+
 def test_tensorflow_running_kconv_ops_in_parallel_gives_the_sequential_result():
     """Independent kconv ops of one tf.function, which TensorFlow's inter-op pool may run at once."""
     tf = pytest.importorskip("tensorflow")
