@@ -762,12 +762,17 @@ cdef inline bint filters_in_place(const Plan* p, Py_ssize_t cin, Py_ssize_t cout
             and (p.ntaps == 1 or p.N * p.Ho * p.Wo <= IN_PLACE_MAX_ROWS))
 
 
-cdef inline bint few_filters(real* dst, Py_ssize_t cin, Py_ssize_t cout) noexcept nogil:
-    """At most TAIL_COLS output channels over whole vectors of input channels: the wide tile's transposed
-    tail takes the whole layer (dot products, channels across the lanes) where the narrow tile would leave
-    most of its lanes idle (one core, AVX-512, the input gradient of a grey 5x5 32-filter layer: 13.4 ms on
-    the narrow tile)."""
-    return real is float and cout <= TAIL_COLS and cin >= tile_cols(dst) // 2
+cdef inline bint few_filters(real* dst, Py_ssize_t cin, Py_ssize_t cout, Py_ssize_t ntaps) noexcept nogil:
+    """At most TAIL_COLS output channels over whole vectors of input channels, and a reduction (taps x input
+    channels) of at least a vector per filter: the wide tile's transposed tail takes the whole layer (dot
+    products, channels across the lanes) where the narrow tile would leave most of its lanes idle (one core,
+    AVX-512, the input gradient of a grey 5x5 32-filter layer: 13.4 ms on the narrow tile). Each of the tail's
+    outputs ends in a sum across the lanes, so a short reduction goes to the narrow tile: a U-Net's 1x1 16 -> 4
+    head (8x64x64) 0.55 ms on the tail, 0.22 on the narrow tile; 1x1 32 -> 8 0.66 against 0.33; the tail wins
+    from cout x lanes <= taps x cin (1x1 16 -> 1 0.14 against 0.20, 1x1 64 -> 4 0.47 against 0.51, 3x3 16 -> 3
+    0.63 against 0.86; numpy API, one core, 2-CPU Zen 5)."""
+    cdef Py_ssize_t lanes = tile_cols(dst) // 2
+    return real is float and cout <= TAIL_COLS and cin >= lanes and cout * lanes <= ntaps * cin
 
 
 cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bint input_gradient,
@@ -775,7 +780,7 @@ cdef int direct_run(const Plan* p, const real* src, const real* w, real* dst, bi
     """The forward pass, or the input gradient phase by phase, as an indirect GEMM. 0, or -1 (memory).
     At most half a tile of output channels per group runs on the narrow tile (none of its columns idle)."""
     cdef Py_ssize_t cin = p.kg if input_gradient else p.cg, cout = p.cg if input_gradient else p.kg
-    cdef bint narrow = cout <= tile_cols(dst) // 2 and not few_filters(dst, cin, cout)
+    cdef bint narrow = cout <= tile_cols(dst) // 2 and not few_filters(dst, cin, cout, p.ntaps)
     cdef int NR = shape_cols(dst, narrow)
     cdef Py_ssize_t ncolp = ceil_div(cout, NR), ph, t0, nt
     cdef Py_ssize_t* panel_off

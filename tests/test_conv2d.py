@@ -191,14 +191,20 @@ def test_layers_with_a_few_filters_past_whole_panels(case, op, rng):
 # A layer of at most 8 output channels over 16+ input channels runs entirely on that tail (the input gradient
 # of a grey or RGB first layer, a 1-channel output layer): 1, 2, 3 filters take all 8 rows of a tile, 4-8 run
 # 4 x 4 blocks; stride phases, dilation (no merged taps), channels past whole vectors, two reduction chunks.
+# Unless its reduction (taps x channels) is shorter than a vector a filter: then the narrow tile (a 1x1
+# segmentation head), on either side of that line.
 FEW_FILTER_CASES = [
+    Conv2dCase(2, 9, 11, 16, 4, 1, 1, algorithm="direct"),  # forward: 16 long for 4 filters, narrow tile
+    Conv2dCase(2, 7, 10, 32, 8, 1, 1, padding="SAME", algorithm="direct"),  # 32 long for 8: narrow tile
+    Conv2dCase(2, 9, 11, 16, 1, 1, 1, algorithm="direct"),  # 16 long for 1 filter: the tail
+    Conv2dCase(2, 8, 9, 32, 2, 1, 1, algorithm="direct"),  # 32 for 2: the tail, at the line
     Conv2dCase(2, 12, 15, 1, 32, 5, 5, padding="SAME", algorithm="direct"),  # dx: one channel, merged taps
     Conv2dCase(2, 13, 17, 32, 1, 5, 5, padding="SAME", algorithm="direct"),  # forward: one filter
     Conv2dCase(2, 11, 14, 3, 20, 3, 3, padding="SAME", algorithm="direct"),  # dx: 3 channels, 20 a tap
     Conv2dCase(2, 17, 19, 3, 40, 7, 7, strides=(2, 2), padding="SAME", algorithm="direct"),  # dx by phases
     Conv2dCase(2, 9, 10, 2, 48, 3, 3, dilations=(2, 2), padding="SAME", algorithm="direct"),  # 2, unmerged
     Conv2dCase(3, 8, 9, 6, 16, 3, 3, algorithm="direct"),  # dx: 6 channels, two 4 x 4 blocks
-    Conv2dCase(2, 10, 10, 8, 64, 1, 1, strides=(2, 2), algorithm="direct"),  # dx: 8 channels, 1x1/2
+    Conv2dCase(2, 10, 10, 8, 64, 1, 1, strides=(2, 2), algorithm="direct"),  # dx: 8 channels, 1x1/2 (narrow)
     Conv2dCase(2, 9, 12, 40, 5, 3, 3, padding="SAME", algorithm="direct"),  # forward: 5 filters
     Conv2dCase(2, 8, 9, 8, 64, 3, 3, groups=2, padding="SAME", algorithm="direct"),  # dx: 4 a group
     Conv2dCase(1, 6, 7, 2, 120, 3, 3, padding="SAME", algorithm="direct"),  # dx: 1080 long, two chunks
