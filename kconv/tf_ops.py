@@ -119,10 +119,6 @@ def _check_static(geometry, x_shape, w_shape, raw):
                 pass
 
 
-def _bias_grad(dy, nd):
-    return tf.reduce_sum(dy, axis=list(range(nd + 1)))
-
-
 _EMPTY = {}
 
 
@@ -141,15 +137,14 @@ def _native_function(geometry, with_bias):
     lib = _oplib.load()
     attrs = geometry.op_attrs()
     activation = geometry.activation
-    nd = geometry.nd
 
     def forward(x, w, b):
         return lib.kconv_conv(x, w, b, activation=activation, **attrs)
 
     def backward(x, w, y, z, dy, with_bias):
-        if activation == "linear":
-            dz, db = dy, (_bias_grad(dy, nd) if with_bias else None)
-        else:
+        if activation == "linear" and not with_bias:
+            dz, db = dy, None
+        else:   # linear: dz is dy, and the op only sums it for the bias
             dz, db = lib.kconv_bias_activation_grad(dy, y, z, activation=activation, threads=attrs["threads"])
         dx = lib.kconv_conv_backprop_input(tf.shape(x), w, dz, **attrs)
         dw = lib.kconv_conv_backprop_filter(x, tf.shape(w), dz, **attrs)
@@ -385,12 +380,11 @@ def _native_transpose_function(geometry, with_bias):
     lib = _oplib.load()
     attrs = geometry.op_attrs()
     activation = geometry.activation
-    nd = geometry.nd
 
     def backward(x, w, y, z, dy, with_bias):
-        if activation == "linear":
-            dz, db = dy, (_bias_grad(dy, nd) if with_bias else None)
-        else:
+        if activation == "linear" and not with_bias:
+            dz, db = dy, None
+        else:   # linear: dz is dy, and the op only sums it for the bias
             dz, db = lib.kconv_bias_activation_grad(dy, y, z, activation=activation, threads=attrs["threads"])
         # the roles swap: dz is the convolution's input, x its out_backprop (two ops, pruned apart)
         dx = lib.kconv_conv(dz, w, _no_bias(dz.dtype), activation="linear", **attrs)[0]

@@ -128,8 +128,8 @@ cdef int activation_grad_run(int act, Py_ssize_t rows, Py_ssize_t K, const real*
                              const real* z, real* dz, real* db, int n_threads) noexcept nogil:
     """dz = dy * act'(.), db[k] = sum over rows of dz[:, k]. The rows go in chunks whose count depends on
     the shape only: a chunk's dz in one flat loop (still in cache), then its column sums in float64, then
-    the chunks in order: the same result for any thread count. Returns 0, or -1 when the partial sums
-    cannot be allocated."""
+    the chunks in order: the same result for any thread count. dz NULL (linear only: dz would be dy): the
+    sums of dy alone. Returns 0, or -1 when the partial sums cannot be allocated."""
     cdef Py_ssize_t nchunks = (rows + 255) // 256
     cdef Py_ssize_t q, i, i0, i1, k
     cdef double* partial = NULL
@@ -147,7 +147,9 @@ cdef int activation_grad_run(int act, Py_ssize_t rows, Py_ssize_t K, const real*
     for q in prange(nchunks, schedule='static', num_threads=n_threads):
         i0 = rows * q // nchunks * K          # the chunk's rows are one flat run of values
         i1 = rows * (q + 1) // nchunks * K
-        if act == ACT_LINEAR:
+        if dz == NULL:
+            pass
+        elif act == ACT_LINEAR:
             for i in range(i0, i1):
                 dz[i] = dy[i]
         elif act == ACT_RELU:
@@ -157,7 +159,7 @@ cdef int activation_grad_run(int act, Py_ssize_t rows, Py_ssize_t K, const real*
             for i in range(i0, i1):
                 dz[i] = dy[i] * activation_derivative(y[i], z[i] if z != NULL else 0, act)
         if partial != NULL:
-            column_sums((i1 - i0) // K, K, dz + i0, partial + q * K)
+            column_sums((i1 - i0) // K, K, (dz if dz != NULL else dy) + i0, partial + q * K)
     if partial != NULL:
         for k in range(K):
             db[k] = <real> sum_column(partial, nchunks, K, k)

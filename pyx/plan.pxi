@@ -1343,6 +1343,8 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
     cdef TeamBinding binding
     if act < 0 or act >= ACT_COUNT:
         return fail(err, errlen, KC_ERR_ARGUMENT, "unknown activation")
+    if dz == NULL and (act != ACT_LINEAR or db == NULL) and rows * K > 0:
+        return fail(err, errlen, KC_ERR_ARGUMENT, "dz may be omitted only for a linear activation's bias sums")
     if needs_preactivation(act) and z == NULL and rows * K > 0:
         return fail(err, errlen, KC_ERR_ARGUMENT, "this activation's gradient needs the pre-activation output")
     if rows < 0 or K < 0:
@@ -1351,7 +1353,7 @@ cdef int api_activation_grad(int dtype, int act, long rows, long K, const void* 
     # leaky relu, memory-bound like batch_norm (a second thread pays from ~1.5M values on the 2-CPU Zen 5 VM,
     # numpy API, relu: 1M values 0.15 ms on one thread, 0.17 on two; 1.6M 0.36 against 0.23); exp / erf for
     # the others (elu, gelu: two threads twice as fast from 262K values up).
-    cdef double work = (3.0 if act <= ACT_LEAKY_RELU else 20.0) * rows * K
+    cdef double work = (3.0 if act <= ACT_LEAKY_RELU else 20.0) * rows * K * (0.5 if dz == NULL else 1.0)
     n_threads = claim_threads(work, threads)
     bind_team(&binding, n_threads, work, NULL)
     if dtype == KC_FLOAT32:

@@ -168,6 +168,23 @@ def test_float32_bias_gradient_sums_in_float64_blocks(activation, k, rng):
     np.testing.assert_allclose(db, want_db, rtol=2e-6, atol=2e-6 * np.abs(want_dz).sum(axis=0).max())
 
 
+@pytest.mark.parametrize("k", [1, 16, 33, 100])
+def test_linear_bias_gradient_without_dz_sums_dy_alone(k, rng):
+    """A linear activation's dz is dy: passing no dz asks only for its column sums (the native op then hands
+    dy on as dz); the same sums as with dz, in float64 blocks, whatever the thread count."""
+    dy = rng.standard_normal((16 * 40 + 7, k)).astype(np.float32) + 0.5
+    linear = ops.ACTIVATIONS.index("linear")
+    with_dz = _grad("linear", dy, dy, None)[1]
+    for threads in (1, 2):
+        db = np.full(k, np.nan, np.float32)
+        core.activation_grad(linear, dy, dy, None, None, db, threads)
+        np.testing.assert_array_equal(db, with_dz)
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=0), rtol=2e-6,
+                               atol=2e-6 * np.abs(dy).sum(axis=0).max())
+    with pytest.raises(ValueError, match="linear"):
+        core.activation_grad(ops.ACTIVATIONS.index("relu"), dy, dy, None, None, db)
+
+
 def test_activation_gradient_does_not_depend_on_threads(rng):
     dy, z = rng.standard_normal((5000, 33)).astype(np.float32), rng.standard_normal((5000, 33)).astype(np.float32)
     y = z / (1 + np.exp(-z))

@@ -114,6 +114,15 @@ def test_activation_gradient_writes_into_dy_only_when_nothing_else_reads_it(acti
     np.testing.assert_array_equal(held, 2 * t.numpy())
 
 
+def test_linear_activation_gradient_hands_dy_on_and_sums_it():
+    rng = np.random.default_rng(6)
+    dy = tf.constant(rng.standard_normal((3, 5, 7, 20)).astype(np.float32))
+    lib = kconv._oplib.load()
+    dz, db = tf.function(lambda dy: lib.kconv_bias_activation_grad(dy, dy, tf.zeros([0]), activation="linear"))(dy)
+    np.testing.assert_array_equal(dz, dy)
+    np.testing.assert_allclose(db, dy.numpy().astype(np.float64).sum(axis=(0, 1, 2)), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("activation", ["relu", "elu", "sigmoid", "gelu"])
 def test_gradients_match_finite_differences(activation):
     rng = np.random.default_rng(3)

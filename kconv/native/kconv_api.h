@@ -77,7 +77,8 @@ typedef struct {
     int (*backprop_filter)(const kc_plan *plan, const void *x, const void *dz, void *dw, char *err, int errlen);
 
     /* dz = dy * act'(.) and db = sum of dz over the rows, in one pass over dy: rows x K values, dtype as
-     * given. y is the forward's output, z its pre-activation (read only for silu and gelu). db may be NULL. */
+     * given. y is the forward's output, z its pre-activation (read only for silu and gelu). db may be NULL;
+     * dz may be NULL for KC_ACT_LINEAR (where dz would be dy): then only db, the column sums of dy. */
     int (*activation_grad)(int dtype, int activation, long rows, long K, const void *dy, const void *y,
                            const void *z, void *dz, void *db, int threads, char *err, int errlen);
 
