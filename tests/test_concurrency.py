@@ -23,6 +23,15 @@ def _inputs(seed):
     return rng.standard_normal((4, 20, 20, 32)).astype(np.float32), rng.standard_normal((3, 3, 32, 32)).astype(np.float32)
 
 
+def _in_threads(worker, count):
+    """worker(0) .. worker(count - 1), each in its own Python thread, all at once; returns when all are done."""
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+
 def test_overlapping_calls_stand_their_helpers_down_and_release_every_thread():
     """Calls from several Python threads at once each hold their team; while they overlap, their helper
     threads stand down between tasks (only the callers work, so the cores never hold more busy threads than
@@ -95,11 +104,7 @@ def test_concurrent_results_equal_sequential_ones(algorithm):
         for _ in range(3):
             concurrent[i] = run(*cases[i])
 
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(len(cases))]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(120)
+    _in_threads(worker, len(cases))
     for got, want in zip(concurrent, sequential):
         for g, w_ in zip(got, want):
             np.testing.assert_array_equal(g, w_)
@@ -128,11 +133,8 @@ def test_winograd_filter_gradients_at_once_equal_sequential_ones():
     def worker(i):
         for _ in range(4):
             concurrent[i].append(grad(*cases[i]))
-    workers = [threading.Thread(target=worker, args=(i,)) for i in range(len(cases))]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join(120)
+
+    _in_threads(worker, len(cases))
     for got, want in zip(concurrent, sequential):
         assert len(got) == 4
         for g in got:
