@@ -89,12 +89,17 @@ def _push():
     core.set_thread_config(_requested or 0, _available_cpus())
 
 
+def check(threads, name="threads"):
+    """`threads` (a thread count argument) when it is None or a positive int; else a ValueError naming it."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"{name} must be a positive int or None, got {threads!r}")
+    return threads
+
+
 def set_num_threads(n):
     """Sets the threads every kconv kernel uses; None restores the default (OpenMP's setting, all cores)."""
     global _requested
-    if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"set_num_threads: n must be a positive int or None, got {n!r}")
+    check(n, "set_num_threads: n")
     with _lock:
         _requested = n
         _push()
@@ -111,10 +116,8 @@ def get_num_threads():
 
 def resolve(threads=None):
     """Thread count for one call: an explicit per-call value wins over the global setting."""
-    if threads is None:
+    if check(threads) is None:
         return get_num_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     return threads if _runtime.openmp_enabled() else 1
 
 

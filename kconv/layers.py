@@ -42,7 +42,7 @@ inference), and a ReLU folded into the convolution before it inside a graph.
 import keras
 import tensorflow as tf
 
-from . import tf_ops
+from . import _threads, tf_ops
 from .normalization import BatchNormalization
 from .relu import ReLU
 
@@ -74,8 +74,7 @@ class _Kconv:
             raise RuntimeError(f"kconv's Keras layers need the TensorFlow backend, Keras is running on "
                                f"{keras.backend.backend()!r}")
         tf_ops.check_algorithm(algorithm)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        _threads.check(threads)
         self.algorithm = algorithm
         self.threads = threads
         self.supports_jit = False     # XLA cannot compile kconv's ops

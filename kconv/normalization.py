@@ -29,7 +29,7 @@ does), no mask, no renorm, not synchronized, and the op library loaded; any othe
 import keras
 import tensorflow as tf
 
-from . import _fold, _oplib
+from . import _fold, _oplib, _threads
 
 __all__ = ["BatchNormalization"]
 
@@ -65,8 +65,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def __init__(self, *args, threads=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+        _threads.check(threads)
         self.threads = threads
 
     def get_config(self):

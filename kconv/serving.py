@@ -22,6 +22,7 @@ kconv.layers is converted both ways with no change here. See `twins()`.
 """
 import keras
 
+from . import _threads
 from . import layers as _layers
 
 __all__ = ["convert", "to_keras", "twins"]
@@ -200,8 +201,7 @@ def convert(model, *, algorithm="auto", threads=None, convolutions_only=False):
     """
     from . import tf_ops
     tf_ops.check_algorithm(algorithm)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    _threads.check(threads)
     if not isinstance(convolutions_only, bool):
         raise ValueError(f"convolutions_only must be True or False, got {convolutions_only!r}")
     table = {k: v for k, v in _TO_KCONV.items()
