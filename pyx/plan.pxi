@@ -702,7 +702,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     cdef AxisMatrices mh = axis_matrices(m, <int> p.kh, p.kh != 1), mw = axis_matrices(m, <int> p.kw, True)
     cdef Py_ssize_t C = p.K if rotate else p.C, K = p.C if rotate else p.K
     cdef Py_ssize_t NR = tile_cols(y), A2 = mh.alpha * mw.alpha
-    cdef Py_ssize_t npanels = A2 * ceil_div(K, NR) * C * NR
+    cdef Py_ssize_t npanels = A2 * panel_plane_values(C, K, <int> NR, sizeof(real))
     cdef WinoGrid grid
     cdef const real* panels = NULL
     cdef real* own = NULL
@@ -734,7 +734,8 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         if not rotate and offer_panels(<Plan*> p, filters, own):
             own = NULL          # the plan keeps them
     if staged:
-        work = <real*> scratch_alloc(A2 * grid.N * grid.th * grid.tw * (C + K) * sizeof(real))
+        work = <real*> scratch_alloc(A2 * (plane_values(grid.N * grid.th * grid.tw, C, sizeof(real))
+                                           + plane_values(grid.N * grid.th * grid.tw, K, sizeof(real))) * sizeof(real))
         if work == NULL:
             free(own)
             return -1

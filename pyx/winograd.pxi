@@ -20,6 +20,19 @@ cdef enum:
     TILE_PREFETCH_AHEAD = 2
 
 
+cdef inline Py_ssize_t plane_values(Py_ssize_t rows, Py_ssize_t n, Py_ssize_t itemsize) noexcept nogil:
+    """Values from one xi plane of transformed tiles (rows of n values) to the next: one cache line more than
+    the plane holds. A tile's transform writes (or reads) alpha^2 rows a plane apart; unpadded, from 32
+    channels on that stride is a multiple of 4 KB and all alpha^2 rows fall in one L1 set."""
+    return rows * n + 64 // itemsize
+
+
+cdef inline Py_ssize_t panel_plane_values(Py_ssize_t C, Py_ssize_t K, int NR, Py_ssize_t itemsize) noexcept nogil:
+    """Values from one xi's packed filter panels (C x K in NR-wide panels) to the next, padded as plane_values:
+    the filter transform writes a filter's alpha^2 values a plane apart."""
+    return (K + NR - 1) // NR * C * NR + 64 // itemsize
+
+
 cdef struct WinoGrid:
     Py_ssize_t N, H, W, C           # input (NHWC)
     Py_ssize_t Ho, Wo, K            # output (NHWC)
@@ -135,7 +148,7 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
 
 cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
                                  int ah, int aw, bint rotate, real* panels, int n_threads) noexcept nogil:
-    """panels[xi][j][c][NR] = (G g G^T)[xi, c, j*NR + v] for the (kh, kw, C, K) filter g (3x3, 5x5, 1 x 3..5), or
+    """panels[xi * ds + (j * C + c) * NR + v] = (G g G^T)[xi, c, j*NR + v], ds = panel_plane_values(...), for the (kh, kw, C, K) filter g (3x3, 5x5, 1 x 3..5), or
     with rotate for the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels
     swapped: the rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when
     its scratch cannot be allocated. One input channel at a time, in parallel: its K filters at each tap are
@@ -144,7 +157,7 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     cdef int NR = tile_cols(panels)
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw, taps = kh * kw
     cdef Py_ssize_t per_thread = taps * K if rotate else 0
-    cdef Py_ssize_t j, c, t, v, xi, n, ds = ncolp * C * NR
+    cdef Py_ssize_t j, c, t, v, xi, n, ds = panel_plane_values(C, K, NR, sizeof(real))
     cdef real* scratch = <real*> scratch_alloc((n_threads * per_thread + 1) * sizeof(real))
     cdef real* gathered
     cdef const real* src
@@ -264,8 +277,8 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
 
 
 cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t tile, real* v, Py_ssize_t slot,
-                               Py_ssize_t block) noexcept nogil:
-    """v[(a*aw + b) * block + slot, :] = (B^T d B)[a, b, :] for the input patch under `tile`, read in place
+                               Py_ssize_t plane) noexcept nogil:
+    """v[(a*aw + b) * plane + slot * C + c] = (B^T d B)[a, b, c] for the input patch under `tile`, read in place
     (rows W*C values apart), the padding's zeros made in registers."""
     cdef Py_ssize_t C = grid.C, d = grid.dw, h0, w0
     cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
@@ -278,7 +291,7 @@ cdef void input_tile_transform(const real* x, const WinoGrid* grid, Py_ssize_t t
         src = x + ((n * grid.H + h0 + i0) * grid.W + w0 + j0 * d) * C
     else:
         i0 = i1 = j0 = j1 = 0
-    transform_input(src, grid.W * C, d * C, i0, i1, j0, j1, grid, v + slot * C, block * C, C)
+    transform_input(src, grid.W * C, d * C, i0, i1, j0, j1, grid, v + slot * C, plane, C)
 
 
 cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:
@@ -293,8 +306,8 @@ cdef inline int any_nonfinite(const real* v, Py_ssize_t n) noexcept nogil:
 
 
 cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize_t tile, real* y, Py_ssize_t slot,
-                               Py_ssize_t block, const real* bias, int clamp) noexcept nogil:
-    """y[tile] = A^T M A, M[a, b, :] = mprod[(a*aw + b) * block + slot, :]; edges cropped; + bias (or NULL)
+                               Py_ssize_t plane, const real* bias, int clamp) noexcept nogil:
+    """y[tile] = A^T M A, M[a, b, k] = mprod[(a*aw + b) * plane + slot * K + k]; edges cropped; + bias (or NULL)
     and relu / relu6 (clamp 1 / 2) (fused_epilogue).
 
     Returns 1 when the tile holds a non-finite value: Winograd spreads one over its whole tile, so the
@@ -305,7 +318,7 @@ cdef int output_tile_transform(const real* mprod, const WinoGrid* grid, Py_ssize
     cdef int cols = outputs_across(grid, w0)
     if cols == 0:                   # a dilated row's last residues can have fewer tile columns
         return 0
-    return transform_output(mprod + slot * K, block * K, grid, y + ((n * grid.Ho + h0) * grid.Wo + w0) * K,
+    return transform_output(mprod + slot * K, plane, grid, y + ((n * grid.Ho + h0) * grid.Wo + w0) * K,
                             grid.Wo * K, grid.dw * K, <int> rows, cols, K, bias, clamp)
 
 
@@ -384,7 +397,9 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
     cdef Py_ssize_t nblocks = (tiles + block - 1) // block
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR
     cdef Py_ssize_t nchunks = product_chunks(C)
-    cdef Py_ssize_t per_thread = A2 * block * C + A2 * block * K       # the block's transformed tiles, products
+    cdef Py_ssize_t vplane = plane_values(block, C, sizeof(real)), mplane = plane_values(block, K, sizeof(real))
+    cdef Py_ssize_t pplane = panel_plane_values(C, K, NR, sizeof(real))
+    cdef Py_ssize_t per_thread = A2 * vplane + A2 * mplane       # the block's transformed tiles, products
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     cdef int nonfinite_seen[1]
     cdef real* scratch
@@ -407,7 +422,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
     with parallel(num_threads=n_threads):
         tid = threadid()
         v = scratch + tid * per_thread
-        mprod = v + A2 * block * C
+        mprod = v + A2 * vplane
         aptr = aptr_all + tid * MR
         crow = crow_all + tid * MR
         while True:
@@ -420,7 +435,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
             for slot in range(tb):
                 if slot + TILE_PREFETCH_AHEAD < tb:
                     prefetch_tile_input(x, &grid, t0 + slot + TILE_PREFETCH_AHEAD)
-                input_tile_transform(x, &grid, t0 + slot, v, slot, block)
+                input_tile_transform(x, &grid, t0 + slot, v, slot, vplane)
             for slot in range(tb):      # the block's output rows, owned by the time its products are done
                 prefetch_tile_output(y, &grid, t0 + slot)
             for xi in range(A2):
@@ -429,17 +444,17 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
                     kc = chunk_start(q + 1, nchunks, C) - c0
                     for j in range(ncolp):
                         nr = K - j * NR if K - j * NR < NR else NR
-                        bq = panels + (xi * ncolp * C + j * C + c0) * NR
+                        bq = panels + xi * pplane + (j * C + c0) * NR
                         for p in range(npan):
                             mr = tb - p * MR if tb - p * MR < MR else MR
                             for i in range(MR):     # rows past the block's end repeat its first row
-                                row = xi * block + p * MR + (i if i < mr else 0)
-                                aptr[i] = v + row * C
-                                crow[i] = mprod + row * K
+                                row = p * MR + (i if i < mr else 0)
+                                aptr[i] = v + xi * vplane + row * C
+                                crow[i] = mprod + xi * mplane + row * K
                             igemm_tile_final(1, <int> kc, aptr, c0, 1, bq, NR, crow, j * NR, mr, nr, q > 0, NULL, 0,
                                              narrow)
             for slot in range(tb):
-                if output_tile_transform(mprod, &grid, t0 + slot, y, slot, block, fbias, clamp):
+                if output_tile_transform(mprod, &grid, t0 + slot, y, slot, mplane, fbias, clamp):
                     nonfinite_seen[0] = 1      # any thread may set it; none clears it
                 if ep != NULL and not fused:
                     epilogue_tile(y, &grid, t0 + slot, ep)
@@ -453,7 +468,8 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
                               const Epilogue* ep, int n_threads) noexcept nogil:
     """The same convolution in three stages over all tiles at once, for layers with few tiles and many
     channels: there the fused blocks would each stream all alpha^2 x C x K transformed filters, while here
-    each xi's filters are read by one task. `work` holds alpha^2 x tiles x (C + K) values.
+    each xi's filters are read by one task. `work` holds alpha^2 x (plane_values(tiles, C) + plane_values(tiles, K))
+    values.
     Returns as winograd_conv."""
     cdef int NR = tile_cols(y)
     cdef bint narrow = 2 * grid.K <= NR       # as winograd_conv
@@ -469,8 +485,10 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
     cdef Py_ssize_t npan = (T + MR - 1) // MR
     cdef Py_ssize_t t, task, xi, jb, q, c0, kc, j, p, i, row, mr, nr, tid
     cdef int nonfinite = 0
+    cdef Py_ssize_t vplane = plane_values(T, C, sizeof(real)), mplane = plane_values(T, K, sizeof(real))
+    cdef Py_ssize_t pplane = panel_plane_values(C, K, NR, sizeof(real))
     cdef real* v = work
-    cdef real* mprod = work + A2 * T * C
+    cdef real* mprod = work + A2 * vplane
     cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
     cdef const real** aptr
@@ -484,7 +502,7 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
         for t in prange(T, schedule='static'):
             if t + TILE_PREFETCH_AHEAD < T:
                 prefetch_tile_input(x, &grid, t + TILE_PREFETCH_AHEAD)
-            input_tile_transform(x, &grid, t, v, t, T)
+            input_tile_transform(x, &grid, t, v, t, vplane)
     cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):          # stage 2: the alpha^2 products, by column block
         tid = threadid()
@@ -501,18 +519,18 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
                 kc = chunk_start(q + 1, nchunks, C) - c0
                 for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
                     nr = K - j * NR if K - j * NR < NR else NR
-                    bq = panels + (xi * ncolp * C + j * C + c0) * NR
+                    bq = panels + xi * pplane + (j * C + c0) * NR
                     for p in range(npan):
                         mr = T - p * MR if T - p * MR < MR else MR
                         for i in range(MR):
-                            row = xi * T + p * MR + (i if i < mr else 0)
-                            aptr[i] = v + row * C
-                            crow[i] = mprod + row * K
+                            row = p * MR + (i if i < mr else 0)
+                            aptr[i] = v + xi * vplane + row * C
+                            crow[i] = mprod + xi * mplane + row * K
                         igemm_tile_final(1, <int> kc, aptr, c0, 1, bq, NR, crow, j * NR, mr, nr, q > 0, NULL, 0,
                                          narrow)
     with parallel(num_threads=phase_threads(T, T * A2 * K, n_threads)):   # stage 3: every tile's output transform
         for t in prange(T, schedule='static'):
-            nonfinite |= output_tile_transform(mprod, &grid, t, y, t, T, fbias, clamp)
+            nonfinite |= output_tile_transform(mprod, &grid, t, y, t, mplane, fbias, clamp)
             if ep != NULL and not fused:
                 epilogue_tile(y, &grid, t, ep)
     free(aptr_all)

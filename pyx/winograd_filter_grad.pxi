@@ -83,15 +83,15 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
 
 
 cdef void output_gradient_tile_transform(const real* dy, const WinoGrid* grid, Py_ssize_t tile, real* w,
-                                         Py_ssize_t slot, Py_ssize_t chunk) noexcept nogil:
-    """w[(xi * chunk + slot) * K + k] = (A dY A^T)[xi, k] for the mh x mw tile of dY under `tile`, zero
+                                         Py_ssize_t slot, Py_ssize_t plane) noexcept nogil:
+    """w[xi * plane + slot * K + k] = (A dY A^T)[xi, k] for the mh x mw tile of dY under `tile`, zero
     past the edge of dY: the same [xi][tile][channel] layout as the input transform's."""
     cdef Py_ssize_t K = grid.K, h0, w0
     cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
     cdef int rows = <int> (grid.mh if h0 + grid.mh <= grid.Ho else grid.Ho - h0)
     cdef int cols = outputs_across(grid, w0)     # 0 (all zeros) for an empty column of a dilated row
     transform_output_gradient(dy + ((n * grid.Ho + h0) * grid.Wo + (w0 if cols else 0)) * K, grid.Wo * K,
-                              grid.dw * K, rows, cols, grid, w + slot * K, chunk * K, K)
+                              grid.dw * K, rows, cols, grid, w + slot * K, plane, K)
 
 
 cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, WinoGrid grid,
@@ -116,8 +116,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     # per chunk, the task counters of its transforms and of its products (tile.pxi, next_task)
     cdef long* counters = <long*> calloc(2 * nchunks, sizeof(long))
     # v is read NR values at a time from any channel: NR spare values keep the last row's reads in bounds
-    cdef real* v = <real*> scratch_alloc((A2 * chunk * C + NR) * sizeof(real))
-    cdef real* w = <real*> scratch_alloc(A2 * K * chunk * sizeof(real))
+    cdef Py_ssize_t vplane = plane_values(chunk, C, sizeof(real)), wplane = plane_values(chunk, K, sizeof(real))
+    cdef real* v = <real*> scratch_alloc((A2 * vplane + NR) * sizeof(real))
+    cdef real* w = <real*> scratch_alloc(A2 * wplane * sizeof(real))
     cdef real* part_all = <real*> malloc(n_threads * MR * NR * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
     cdef real** prow_all = <real**> malloc(n_threads * MR * sizeof(real*))
@@ -133,7 +134,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
         free(prow_all)
         free(counters)
         return -1
-    for r in range(A2 * chunk * C, A2 * chunk * C + NR):
+    for r in range(A2 * vplane, A2 * vplane + NR):
         v[r] = 0
     # One parallel region for every chunk (each phase's end a kc_barrier): a region per phase cost a wake-up
     # of the helper per phase.
@@ -163,8 +164,8 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                     break
                 for s in range(task * WINOGRAD_GRAD_TRANSFORM_TILES,
                                min((task + 1) * WINOGRAD_GRAD_TRANSFORM_TILES, tb)):
-                    input_tile_transform(x, &grid, t0 + s, v, s, chunk)
-                    output_gradient_tile_transform(dy, &grid, t0 + s, w, s, chunk)
+                    input_tile_transform(x, &grid, t0 + s, v, s, vplane)
+                    output_gradient_tile_transform(dy, &grid, t0 + s, w, s, wplane)
             if leave:
                 break
             kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
@@ -178,7 +179,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                 xi = task // ncb
                 jb = task - xi * ncb
                 for r in range(krows):     # row k of A is column k of W[xi] (K apart); rows past K repeat row 0
-                    aptr[r] = w + xi * chunk * K + (r if r < K else 0)
+                    aptr[r] = w + xi * wplane + (r if r < K else 0)
                 for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
                     nr = C - j * NR if C - j * NR < NR else NR
                     for kp in range(krows // MR):
@@ -187,7 +188,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                         while s0 < tb:     # fixed runs of tiles from the chunk's start: any thread count, same sums
                             sb = tb - s0 if tb - s0 < WINOGRAD_GRAD_SUM_TILES else WINOGRAD_GRAD_SUM_TILES
                             igemm_tile_strided(1, <int> sb, &aptr[kp * MR], s0 * K, K,
-                                               v + (xi * chunk + s0) * C + j * NR, C, prow, 0, mr, nr, False)
+                                               v + xi * vplane + s0 * C + j * NR, C, prow, 0, mr, nr, False)
                             for r in range(mr):
                                 mrow = mgrad + (xi * K + kp * MR + r) * C + j * NR
                                 if t0 == 0 and s0 == 0:
