@@ -72,12 +72,9 @@ cdef enum:
     # level at 32 (L = 200 and 512), wins at 48 and 64.
     AUTO_MIN_CHANNELS_2D = 16
     AUTO_MIN_CHANNELS_1D = 64
-    # filter gradient (choose_algorithms): 1-D F(4, 3) from 64 channels in and out; 2-D F(4x4) from 64, or
-    # from 32 on output maps of 28x28 pixels and more
+    # filter gradient (choose_algorithms): 1-D F(4, 3) from 64 channels in and out; 2-D F(4x4) from 32
     AUTO_MIN_GRAD_CHANNELS = 64
-    AUTO_MIN_GRAD_CHANNELS_2D = 64
-    AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP = 32
-    WINOGRAD_GRAD_LARGE_MAP = 28 * 28
+    AUTO_MIN_GRAD_CHANNELS_2D = 32
     WINOGRAD_WIDE_KERNEL_ALPHA = 8   # 1-D kernels of 4 and 5 taps: F(5, 4), F(4, 5)
     # 5x5 forward and input gradient by F(4x4, 5x5) up to this many input channels: its float32 error, 4e-6
     # of max|y| at C = 16, 1.1e-5 at 256, reaches 1.9e-5 at 512 (README, accuracy)
@@ -435,19 +432,20 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # the filter gradient sums every tile of the batch in float64 over runs of 64 (winograd_filter_grad.pxi),
         # which keeps F(4x4)'s error near 3e-6 of max|dW|; F(4x4) beats F(2x2) on every 2-D map that
         # Winograd wins at all. Against direct it wins from 64 channels in and out (1.2-2.1x on 8x8..56x56,
-        # batch 8-64), at 32 only on maps of 28x28 and up (1.1-1.2x; 0.9x at 14x14 and 16x16, batch 64), and
-        # loses at 16 (0.6-0.8x): `python benchmarks/algorithm_sweep.py --passes dw --threads 2 --maps
-        # 8,14,16,28,32 --channels 16,32,64,128` and `--batch 8 --maps 56,28,14,8 --channels 16,32,64,128,256`,
-        # 2-CPU Zen 4 AVX-512. 1-D F(4, 3) is level with direct at 64 channels (L = 200 and 512) and wins at 128.
+        # batch 8-64) and loses at 16 (0.6-0.8x): `python benchmarks/algorithm_sweep.py --passes dw --threads 2
+        # --maps 8,14,16,28,32 --channels 16,32,64,128` and `--batch 8 --maps 56,28,14,8 --channels
+        # 16,32,64,128,256`, 2-CPU Zen 4 AVX-512. At 32 Zen 4 had it 1.1-1.2x on maps of 28x28 and up and 0.9x
+        # at 14x14 and 16x16 (batch 64); Zen 5 (full-width AVX-512) 1.3-1.7x on every map 8x8..56x56 on one
+        # thread and two (`--maps 8,14,16,28 --channels 16,24,32,48 --threads 1`: 14x14 1.31 -> 0.89 ms, 16x16
+        # 1.66 -> 1.01), level at 16 and 24: so from 32 on every map. 1-D F(4, 3) is level with direct at 64
+        # channels (L = 200 and 512) and wins at 128.
         if p.kh == 3:
             p.grad_m = 4
         if p.kh == 5:           # F(4x4, 5x5)'s filter gradient won and lost against direct by 10-30 %
             p.grad_m = 0
         elif p.kh != 1:
             if p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D:
-                if (p.cg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP or p.kg < AUTO_MIN_GRAD_CHANNELS_2D_LARGE_MAP
-                        or p.Ho * p.Wo < WINOGRAD_GRAD_LARGE_MAP):
-                    p.grad_m = 0
+                p.grad_m = 0
         elif p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:
             p.grad_m = 0
         # the transformed gradient (alpha^2 x C x K) outweighs few tiles: direct while tiles x (C + K) < 2 C K.

@@ -309,7 +309,7 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((16, 8, 8, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 0)     # = C K
     assert _plan_of((32, 16, 16, 128), (3, 3, 128, 128), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((8, 28, 28, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 4)
-    assert _plan_of((64, 14, 14, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 0)
+    assert _plan_of((64, 14, 14, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 4)     # dW by F(4x4) from 32
     conv = ops._describe(2, (1, 8, 8, 32), (3, 3, 32, 32), 2, "SAME", "NHWC", 1)
     assert ops._plan(conv, np.dtype(np.float32), "auto", None).tiles == (0, 0, 0)
     assert _plan_of((1, 8, 8, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 0)      # F(4x4, 5x5)
