@@ -124,11 +124,12 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     # the input window one chunk reads: its rows and (widest) columns, for every tap
     win_h = (ch.per_chunk - 1) * grid.step_h + th_max - th_min + 1
     win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * grid.step_w + tw_max - tw_min + 1
-    # dY is read in place when every panel is whole and its rows keep vectors aligned, else packed per chunk
-    packed = K % NR != 0 or (grid.Cd * sizeof(real)) % KC_VEC_BYTES != 0
     # a last panel of at most TAIL_COLS filters runs transposed (grad_tail) where blocks keep whole vectors
     cdef Py_ssize_t lanes = KC_VEC_BYTES // sizeof(real), last_cols = K - (ncolp - 1) * NR
     cdef bint tail = real is float and not narrow and last_cols <= TAIL_COLS
+    # dY is read in place when every panel the tile runs is whole (a partial last one going to the tail in
+    # every task), else packed per chunk
+    packed = not (K % NR == 0 or (tail and grid.cin % lanes == 0 and cblock % lanes == 0))
     cdef bint use_tail                                          # this task's blocks keep whole vectors
     cdef Py_ssize_t ncolm                                       # the panels the GEMM tile runs for this task
     cdef Py_ssize_t tail_len = TAIL_COLS * ntaps * cblock if tail else 0
