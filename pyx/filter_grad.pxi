@@ -8,8 +8,9 @@
 #   A  row (t, c) reads channel c along an output row at tap t: one pointer per output row, stride x channels
 #      apart, in a small copy of the window of X that one chunk of pixels reads (this task's channels only,
 #      zeros where the window leaves the image). The copy is cache-hot and makes padding free of branches.
-#   B  dY's rows for the chunk, read in place (NR channels per panel) when its rows keep whole, aligned
-#      vectors, else packed per chunk (e.g. 100 filters: a partial panel, and rows not 64-byte aligned).
+#   B  dY's rows for the chunk, read in place (NR channels per panel, aligned or not) when every panel the
+#      tile runs is whole (100 filters: 3 whole panels, the last 4 on the transposed tail), else packed per
+#      chunk (a partial panel the tile must run).
 #
 # The micro-kernel's tap loop walks the chunk's output rows (a chunk is whole rows of one image, or a piece of
 # one long row, so its dY is one contiguous run). Chunks are cut from the shape; split s owns a fixed run of
