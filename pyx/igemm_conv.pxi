@@ -596,6 +596,24 @@ cdef enum:
     COLUMN_SPLIT_TASKS_PER_THREAD = 4
 
 
+cdef enum:
+    BALANCED_BLOCKS_PER_THREAD = 8
+
+
+cdef inline Py_ssize_t balanced_blocks(Py_ssize_t npanels, Py_ssize_t groups, int n_threads) noexcept nogil:
+    """Row blocks of at most PANELS_PER_BLOCK row panels, as many as a whole number of rounds of tasks when
+    there are few: 4 blocks of 16, 16, 16 and 1 panels (14x14 at batch 2) kept one thread on twice the other's
+    rows; cut into 4 of 13, 12, 12 and 12 the two threads get 25 and 24. Blocks only divide the rows (each
+    row's reduction runs the same), so they may follow the thread count."""
+    cdef Py_ssize_t nblocks = (npanels + PANELS_PER_BLOCK - 1) // PANELS_PER_BLOCK, tasks
+    tasks = groups * nblocks
+    if n_threads > 1 and nblocks > 1 and tasks < BALANCED_BLOCKS_PER_THREAD * n_threads and tasks % n_threads:
+        tasks = (tasks + n_threads - 1) // n_threads * n_threads
+        nblocks = (tasks + groups - 1) // groups
+        nblocks = npanels if nblocks > npanels else nblocks
+    return nblocks
+
+
 cdef inline Py_ssize_t column_ranges(Py_ssize_t row_tasks, Py_ssize_t ncolp, int n_threads) noexcept nogil:
     """Column ranges per row block: 1 when the blocks alone give every thread two tasks, else enough for
     COLUMN_SPLIT_TASKS_PER_THREAD tasks per thread, at most one per column panel."""
@@ -615,8 +633,9 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     the filter read in place instead of panels (igemm_rows)."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef Py_ssize_t M = grid.N * grid.Qh * grid.Qw
-    cdef Py_ssize_t MC = MR * PANELS_PER_BLOCK
-    cdef Py_ssize_t nblocks = (M + MC - 1) // MC
+    cdef Py_ssize_t npanels = (M + MR - 1) // MR
+    cdef Py_ssize_t nblocks = balanced_blocks(npanels, grid.groups, n_threads)
+    cdef Py_ssize_t MC = (npanels + nblocks - 1) // nblocks * MR      # the largest block's rows
     cdef Py_ssize_t a_len = MC * (ntaps if ntaps > 0 else 1)
     cdef Py_ssize_t run = merged_run(&grid, tap_h, tap_w, ntaps)
     cdef bint packed = run == 1 and few_channels(ntaps, grid.cin)
@@ -663,8 +682,9 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
             b = task // nsplit                  # a row block of one group ...
             cs = task - b * nsplit              # ... and one of its column ranges
             g = b // nblocks
-            m0 = (b - g * nblocks) * MC
-            mc = M - m0 if M - m0 < MC else MC
+            m0 = (b - g * nblocks) * npanels // nblocks * MR        # block b: panels b * npanels // nblocks ..
+            mc = ((b - g * nblocks + 1) * npanels // nblocks) * MR - m0
+            mc = M - m0 if M - m0 < mc else mc
             igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
                        aptr_all + tid * a_len, crow_all + tid * MC,
                        apack_all + tid * MC * red if packed else NULL,

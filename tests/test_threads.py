@@ -28,6 +28,8 @@ THREAD_CASES = [
     Conv2dCase(16, 28, 28, 32, 32, 3, 3, strides=(2, 2), dilations=(2, 2), groups=4, padding="SAME",
                data_format="NCHW"),
     Conv2dCase(16, 10, 10, 64, 64, 1, 1),
+    Conv2dCase(2, 14, 14, 64, 64, 3, 3, padding="SAME", algorithm="direct"),   # 49 row panels: blocks per thread
+    Conv2dCase(8, 14, 14, 32, 64, 5, 5, padding="SAME"),    # F(4x4, 5x5), filter gradient included
     Conv2dCase(1, 7, 7, 256, 1024, 1, 1),   # batch 1 late layer: its filter's columns split between threads
     Conv2dCase(1, 7, 7, 128, 100, 3, 3, padding="SAME", algorithm="direct"),   # ... and a partial last panel
     Conv1dCase(16, 200, 64, 100, 3, padding="SAME"),
