@@ -1,14 +1,15 @@
 """Direct against Winograd, pass by pass: the measurements behind `algorithm="auto"`'s rules (pyx/plan.pxi,
 choose_algorithms).
 
-For each square map size and channel count (C = K, 3x3, SAME, stride 1) every pass runs with "direct",
-"winograd4" (F(4x4, 3x3)) and "winograd2" (F(2x2, 3x3)), interleaved call by call so the machine's drift lands
+For each square map size and channel count (C = K, 3x3 or --kernel 5, SAME, stride 1) every pass runs with
+"direct", "winograd4" (F(4x4, k x k)) and "winograd2" (F(2x2, k x k)), interleaved call by call so the machine's drift lands
 on all three alike, with weights and inputs rotating as in training (no kept filter transform). The batch
 makes about 16k output pixels (at most 64 images). Prints milliseconds (median of --repeats) and the fastest.
 
     python benchmarks/algorithm_sweep.py                       # maps 7..56, channels 32..256
     python benchmarks/algorithm_sweep.py --maps 8,16 --channels 64 --passes dw --threads 1
     python benchmarks/algorithm_sweep.py --maps 28 --channels 128 --passes dw --batch 8
+    python benchmarks/algorithm_sweep.py --kernel 5 --maps 7,14,28 --channels 16,32,64 --passes dw
 """
 import argparse
 import itertools
@@ -42,14 +43,17 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="a fixed batch instead (overrides --pixels)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--kernel", type=int, default=3, choices=(3, 5), help="kernel size (k x k)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
-    print(f"kconv {kconv.config()['version']}, {kconv.config()['isa']} build, threads {args.threads or kconv.get_num_threads()}; "
+    print(f"kconv {kconv.config()['version']}, {kconv.config()['isa']} build, threads {args.threads or kconv.get_num_threads()}, "
+          f"{args.kernel}x{args.kernel} kernels; "
           f"ms per call, median of {args.repeats}, algorithms interleaved: d = direct, w4 = F(4x4), w2 = F(2x2)")
     for hw, c in itertools.product([int(v) for v in args.maps.split(",")], [int(v) for v in args.channels.split(",")]):
         n = args.batch or max(1, min(64, args.pixels // (hw * hw)))
         xs = [rng.standard_normal((n, hw, hw, c), dtype=np.float32) for _ in range(3)]
-        ws = [rng.standard_normal((3, 3, c, c), dtype=np.float32) * np.float32(0.05) for _ in range(3)]
+        k = args.kernel
+        ws = [rng.standard_normal((k, k, c, c), dtype=np.float32) * np.float32(1 / (k * np.sqrt(c))) for _ in range(3)]
         dys = [rng.standard_normal((n, hw, hw, c), dtype=np.float32) for _ in range(3)]
         cells = []
         for name in args.passes.split(","):

@@ -439,11 +439,14 @@ cdef int choose_algorithms(const kc_conv_desc* d, Plan* p, char* err, int errlen
         # thread and two (`--maps 8,14,16,28 --channels 16,24,32,48 --threads 1`: 14x14 1.31 -> 0.89 ms, 16x16
         # 1.66 -> 1.01), level at 16 and 24: so from 32 on every map. 1-D F(4, 3) is level with direct at 64
         # channels (L = 200 and 512) and wins at 128.
-        if p.kh == 3:
+        # 5x5: F(4x4, 5x5) from 32 channels too. It had won and lost against direct by 10-30 %; since the
+        # transformed planes stop aliasing in L1 (9982e83) it wins 1.1-2.0x on every map 7x7..56x56 at 32-128
+        # channels and loses at 16 (0.8x, but 7x7): `python benchmarks/algorithm_sweep.py --kernel 5 --maps
+        # 7,14,28,56 --channels 16,32,64,128 --passes dw --threads 2`, 2-CPU Zen 5 AVX-512; its error, 5-7e-6 of
+        # max|dW| (float64 reference), is the forward's.
+        if p.kh == 3 or p.kh == 5:
             p.grad_m = 4
-        if p.kh == 5:           # F(4x4, 5x5)'s filter gradient won and lost against direct by 10-30 %
-            p.grad_m = 0
-        elif p.kh != 1:
+        if p.kh != 1:
             if p.cg < AUTO_MIN_GRAD_CHANNELS_2D or p.kg < AUTO_MIN_GRAD_CHANNELS_2D:
                 p.grad_m = 0
         elif p.cg < AUTO_MIN_GRAD_CHANNELS or p.kg < AUTO_MIN_GRAD_CHANNELS:

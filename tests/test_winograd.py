@@ -281,8 +281,8 @@ def test_staged_path_agrees_with_direct(shape):
 
 def test_auto_uses_winograd_only_where_it_applies():
     """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
-    otherwise; F(4x4) for 2-D filter gradients from 64 channels in and out (32 on maps of 28x28 and up),
-    direct below and where few tiles meet many channels (tiles x (C + K) under 2 C K)."""
+    otherwise; F(4x4) (3x3 and 5x5) for 2-D filter gradients from 32 channels in and out, direct below and where
+    few tiles meet many channels (tiles x (C + K) under 2 C K)."""
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((1, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((32, 32, 32, 16), (3, 3, 16, 16), "SAME", "auto").tiles == (4, 4, 0)
@@ -295,7 +295,8 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((32, 1, 400, 128), (1, 5, 128, 100), "SAME", "auto").tiles == (4, 4, 4)   # F(4, 5)
     assert _plan_of((32, 1, 400, 32), (1, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
-    assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 4)
+    assert _plan_of((16, 28, 28, 16), (5, 5, 16, 16), "SAME", "auto").tiles == (4, 4, 0)     # dW direct at 16
     assert _plan_of((16, 28, 28, 8), (5, 5, 8, 32), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((1, 14, 14, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (2, 2, 0)
     assert _plan_of((4, 8, 8, 64), (3, 3, 64, 64), "SAME", "auto").tiles == (4, 4, 0)
