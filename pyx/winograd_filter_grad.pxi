@@ -94,6 +94,41 @@ cdef void output_gradient_tile_transform(const real* dy, const WinoGrid* grid, P
                               grid.dw * K, rows, cols, grid, w + slot * K, plane, K)
 
 
+cdef inline void prefetch_rows(const real* base, Py_ssize_t rows, Py_ssize_t rs, Py_ssize_t values) noexcept nogil:
+    cdef Py_ssize_t r
+    for r in range(rows):
+        kc_prefetch_l2(base + r * rs, values * sizeof(real))
+
+
+cdef void prefetch_tile_operands(const real* x, const real* dy, const WinoGrid* grid,
+                                 Py_ssize_t tile) noexcept nogil:
+    """Asks for the input patch and the dY tile under `tile` ahead of their transforms. The filter gradient
+    reads x long after the forward wrote it: from memory, where the transforms' own loads, a row at a time,
+    left the core waiting (3x3 32x28x28x32 on one thread: 1.08 ms on inputs in cache, 1.94 on inputs that
+    are not; a graph step rotates its inputs)."""
+    cdef Py_ssize_t h0, w0, r0, r1, c0, c1
+    cdef Py_ssize_t n = tile_origin(grid, tile, &h0, &w0)
+    r1 = grid.mh if h0 + grid.mh <= grid.Ho else grid.Ho - h0
+    c1 = w0 + (grid.mw - 1) * grid.dw + 1
+    c1 = grid.Wo if c1 > grid.Wo else c1
+    if r1 > 0 and c1 > w0:
+        prefetch_rows(dy + ((n * grid.Ho + h0) * grid.Wo + w0) * grid.K, r1, grid.Wo * grid.K, (c1 - w0) * grid.K)
+    h0 -= grid.pad_top
+    w0 -= grid.pad_left
+    r0 = 0 if h0 >= 0 else -h0
+    r1 = grid.ah if h0 + grid.ah <= grid.H else grid.H - h0
+    c0 = 0 if w0 >= 0 else -w0
+    c1 = (grid.aw - 1) * grid.dw + 1
+    c1 = grid.W - w0 if w0 + c1 > grid.W else c1
+    if r1 > r0 and c1 > c0:
+        prefetch_rows(x + ((n * grid.H + h0 + r0) * grid.W + w0 + c0) * grid.C, r1 - r0, grid.W * grid.C,
+                      (c1 - c0) * grid.C)
+
+
+cdef enum:
+    WINOGRAD_GRAD_PREFETCH_TILES = 2        # how far ahead of its transforms a task asks for a tile's operands
+
+
 cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, WinoGrid grid,
                               Py_ssize_t chunk, int n_threads) noexcept nogil:
     """mgrad[xi][k][c] = sum over tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], in float64 over float32 (or
@@ -164,6 +199,12 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                     break
                 for s in range(task * WINOGRAD_GRAD_TRANSFORM_TILES,
                                min((task + 1) * WINOGRAD_GRAD_TRANSFORM_TILES, tb)):
+                    if s == task * WINOGRAD_GRAD_TRANSFORM_TILES:
+                        for q in range(WINOGRAD_GRAD_PREFETCH_TILES):
+                            if t0 + s + q < T:
+                                prefetch_tile_operands(x, dy, &grid, t0 + s + q)
+                    if t0 + s + WINOGRAD_GRAD_PREFETCH_TILES < T:
+                        prefetch_tile_operands(x, dy, &grid, t0 + s + WINOGRAD_GRAD_PREFETCH_TILES)
                     input_tile_transform(x, &grid, t0 + s, v, s, vplane)
                     output_gradient_tile_transform(dy, &grid, t0 + s, w, s, wplane)
             if leave:
