@@ -283,8 +283,12 @@ def test_auto_uses_winograd_only_where_it_applies():
     """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
     otherwise; F(4x4) (3x3 and 5x5) for 2-D filter gradients from 32 channels in and out, direct below and where
     few tiles meet many channels (tiles x (C + K) under 2 C K)."""
-    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
-    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((2, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
+    assert _plan_of((2, 8, 8, 32), (3, 3, 32, 64), "SAME", "auto").tiles == (4, 4, 0)
+    # fewer F(4x4) tiles than the micro-kernel has rows, F(2x2) as wasteful: F(2x2)
+    assert _plan_of((1, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (2, 2, 0)
+    assert _plan_of((1, 7, 7, 512), (3, 3, 512, 512), "SAME", "auto").tiles == (2, 2, 0)
+    assert _plan_of((2, 7, 7, 512), (3, 3, 512, 512), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((32, 32, 32, 16), (3, 3, 16, 16), "SAME", "auto").tiles == (4, 4, 0)
     assert _plan_of((32, 32, 32, 16), (3, 3, 16, 8), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((32, 32, 32, 12), (3, 3, 12, 12), "SAME", "auto").tiles == (0, 0, 0)
