@@ -760,14 +760,26 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
 # own, is a large part of the pass. Many-pixel 3x3 layers keep the packed panels: a call per tap costs them
 # 6-16 % (plan level, 2-core AVX-512 Xeon: 8x8x64 batch 8 1.38x faster in place, 7x7x512 batch 1 1.15x, 1x1
 # 56x56 64->128 stride 2 1.21x; 56x56x64 batch 8 0.84x).
+# Except where the filter's rows lie 1 KB or more apart (256 output channels and up) and the layer has more
+# than one row block (MR x PANELS_PER_BLOCK pixels): a tile's column panel then takes one or two cache lines
+# every 1 KB, which fall in a sixteenth of L1's sets and L2's, so each row block read it from L3 again. There
+# the packed panels win (numpy API, 2-CPU Zen 5, one thread / two: 3x3 2x14x14x256 2.45 / 1.34 ms in place,
+# 1.91 / 1.12 packed; 1x14x14x256 1.26 / 0.68 against 1.01 / 0.69; 4x7x7x512 5.80 / 2.89 against 5.41 / 3.00)
+# and at one block in place still does (1x7x7x512 1.89 / 0.99 against 2.72 / 1.54).
 cdef enum:
     IN_PLACE_MIN_CIN = 64
     IN_PLACE_MAX_ROWS = 1024
+    IN_PLACE_ALIASING_BYTES = 1024
 
 
 cdef inline bint filters_in_place(const Plan* p, Py_ssize_t cin, Py_ssize_t cout, int NR) noexcept nogil:
-    return (cout % NR == 0 and cin >= IN_PLACE_MIN_CIN and not few_channels(p.ntaps, cin)
-            and (p.ntaps == 1 or p.N * p.Ho * p.Wo <= IN_PLACE_MAX_ROWS))
+    cdef Py_ssize_t rows = p.N * p.Ho * p.Wo
+    if cout % NR or cin < IN_PLACE_MIN_CIN or few_channels(p.ntaps, cin):
+        return False
+    if p.ntaps == 1:
+        return True
+    return rows <= IN_PLACE_MAX_ROWS and (p.K * p.itemsize < IN_PLACE_ALIASING_BYTES
+                                          or rows <= KC_MR_F32 * PANELS_PER_BLOCK)
 
 
 cdef inline bint few_filters(real* dst, Py_ssize_t cin, Py_ssize_t cout, Py_ssize_t ntaps) noexcept nogil:
