@@ -69,6 +69,30 @@ cdef inline PixelChunk chunk_at(const PixelChunks* ch, Py_ssize_t i, Py_ssize_t 
     return c
 
 
+cdef void copy_sparse_window(const real* x, const ConvGrid* grid, Py_ssize_t n, Py_ssize_t ch0, Py_ssize_t nb,
+                             Py_ssize_t ih0, Py_ssize_t lh, Py_ssize_t span_h, Py_ssize_t jump_h,
+                             Py_ssize_t iw0, Py_ssize_t lw, Py_ssize_t span_w, Py_ssize_t jump_w,
+                             Py_ssize_t ldw, real* win) noexcept nogil:
+    """copy_window for a kernel narrower than its stride (a 1x1 stride-2 shortcut): only the pixels its taps
+    read. Window row r is image row ih0 + (r // span_h) * jump_h + r % span_h (r < lh), column w likewise
+    (span 1, jump 1 along an axis the kernel covers: every row); the rows and columns between are never
+    read, and copying them had the copy move 4x the data."""
+    cdef Py_ssize_t r, w, ih, iw
+    cdef real* dst
+    for r in range(lh):
+        ih = ih0 + (r // span_h) * jump_h + r % span_h
+        dst = win + r * ldw * nb
+        if ih < 0 or ih >= grid.Hs:
+            memset(dst, 0, lw * nb * sizeof(real))
+            continue
+        for w in range(lw):
+            iw = iw0 + (w // span_w) * jump_w + w % span_w
+            if iw < 0 or iw >= grid.Ws:
+                memset(dst + w * nb, 0, nb * sizeof(real))
+            else:
+                memcpy(dst + w * nb, x + ((n * grid.Hs + ih) * grid.Ws + iw) * grid.Cs + ch0, nb * sizeof(real))
+
+
 cdef void copy_window(const real* x, const ConvGrid* grid, Py_ssize_t n, Py_ssize_t ch0, Py_ssize_t nb,
                       Py_ssize_t ih0, Py_ssize_t lh, Py_ssize_t iw0, Py_ssize_t lw, Py_ssize_t ldw,
                       real* win) noexcept nogil:
@@ -123,8 +147,14 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         tw_min = tap_w[t] if tap_w[t] < tw_min else tw_min
         tw_max = tap_w[t] if tap_w[t] > tw_max else tw_max
     # the input window one chunk reads: its rows and (widest) columns, for every tap
-    win_h = (ch.per_chunk - 1) * grid.step_h + th_max - th_min + 1
-    win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * grid.step_w + tw_max - tw_min + 1
+    # a kernel narrower than its stride reads rows (columns) with gaps between: the window keeps only those,
+    # span_h (span_w) for each output row (column), else step_h (step_w), the window then a whole block of X
+    cdef Py_ssize_t span_h = th_max - th_min + 1, span_w = tw_max - tw_min + 1
+    cdef bint sparse = span_h < grid.step_h or span_w < grid.step_w
+    cdef Py_ssize_t wstep_h = span_h if span_h < grid.step_h else grid.step_h
+    cdef Py_ssize_t wstep_w = span_w if span_w < grid.step_w else grid.step_w
+    win_h = (ch.per_chunk - 1) * wstep_h + span_h
+    win_w = ((grid.Qw if ch.segs == 1 else max_pix) - 1) * wstep_w + span_w
     # a last panel of at most TAIL_COLS filters runs transposed (grad_tail) where blocks keep whole vectors
     cdef Py_ssize_t lanes = KC_VEC_BYTES // sizeof(real), last_cols = K - (ncolp - 1) * NR
     cdef bint tail = real is float and not narrow and last_cols <= TAIL_COLS
@@ -176,7 +206,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
             c0 = (task % nblocks) * cblock
             nb = grid.cin - c0 if grid.cin - c0 < cblock else cblock
             brows = ntaps * nb
-            lda = grid.step_w * nb
+            lda = wstep_w * nb
             ci0 = ch.count * s // nsplit
             use_tail = tail and nb % lanes == 0
             ncolm = ncolp - 1 if use_tail else ncolp
@@ -188,9 +218,16 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                 npix = cur.nr * kc
                 pix0 = (cur.n * grid.Qh + cur.qh0) * grid.Qw + cur.w0
                 # A's source: the chunk's input window, this block's channels, zeros where it leaves the image
-                copy_window(x, &grid, cur.n, g * grid.cin + c0, nb, cur.qh0 * grid.step_h + th_min,
-                            (cur.nr - 1) * grid.step_h + th_max - th_min + 1, cur.w0 * grid.step_w + tw_min,
-                            (kc - 1) * grid.step_w + tw_max - tw_min + 1, win_w, win)
+                if sparse:
+                    copy_sparse_window(x, &grid, cur.n, g * grid.cin + c0, nb, cur.qh0 * grid.step_h + th_min,
+                                       (cur.nr - 1) * wstep_h + span_h, span_h if span_h < grid.step_h else 1,
+                                       grid.step_h if span_h < grid.step_h else 1, cur.w0 * grid.step_w + tw_min,
+                                       (kc - 1) * wstep_w + span_w, span_w if span_w < grid.step_w else 1,
+                                       grid.step_w if span_w < grid.step_w else 1, win_w, win)
+                else:
+                    copy_window(x, &grid, cur.n, g * grid.cin + c0, nb, cur.qh0 * grid.step_h + th_min,
+                                (cur.nr - 1) * grid.step_h + span_h, cur.w0 * grid.step_w + tw_min,
+                                (kc - 1) * grid.step_w + span_w, win_w, win)
                 if packed:                      # B: the chunk's dY rows, NR channels per panel (zeros past cout)
                     for j in range(ncolm):
                         ncol = K - j * NR if K - j * NR < NR else NR
@@ -212,7 +249,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                         tapoff[i] = ((tap_h[t] - th_min) * win_w + tap_w[t] - tw_min) * nb + c
                     for rr in range(cur.nr):
                         for i in range(MR):
-                            aptr[rr * MR + i] = win + (rr * grid.step_h * win_w * nb + tapoff[i])
+                            aptr[rr * MR + i] = win + (rr * wstep_h * win_w * nb + tapoff[i])
                     # MR channels of one tap: row i is row 0 + i, one pointer per output row (the channels tile)
                     chan = real is float and mr == MR and q0 // nb == (q0 + MR - 1) // nb
                     for j in range(ncolm):
@@ -232,7 +269,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
                             grad_tail(<int> cur.nr, <int> kc, <int> (last_cols - r if last_cols - r < 4 else 4),
                                       dy + pix0 * grid.Cd + g * K + (ncolp - 1) * NR + r, grid.Qw * grid.Cd,
                                       grid.Cd, win + ((tap_h[t] - th_min) * win_w + tap_w[t] - tw_min) * nb,
-                                      grid.step_h * win_w * nb, lda, <int> (nb // lanes), tl + r * brows + t * nb,
+                                      wstep_h * win_w * nb, lda, <int> (nb // lanes), tl + r * brows + t * nb,
                                       brows)
             if use_tail:
                 for r in range(last_cols):

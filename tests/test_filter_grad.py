@@ -31,6 +31,8 @@ CASES = {
     "window wider than the image (big pads)": (2, 4, 5, 6, 8, (3, 3), 1, 1, ((4, 2), (3, 5)), 1),
     "groups": (3, 10, 9, 24, 48, (3, 3), 1, 1, "SAME", 3),
     "stride larger than the kernel": (2, 17, 19, 10, 20, (2, 2), 3, 1, "VALID", 1),
+    "kernel narrower than the stride along rows only": (2, 15, 16, 12, 40, (1, 3), 2, 1, "SAME", 1),
+    "1x1 stride 3 on rows longer than a chunk (1-D)": (2, 1, 1300, 16, 32, (1, 1), 3, 1, "SAME", 1),
     # a last panel of at most 8 filters runs transposed (channels across the lanes) in blocks of whole vectors
     "a few filters past whole panels (100 = 3 x 32 + 4)": (3, 9, 11, 32, 100, (3, 3), 1, 1, "SAME", 1),
     "a few filters past a panel, 1-D rows longer than a chunk": (2, 1, 900, 16, 36, (1, 5), 1, 1, "VALID", 1),
