@@ -65,8 +65,9 @@ def _prod(values):
 
 
 TILES = (2, 4, 6)
-# 1-D kernels of 4 and 5 taps: F(m, r) on the same alphas (F(3, 4) and F(2, 5): alpha 6; F(5, 4), F(4, 5): 8)
-TILES_1D = {3: (2, 4, 6), 4: (3, 5), 5: (2, 4)}
+# 1-D kernels of 4 to 7 taps: F(m, r) on the same alphas (F(3, 4) and F(2, 5): alpha 6; F(5, 4), F(4, 5), F(3, 6),
+# F(2, 7): 8)
+TILES_1D = {3: (2, 4, 6), 4: (3, 5), 5: (2, 4), 6: (3,), 7: (2,)}
 
 
 if __name__ == "__main__":   # the matrices as pyx/winograd_matrices.pxi and microkernel.h hold them
@@ -74,7 +75,7 @@ if __name__ == "__main__":   # the matrices as pyx/winograd_matrices.pxi and mic
         at, g, bt = matrices(m)
         for name, matrix in (("AT", at), ("G", g), ("BT", bt), ("A", at.T)):
             print(f"WINO_{name}{m}[:] = [{', '.join(repr(float(v)) for v in matrix.reshape(-1))}]")
-    for r in (4, 5):
+    for r in (4, 5, 6, 7):
         for m in TILES_1D[r]:
             at, g, _ = matrices(m, r)
             alpha = m + r - 1

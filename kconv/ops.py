@@ -7,8 +7,8 @@
 and the 1-D twins. Filters are laid out as in TensorFlow, (k..., C/groups, K); groups = C / filters.shape[-2].
 float32 and float64. Inputs are never modified; any strides are accepted (a contiguous copy is made when
 needed). Every function takes `threads=None` (see kconv.set_num_threads) and `algorithm`: "auto" (Winograd
-where it is faster and accurate, else direct), "direct", "winograd" (F(m, r) with m chosen: 3x3 kernels, 1-D
-k = 3, 4, 5), "winograd2", "winograd4", "winograd6" (the output tile m, where m + r - 1 is 4, 6 or 8).
+where it is faster and accurate, else direct), "direct", "winograd" (F(m, r) with m chosen: 3x3 and 5x5 kernels,
+1-D k = 3 .. 7), "winograd2", "winograd4", "winograd6" (the output tile m, where m + r - 1 is 4, 6 or 8).
 """
 import functools
 import math

@@ -188,6 +188,22 @@ cdef extern from "microkernel.h" nogil:
     const double kc_wino_g6_r5[30]
     const double kc_wino_at8_m4[32]
     const double kc_wino_g8_r5[40]
+    int kc_wino_out1_f32_a8_m3(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a8_m3(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a8_m3(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f32_a8_m2(const float* src, long ss, float* y, long ycs, int cols, long n, const float* bias, int clamp)
+    void kc_wino_dy1_f32_a8_m2(const float* src, long cs, int cols, float* dst, long ds, long n)
+    void kc_wino_filter1_f32_a8_m2(const float* src, long ts, float* dst, long ds, long n)
+    int kc_wino_out1_f64_a8_m3(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a8_m3(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a8_m3(const double* src, long ts, double* dst, long ds, long n)
+    int kc_wino_out1_f64_a8_m2(const double* src, long ss, double* y, long ycs, int cols, long n, const double* bias, int clamp)
+    void kc_wino_dy1_f64_a8_m2(const double* src, long cs, int cols, double* dst, long ds, long n)
+    void kc_wino_filter1_f64_a8_m2(const double* src, long ts, double* dst, long ds, long n)
+    const double kc_wino_at8_m3[24]
+    const double kc_wino_g8_r6[48]
+    const double kc_wino_at8_m2[16]
+    const double kc_wino_g8_r7[56]
     int kc_wino_out_f32_a6_m2(const float* src, long ss, float* y, long yrs, long ycs, int rows, int cols, long n,
                            const float* bias, int clamp)
     void kc_wino_dy_f32_a6_m2(const float* src, long rs, long cs, int rows, int cols, float* dst, long ds, long n)

@@ -75,7 +75,7 @@ cdef enum:
     # filter gradient (choose_algorithms): 1-D F(4, 3) from 64 channels in and out; 2-D F(4x4) from 32
     AUTO_MIN_GRAD_CHANNELS = 64
     AUTO_MIN_GRAD_CHANNELS_2D = 32
-    WINOGRAD_WIDE_KERNEL_ALPHA = 8   # 1-D kernels of 4 and 5 taps: F(5, 4), F(4, 5)
+    WINOGRAD_WIDE_KERNEL_ALPHA = 8   # 1-D kernels of 4 to 7 taps: F(5, 4), F(4, 5), F(3, 6), F(2, 7)
     # 5x5 forward and input gradient by F(4x4, 5x5) up to this many input channels: its float32 error, 4e-6
     # of max|y| at C = 16, 1.1e-5 at 256, reaches 1.9e-5 at 512 (README, accuracy)
     AUTO_MAX_CHANNELS_5X5 = 256
@@ -330,11 +330,11 @@ cdef int describe(const kc_conv_desc* d, Plan* p, char* err, int errlen) noexcep
 
 
 cdef int winograd_reason(const Plan* p, char* err, int errlen) noexcept nogil:
-    """0 when Winograd F(m, r) can run p (3x3, 5x5, or 1x3, 1x4, 1x5 in 1-D; stride 1, no groups, no dilation
+    """0 when Winograd F(m, r) can run p (3x3, 5x5, or 1x3 .. 1x7 in 1-D; stride 1, no groups, no dilation
     but a 1-D kernel's: winograd.pxi, tile_origin), else 1 with the reason in err."""
-    if not ((p.kh == p.kw and (p.kw == 3 or p.kw == 5)) or (p.kh == 1 and 3 <= p.kw <= 5)):
+    if not ((p.kh == p.kw and (p.kw == 3 or p.kw == 5)) or (p.kh == 1 and 3 <= p.kw <= 7)):
         if err != NULL:
-            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 or 5x5 (1-D: 3, 4 or 5)",
+            snprintf(err, errlen, "the kernel is %ldx%ld, Winograd needs 3x3 or 5x5 (1-D: 3 to 7)",
                      <long> p.kh, <long> p.kw)
         return 1
     if p.sh != 1 or p.sw != 1:
@@ -373,7 +373,7 @@ cdef int winograd_tile(const Plan* p) noexcept nogil:
     2-wide tiles by less (a 14x14 map: 31 % against none; measured, README)."""
     if p.kh == 5:        # 5x5: F(4x4, 5x5) (alpha 8); F(2x2, 5x5) was barely faster than direct
         return 4
-    if p.kw != 3:        # 1-D 4 and 5 taps: alpha 8, F(5, 4) and F(4, 5)
+    if p.kw != 3:        # 1-D 4 to 7 taps: alpha 8, F(5, 4), F(4, 5), F(3, 6) and F(2, 7)
         return WINOGRAD_WIDE_KERNEL_ALPHA - <int> p.kw + 1
     if p.Ho == 0 or p.Wo == 0:
         return 4
@@ -601,7 +601,7 @@ cdef struct AxisMatrices:
 
 
 cdef AxisMatrices axis_matrices(int m, int r, bint spans) noexcept nogil:
-    """The matrices of F(m, r) along one axis (r = 3; 1-D also 4 and 5), or the identity of an axis the
+    """The matrices of F(m, r) along one axis (r = 3; 1-D also 4 to 7), or the identity of an axis the
     kernel does not span. A^T, G and B^T of r = 4, 5 are microkernel.h's (A: none, only r = 3 has one)."""
     cdef AxisMatrices out
     if spans and r != 3:
@@ -618,8 +618,12 @@ cdef AxisMatrices axis_matrices(int m, int r, bint spans) noexcept nogil:
             out.BT = &kc_wino_bt8[0]
             if r == 4:
                 out.AT, out.G = &kc_wino_at8_m5[0], &kc_wino_g8_r4[0]
-            else:
+            elif r == 5:
                 out.AT, out.G = &kc_wino_at8_m4[0], &kc_wino_g8_r5[0]
+            elif r == 6:
+                out.AT, out.G = &kc_wino_at8_m3[0], &kc_wino_g8_r6[0]
+            else:
+                out.AT, out.G = &kc_wino_at8_m2[0], &kc_wino_g8_r7[0]
         return out
     if not spans:
         out.m, out.alpha, out.AT, out.G, out.BT, out.A = 1, 1, WINO_ONE, WINO_ONE, WINO_ONE, WINO_ONE

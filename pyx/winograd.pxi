@@ -86,7 +86,7 @@ cdef inline int taps_inside(Py_ssize_t w0, Py_ssize_t d, Py_ssize_t W, int alpha
 
 cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw, int r, real* dst,
                                   Py_ssize_t ds, Py_ssize_t n) noexcept nogil:
-    """G g G^T of n r x r filters (r = 3, 5; 1-D: 1 x r, r = 3, 4, 5), their taps ts apart and the filters contiguous,
+    """G g G^T of n r x r filters (r = 3, 5; 1-D: 1 x r, r = 3 .. 7), their taps ts apart and the filters contiguous,
     into dst (values ds apart): microkernel.h, kc_wino_filter*."""
     if real is float:
         if ah == 1:
@@ -103,6 +103,10 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
                 kc_wino_filter1_f32_a8_m5(src, ts, dst, ds, n)
             elif r == 5:
                 kc_wino_filter1_f32_a8_m4(src, ts, dst, ds, n)
+            elif r == 6:
+                kc_wino_filter1_f32_a8_m3(src, ts, dst, ds, n)
+            elif r == 7:
+                kc_wino_filter1_f32_a8_m2(src, ts, dst, ds, n)
             else:
                 kc_wino_filter1_f32_a8(src, ts, dst, ds, n)
         elif aw == 4:
@@ -131,6 +135,10 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
                 kc_wino_filter1_f64_a8_m5(src, ts, dst, ds, n)
             elif r == 5:
                 kc_wino_filter1_f64_a8_m4(src, ts, dst, ds, n)
+            elif r == 6:
+                kc_wino_filter1_f64_a8_m3(src, ts, dst, ds, n)
+            elif r == 7:
+                kc_wino_filter1_f64_a8_m2(src, ts, dst, ds, n)
             else:
                 kc_wino_filter1_f64_a8(src, ts, dst, ds, n)
         elif aw == 4:
@@ -240,6 +248,10 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
                 return kc_wino_out1_f32_a8_m5(src, ss, y, ycs, cols, n, bias, clamp)
             if grid.mw == 4:
                 return kc_wino_out1_f32_a8_m4(src, ss, y, ycs, cols, n, bias, clamp)
+            if grid.mw == 3:
+                return kc_wino_out1_f32_a8_m3(src, ss, y, ycs, cols, n, bias, clamp)
+            if grid.mw == 2:
+                return kc_wino_out1_f32_a8_m2(src, ss, y, ycs, cols, n, bias, clamp)
             return kc_wino_out1_f32_a8(src, ss, y, ycs, cols, n, bias, clamp)
         if grid.aw == 4:
             return kc_wino_out_f32_a4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)
@@ -264,6 +276,10 @@ cdef inline int transform_output(const real* src, Py_ssize_t ss, const WinoGrid*
                 return kc_wino_out1_f64_a8_m5(src, ss, y, ycs, cols, n, bias, clamp)
             if grid.mw == 4:
                 return kc_wino_out1_f64_a8_m4(src, ss, y, ycs, cols, n, bias, clamp)
+            if grid.mw == 3:
+                return kc_wino_out1_f64_a8_m3(src, ss, y, ycs, cols, n, bias, clamp)
+            if grid.mw == 2:
+                return kc_wino_out1_f64_a8_m2(src, ss, y, ycs, cols, n, bias, clamp)
             return kc_wino_out1_f64_a8(src, ss, y, ycs, cols, n, bias, clamp)
         if grid.aw == 4:
             return kc_wino_out_f64_a4(src, ss, y, yrs, ycs, rows, cols, n, bias, clamp)

@@ -39,6 +39,10 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
                 kc_wino_dy1_f32_a8_m5(src, cs, cols, dst, ds, n)
             elif grid.mw == 4:
                 kc_wino_dy1_f32_a8_m4(src, cs, cols, dst, ds, n)
+            elif grid.mw == 3:
+                kc_wino_dy1_f32_a8_m3(src, cs, cols, dst, ds, n)
+            elif grid.mw == 2:
+                kc_wino_dy1_f32_a8_m2(src, cs, cols, dst, ds, n)
             else:
                 kc_wino_dy1_f32_a8(src, cs, cols, dst, ds, n)
         elif grid.aw == 4:
@@ -67,6 +71,10 @@ cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ss
                 kc_wino_dy1_f64_a8_m5(src, cs, cols, dst, ds, n)
             elif grid.mw == 4:
                 kc_wino_dy1_f64_a8_m4(src, cs, cols, dst, ds, n)
+            elif grid.mw == 3:
+                kc_wino_dy1_f64_a8_m3(src, cs, cols, dst, ds, n)
+            elif grid.mw == 2:
+                kc_wino_dy1_f64_a8_m2(src, cs, cols, dst, ds, n)
             else:
                 kc_wino_dy1_f64_a8(src, cs, cols, dst, ds, n)
         elif grid.aw == 4:

@@ -94,10 +94,12 @@ WINOGRAD_5X5 = [
         (2, 10, 10, 32, 16, "SAME", "NHWC", np.float32),
     ]
 ]
-# 1-D kernels of 4 and 5 taps: F(5, 4) and F(4, 5) (alpha 8, what "winograd" picks), F(2, 5) (alpha 6)
+# 1-D kernels of 4 to 7 taps: F(5, 4), F(4, 5), F(3, 6) and F(2, 7) (alpha 8, what "winograd" picks), F(2, 5)
+# (alpha 6)
 WINOGRAD_1D_WIDE = [
     Conv1dCase(n, w or taps, c, k, taps, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
-    for taps, algorithm in [(4, "winograd"), (5, "winograd"), (5, "winograd2"), (5, "winograd4")]
+    for taps, algorithm in [(4, "winograd"), (5, "winograd"), (5, "winograd2"), (5, "winograd4"), (6, "winograd"),
+                            (7, "winograd"), (7, "winograd2")]
     for (n, w, c, k, pad, fmt, dt) in SHAPES_1D
 ]
 
@@ -107,7 +109,8 @@ WINOGRAD_1D_WIDE = [
 # shorter than the dilated kernel's reach on one side (padding).
 WINOGRAD_1D_DILATED = [
     Conv1dCase(n, w, c, k, taps, dilation=d, padding=pad, data_format=fmt, dtype=dt, algorithm=algorithm)
-    for taps, algorithm in [(3, "winograd2"), (3, "winograd4"), (3, "winograd6"), (4, "winograd"), (5, "winograd")]
+    for taps, algorithm in [(3, "winograd2"), (3, "winograd4"), (3, "winograd6"), (4, "winograd"), (5, "winograd"),
+                            (7, "winograd")]
     for (n, w, c, k, d, pad, fmt, dt) in [
         (1, 17, 3, 2, 4, "VALID", "NWC", np.float64),          # 5 taps: one output, fewer than the residues
         (2, 37, 8, 5, 2, "CAUSAL", "NWC", np.float64),
@@ -116,7 +119,7 @@ WINOGRAD_1D_DILATED = [
         (1, 30, 3, 2, 7, "CAUSAL", "NWC", np.float64),
         (4, 64, 24, 40, 3, "SAME", "NWC", np.float32),
     ]
-    if not (algorithm == "winograd6" and dt == np.float32)
+    if not (algorithm == "winograd6" and dt == np.float32) and not (pad == "VALID" and (taps - 1) * d >= w)
 ]
 
 
@@ -220,8 +223,8 @@ def test_a_tile_that_does_not_exist_for_the_kernel_is_refused_by_name():
         ops.conv1d(x, w, padding="SAME", algorithm="winograd4")
     np.testing.assert_allclose(ops.conv1d(x, w, padding="SAME", algorithm="winograd"),
                                ops.conv1d(x, w, padding="SAME", algorithm="direct"), rtol=1e-5)
-    with pytest.raises(ValueError, match="3x3 or 5x5 \\(1-D: 3, 4 or 5\\)"):
-        ops.conv1d(np.ones((1, 20, 8), np.float32), np.ones((6, 8, 8), np.float32), algorithm="winograd")
+    with pytest.raises(ValueError, match="3x3 or 5x5 \\(1-D: 3 to 7\\)"):
+        ops.conv1d(np.ones((1, 20, 8), np.float32), np.ones((8, 8, 8), np.float32), algorithm="winograd")
 
 
 def test_unknown_algorithm_is_refused():
@@ -280,7 +283,7 @@ def test_staged_path_agrees_with_direct(shape):
 
 
 def test_auto_uses_winograd_only_where_it_applies():
-    """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3, 4, 5: 64); direct
+    """auto: Winograd for 3x3 and 5x5 stride 1 with at least 16 channels in and out (1-D k = 3 .. 7: 64); direct
     otherwise; F(4x4) (3x3 and 5x5) for 2-D filter gradients from 32 channels in and out, direct below and where
     few tiles meet many channels (tiles x (C + K) under 2 C K)."""
     assert _plan_of((2, 8, 8, 32), (3, 3, 32, 32), "SAME", "auto").tiles == (4, 4, 0)
@@ -298,7 +301,10 @@ def test_auto_uses_winograd_only_where_it_applies():
     assert _plan_of((32, 1, 400, 128), (1, 4, 128, 100), "SAME", "auto").tiles == (5, 5, 5)   # F(5, 4)
     assert _plan_of((32, 1, 400, 128), (1, 5, 128, 100), "SAME", "auto").tiles == (4, 4, 4)   # F(4, 5)
     assert _plan_of((32, 1, 400, 32), (1, 5, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
-    assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((32, 1, 400, 128), (1, 6, 128, 100), "SAME", "auto").tiles == (3, 3, 3)   # F(3, 6)
+    assert _plan_of((32, 1, 400, 128), (1, 7, 128, 100), "SAME", "auto").tiles == (2, 2, 2)   # F(2, 7)
+    assert _plan_of((32, 1, 400, 32), (1, 7, 32, 32), "SAME", "auto").tiles == (0, 0, 0)
+    assert _plan_of((32, 1, 400, 128), (1, 8, 128, 100), "SAME", "auto").tiles == (0, 0, 0)
     assert _plan_of((16, 28, 28, 32), (5, 5, 32, 32), "SAME", "auto").tiles == (4, 4, 4)
     assert _plan_of((16, 28, 28, 16), (5, 5, 16, 16), "SAME", "auto").tiles == (4, 4, 0)     # dW direct at 16
     assert _plan_of((16, 28, 28, 8), (5, 5, 8, 32), "SAME", "auto").tiles == (0, 0, 0)
