@@ -173,8 +173,8 @@ def expect(call, api):
     groups = c // cg
     if k_out % groups:
         raise Invalid("filters not divisible by groups")
-    kernel_fits = ((ks[-1] == 3 and (nd == 1 or ks[0] in (1, 3))) or (ks[-1] in (4, 5) and (nd == 1 or ks[0] == 1))
-                   or (nd == 2 and tuple(ks) == (5, 5)))
+    kernel_fits = ((ks[-1] == 3 and (nd == 1 or ks[0] in (1, 3)))
+                   or (ks[-1] in (4, 5, 6, 7) and (nd == 1 or ks[0] == 1)) or (nd == 2 and tuple(ks) == (5, 5)))
     mode = call.padding_n
     if mode == "VALID":
         pads = ((0, 0),) * nd
