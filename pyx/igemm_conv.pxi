@@ -749,8 +749,16 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
         if tail and phases[ph].nt > 0:     # the last panel transposed, one chunk's reduction (as igemm_conv)
             nt = TAIL_COLS * phases[ph].nt * (grid.cin // reduction_chunks(phases[ph].nt, grid.cin) + 1)
             wtail_len = nt if nt > wtail_len else wtail_len
+    # A band is rows q0 .. q0 + nrow of every phase's grid (nrow > 1 where a row is shorter than a block, so a
+    # band's panels run across rows: 28-pixel rows were panels of 8, 8, 8 and 4 pixels, a seventh of the
+    # tile idle), or a piece of one long row; at least 4 bands per thread where the rows allow.
     ncw = (max_qw + MC - 1) // MC
-    bands = grid.N * max_qh * ncw
+    cdef Py_ssize_t nrow = MC // max_qw if max_qw > 0 and max_qw <= MC else 1
+    cdef Py_ssize_t nrow_cap = grid.N * max_qh // (4 * n_threads)
+    nrow = nrow_cap if nrow_cap < nrow else nrow
+    nrow = 1 if nrow < 1 else nrow
+    cdef Py_ssize_t bands_per_image = (max_qh + nrow - 1) // nrow
+    bands = grid.N * bands_per_image * ncw
     n_threads = loop_threads(grid.groups * bands, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef const real** aptr_all = <const real**> malloc(n_threads * MC * max_nt * sizeof(real*))
     cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
@@ -780,10 +788,10 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                 break
             g = task // bands
             rest = task - g * bands
-            n = rest // (max_qh * ncw)
-            rest = rest - n * (max_qh * ncw)
-            q = rest // ncw
-            cw = rest - q * ncw
+            n = rest // (bands_per_image * ncw)
+            rest = rest - n * (bands_per_image * ncw)
+            q = (rest // ncw) * nrow
+            cw = rest - (rest // ncw) * ncw
             for ph in range(nphases):
                 if q >= phases[ph].qh or cw * MC >= phases[ph].qw:
                     continue
@@ -791,7 +799,10 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                 pg.dst_h0, pg.dst_w0 = phases[ph].rh, phases[ph].rw
                 t0, nt = phases[ph].t0, phases[ph].nt
                 m0 = (n * pg.Qh + q) * pg.Qw + cw * MC
-                mc = pg.Qw - cw * MC if pg.Qw - cw * MC < MC else MC
+                if nrow > 1:                    # whole rows q .. q + nrow of this phase (ncw is 1)
+                    mc = ((q + nrow if q + nrow < pg.Qh else pg.Qh) - q) * pg.Qw
+                else:
+                    mc = pg.Qw - cw * MC if pg.Qw - cw * MC < MC else MC
                 igemm_rows(src, dst, &pg, tap_h + t0, tap_w + t0, nt, panels + panel_off[ph], zeros, ep, g,
                            m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
                            apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
