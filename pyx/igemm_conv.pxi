@@ -372,18 +372,36 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
 
 
 # The forward reading the filter in place (plan.pxi, filters_in_place) walks a column panel's rows K values
-# apart. From this many bytes apart (K >= 1024 float32 channels) the rows of one panel fall into few cache
-# sets and evict each other before the next row tile reads them again: a 1x1 512 -> 2048 layer at 7x7,
-# batch 1, ran at 49 GFLOP/s on one core. So there each tap's slice of the panel is first copied together.
+# apart. From 1 KB apart (K >= 256 float32 channels) the rows of one panel fall into few cache sets and evict
+# each other before the next row tile reads them again, and memory sees one or two lines of every 1 KB. Where
+# one row block is all a task reads the filter for (a late layer at batch 1-2), each tap's slice of the
+# task's column panels is packed first, each source row read once along its length: numpy API, 2-CPU Zen 5,
+# filters rotating through memory, two threads: 3x3 1x7x7x512 1.14 -> 0.91 ms, 2x7x7x512 1.87 -> 1.36, 1x1
+# 1x7x7x2048 -> 512 0.47 -> 0.37 (one thread 2.4 -> 1.55 ms: the tiles now run at 240 GFLOP/s, the packing
+# waits on memory; a software prefetch of the next slice changed nothing). Where several blocks read the
+# filter (then in cache) that packing costs 4-5 % (8x14x14x256 -> 1024, 8x28x28x128 -> 512): from 4 KB apart
+# (K >= 1024) only each tap's slice of one panel is copied together, for its sets (a 1x1 512 -> 2048 layer
+# at 7x7, batch 1, ran at 49 GFLOP/s on one core reading it in place).
 cdef enum:
-    COPY_FILTER_STRIDE = 4096
+    COPY_FILTER_STRIDE = 1024
+    COPY_PANEL_STRIDE = 4096
 
 
-cdef inline void copy_panel_rows(const real* b, Py_ssize_t ldb, Py_ssize_t rows, int NR, real* out) noexcept nogil:
-    """rows x NR values, rows ldb apart, into out (NR apart)."""
-    cdef Py_ssize_t r
+cdef inline void pack_slice_panels(const real* b, Py_ssize_t ldb, Py_ssize_t rows, Py_ssize_t npanels, int NR,
+                                   real* out) noexcept nogil:
+    """rows x (npanels x NR) values, rows ldb apart, into npanels panels of rows x NR (panel j at out + j *
+    rows * NR): each row read once, left to right."""
+    cdef Py_ssize_t r, j, v, nbytes = NR * sizeof(real)
+    cdef char* dst
+    cdef const char* src
     for r in range(rows):
-        memcpy(&out[r * NR], &b[r * ldb], NR * sizeof(real))
+        src = <const char*> (b + r * ldb)
+        for j in range(npanels):
+            dst = <char*> (out + (j * rows + r) * NR)
+            v = 0
+            while v < nbytes:       # whole vectors: a copy of unknown size compiles to a slow rep movs
+                memcpy(dst + v, src + j * nbytes + v, KC_VEC_BYTES)
+                v += KC_VEC_BYTES
 
 
 cdef inline void filter_row_tile(bint run_tile, int kc, const real** a, Py_ssize_t c0, Py_ssize_t rs,
@@ -451,7 +469,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                      const Epilogue* ep, Py_ssize_t g, Py_ssize_t m0, Py_ssize_t mc, Py_ssize_t MC,
                      const real** aptr, real** crow, real* apack, const real** prow,
                      const real* w, const Py_ssize_t* tap_off, Py_ssize_t run, real* edge,
-                     Py_ssize_t j0, Py_ssize_t j1, real* bcopy, real* wtail, real* rows,
+                     Py_ssize_t j0, Py_ssize_t j1, real* bcopy, Py_ssize_t bpanels, real* wtail, real* rows,
                      Py_ssize_t rows_len) noexcept nogil:
     """GEMM rows m0 .. m0+mc (mc <= MC) of group g, column panels j0 .. j1-1: every reduction chunk, then
     the epilogue. apack / prow are the few-channel path's buffers (MC x taps*cin, MR), NULL to not use it.
@@ -460,8 +478,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
     index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for one tap's
-    slice of a column panel (run x cin x NR), where it is copied before the row tiles read it
-    (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
+    slice of one chunk of bpanels column panels, packed there before the row tiles read it (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
     (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters runs on fwd_tail.
     rows / rows_len: room for the block's padded source rows (row_cache_values), or NULL."""
     cdef int MR = shape_rows(dst, grid.narrow)
@@ -471,7 +488,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     cdef bint packed = apack != NULL
     cdef Py_ssize_t red = ntaps * grid.cin
     cdef Py_ssize_t npan = (mc + MR - 1) // MR
-    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu
+    cdef Py_ssize_t q, c0, kc, j, p, i, t, u, nu, jb, je
     cdef int mr, nr
     cdef bint last, use_tail
     cdef const real* bq
@@ -511,23 +528,29 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                       <int> (mc - p * MR if mc - p * MR < MR else MR), False, True, bias, clamp,
                                       grid.narrow)
                 continue
-            for j in range(j0, j1):
-                if bcopy != NULL and npan > 1:      # each tap's slice copied once, then every row tile
+            if bcopy != NULL and npan > 1:          # each tap's slice packed once, then every row tile
+                jb = j0
+                while jb < j1:
+                    je = jb + bpanels if jb + bpanels < j1 else j1
                     for u in range(nu):
                         last = q == nchunks - 1 and u == nu - 1
-                        copy_panel_rows(w + tap_off[u * run] + c0 * grid.Cd + g * grid.cout + j * NR, grid.Cd,
-                                        kc, NR, bcopy)
-                        for p in range(npan):
-                            filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + u) * MR], c0, rs, bcopy, NR,
-                                            &crow[p * MR], j * NR, <int> (mc - p * MR if mc - p * MR < MR else MR),
-                                            NR, q > 0 or u > 0, bias + j * NR if last and bias != NULL else NULL,
-                                            clamp if last else 0, grid.narrow)
-                else:                               # a row tile's taps one after another (its C tile hot)
-                    for p in range(npan):
-                        in_place_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, MR, run, <int> kc,
-                                      c0, rs, w, tap_off, g * grid.cout, grid.Cd, j, NR,
-                                      <int> (mc - p * MR if mc - p * MR < MR else MR), q > 0, q == nchunks - 1,
-                                      bias, clamp, grid.narrow)
+                        pack_slice_panels(w + tap_off[u * run] + c0 * grid.Cd + g * grid.cout + jb * NR, grid.Cd,
+                                          kc, je - jb, NR, bcopy)
+                        for j in range(jb, je):
+                            for p in range(npan):
+                                filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + u) * MR], c0, rs,
+                                                bcopy + (j - jb) * kc * NR, NR, &crow[p * MR], j * NR,
+                                                <int> (mc - p * MR if mc - p * MR < MR else MR), NR, q > 0 or u > 0,
+                                                bias + j * NR if last and bias != NULL else NULL,
+                                                clamp if last else 0, grid.narrow)
+                    jb = je
+                continue
+            for j in range(j0, j1):                 # a row tile's taps one after another (its C tile hot)
+                for p in range(npan):
+                    in_place_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, MR, run, <int> kc, c0, rs,
+                                  w, tap_off, g * grid.cout, grid.Cd, j, NR,
+                                  <int> (mc - p * MR if mc - p * MR < MR else MR), q > 0, q == nchunks - 1, bias,
+                                  clamp, grid.narrow)
     else:
         index_panels(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, MR, zeros, aptr, crow, edge, runs,
                      rows, rows_len)
@@ -650,8 +673,11 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
     cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
-    cdef Py_ssize_t bcopy_len = run * grid.cin * shape_cols(dst, grid.narrow) \
-        if w != NULL and grid.Cd * sizeof(real) >= COPY_FILTER_STRIDE else 0
+    # one block: a task's whole column range per slice; blocks that share the filter: a panel per slice
+    cdef Py_ssize_t bpanels = ncolp // nsplit + 1 if nblocks == 1 else 1
+    cdef Py_ssize_t bcopy_len = run * (grid.cin // reduction_chunks(ntaps, grid.cin) + 1) * bpanels \
+        * shape_cols(dst, grid.narrow) if w != NULL and grid.Cd * sizeof(real) >= (
+            COPY_FILTER_STRIDE if nblocks == 1 else COPY_PANEL_STRIDE) else 0
     cdef real* bcopy_all = <real*> scratch_alloc(n_threads * bcopy_len * sizeof(real)) if bcopy_len > 0 else NULL
     # the last panel's few filters transposed, one chunk's reduction (fwd_tail; packed panels, wide tile)
     cdef Py_ssize_t last_cols = grid.cout - (ncolp - 1) * shape_cols(dst, grid.narrow)
@@ -691,7 +717,7 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                        prow_all + tid * MR if packed else NULL, w, tap_off, run,
                        edge_all + tid * MC * red if run > 1 else NULL,
                        ncolp * cs // nsplit, ncolp * (cs + 1) // nsplit,
-                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL,
+                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL, bpanels,
                        wtail_all + tid * wtail_len if wtail_len > 0 else NULL,
                        rows_all + tid * rows_len if rows_len > 0 else NULL, rows_len)
     scratch_free(rows_all)
@@ -808,7 +834,7 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                            apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
                            else NULL,
                            prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged,
-                           0, ncolp, NULL, wtail_all + tid * wtail_len if wtail_len > 0 else NULL,
+                           0, ncolp, NULL, 1, wtail_all + tid * wtail_len if wtail_len > 0 else NULL,
                            rows_all + tid * rows_len if rows_len > 0 else NULL, rows_len)
     scratch_free(rows_all)
     scratch_free(wtail_all)

@@ -32,6 +32,7 @@ THREAD_CASES = [
     Conv2dCase(8, 14, 14, 32, 64, 5, 5, padding="SAME"),    # F(4x4, 5x5), filter gradient included
     Conv2dCase(1, 7, 7, 256, 1024, 1, 1),   # batch 1 late layer: its filter's columns split between threads
     Conv2dCase(1, 7, 7, 128, 100, 3, 3, padding="SAME", algorithm="direct"),   # ... and a partial last panel
+    Conv2dCase(1, 7, 7, 160, 256, 3, 3, padding="SAME", algorithm="direct"),   # ... its slices packed per chunk
     Conv1dCase(16, 200, 64, 100, 3, padding="SAME"),
     Conv1dCase(32, 120, 33, 17, 5, stride=2, dilation=2, padding="CAUSAL", data_format="NCW", dtype=np.float64),
 ]  # fmt: skip
