@@ -16,6 +16,8 @@ cdef extern from "microkernel.h" nogil:
                           long xr, long ldx, int nvec, float* out, long ldo)
     void kc_column_sums_f32(long rows, long K, const float* x, double* out)
     void kc_prefetch_l2(const void* p, long bytes)
+    int KC_TRANSPOSE_LANES
+    void kc_transpose_block_f32(const float* src, long lds, float* dst, long ldd)
     void kc_prefetch_write_l2(void* p, long bytes)
     void kc_fwd_tail_f32(int ntaps, int kc, const float* const* a, long a_off, long rs, int run, const float* wt,
                          long ldw, float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias,

@@ -23,7 +23,16 @@ cdef void pack_filter_panels(const real* w, const Py_ssize_t* tap_off, Py_ssize_
             r0 = chunk_start(q, nchunks, nred)
             r1 = chunk_start(q + 1, nchunks, nred)
             for t in range(ntaps):
-                for r in range(r0, r1):
+                r = r0
+                if real is float and s_red == 1 and (j + 1) * NR <= ncol:    # the transpose, block by block
+                    row = (gp * nred + r0) * ntaps + t * (r1 - r0)
+                    src = w + tap_off[t] + g * s_group + j * NR * s_col
+                    while r + KC_TRANSPOSE_LANES <= r1:
+                        for v in range(NR // KC_TRANSPOSE_LANES):
+                            kc_transpose_block_f32(src + v * KC_TRANSPOSE_LANES * s_col + r, s_col,
+                                                   out + (row + r - r0) * NR + v * KC_TRANSPOSE_LANES, NR)
+                        r = r + KC_TRANSPOSE_LANES
+                for r in range(r, r1):
                     src = w + tap_off[t] + g * s_group + r * s_red
                     row = (gp * nred + r0) * ntaps + t * (r1 - r0) + (r - r0)
                     dst = out + row * NR

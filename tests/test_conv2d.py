@@ -271,6 +271,24 @@ def test_reductions_longer_than_one_chunk(case, op, rng):
     check_against_reference(case, op, rng)
 
 
+# The input gradient's filter panels are the filter transposed (columns are input channels, K apart), a
+# vector's lanes of filters at a time (pyx/pack.pxi): K below, at, above and between multiples of 16 and 8,
+# input channels filling whole panels or ending in a part panel, groups, and a stride-2 pass by phases.
+TRANSPOSED_PANELS = [
+    Conv2dCase(2, 6, 7, c, k, 3, 3, padding="SAME", algorithm="direct")
+    for c, k in [(32, 15), (32, 16), (64, 17), (33, 47), (64, 64), (100, 100)]
+] + [
+    Conv2dCase(1, 7, 7, 96, 80, 1, 1),
+    Conv2dCase(2, 8, 8, 64, 96, 3, 3, groups=2, padding="SAME", algorithm="direct"),
+    Conv2dCase(2, 9, 9, 32, 40, 3, 3, strides=(2, 2), padding="SAME"),
+]
+
+
+@parametrize_cases(TRANSPOSED_PANELS)
+def test_input_gradient_reads_the_filter_transposed_in_blocks(case, rng):
+    check_against_reference(case, "backprop_input", rng)
+
+
 # ---------------------------------------------------------------------------------------
 # Winograd-shaped layers: 3x3, stride 1, no dilation, many channels; output sizes around tiles
 # ---------------------------------------------------------------------------------------
