@@ -18,6 +18,7 @@
  */
 #ifndef KCONV_MICROKERNEL_H
 #define KCONV_MICROKERNEL_H
+#include <immintrin.h>
 
 
 #if defined(__AVX512F__)
@@ -71,17 +72,42 @@ typedef long long kc_vi64 __attribute__((vector_size(KC_VEC_BYTES)));
             }                                                                                      \
     }
 
+/* Streaming (non-temporal) stores of whole vectors at vector-aligned addresses: the line is written without
+ * first being read for ownership. */
+#if KC_VEC_BYTES == 64
+#define KC_STREAM(p, x) _mm512_stream_si512((__m512i *)(p), (__m512i)(x))
+#elif KC_VEC_BYTES == 32
+#define KC_STREAM(p, x) _mm256_stream_si256((__m256i *)(p), (__m256i)(x))
+#else
+#define KC_STREAM(p, x) _mm_stream_si128((__m128i *)(p), (__m128i)(x))
+#endif
+#define KC_CLAMP_STREAM 4      /* or'ed into a tile's clamp: store its rows with streaming stores */
+/* Streaming stores are weakly ordered: a thread fences them before others may read what it wrote. */
+static inline void kc_store_fence(void) { _mm_sfence(); }
+
 /* The end of every tile: + C (accumulate), the epilogue, and the store of its first mr rows and nr columns. */
 #define KC_TILE_STORE(T, V, VI, MR, NV)                                                                     \
+    const int stream = clamp & KC_CLAMP_STREAM;                                                   \
+    clamp &= 3;                                                                                   \
     if (mr == MR && nr == NR) {                                                                \
         if (accumulate)                                                                           \
             _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
                 _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                           \
                     acc[i][v] += *(const V *)(c[i] + c_off + v * LANES);                          \
         KC_TILE_EPILOGUE(T, V, VI, MR, NV)                                                         \
-        _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \
-            _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                               \
-                *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                     \
+        if (stream) {                                                                             \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++) {                             \
+                T *ci = c[i] + c_off;                                                             \
+                if (((unsigned long)ci & (KC_VEC_BYTES - 1)) == 0) {                              \
+                    _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) KC_STREAM(ci + v * LANES, acc[i][v]); \
+                } else {                                                                          \
+                    _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++) *(V *)(ci + v * LANES) = acc[i][v]; \
+                }                                                                                 \
+            }                                                                                     \
+        } else                                                                                    \
+            _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                               \
+                _Pragma("GCC unroll 2") for (int v = 0; v < NV; v++)                           \
+                    *(V *)(c[i] + c_off + v * LANES) = acc[i][v];                                 \
     } else { /* edge tile: spill to a scratch tile, store the valid part */                       \
         T tile[MR][NR];                                                                        \
         _Pragma("GCC unroll 16") for (int i = 0; i < MR; i++)                                   \

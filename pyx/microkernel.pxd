@@ -1,7 +1,7 @@
 # Cython's view of the one C header: the register-blocked tile and the machine probes beside it.
 cdef extern from "microkernel.h" nogil:
     const char* KC_ISA
-    int KC_MR_F32, KC_NR_F32, KC_MR_F64, KC_NR_F64, KC_FMA_CHAIN_FLOPS, KC_VEC_BYTES, KC_DW_GRAD_ROWS
+    int KC_MR_F32, KC_NR_F32, KC_MR_F64, KC_NR_F64, KC_FMA_CHAIN_FLOPS, KC_VEC_BYTES, KC_DW_GRAD_ROWS, KC_CLAMP_STREAM
     void kc_igemm_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
                       float* const* c, long c_off, int mr, int nr, int accumulate, const float* bias, int clamp)
     void kc_igemm_narrow_f32(int ntaps, int kc, const float* const* a, long a_off, long lda, const float* b, long ldb,
@@ -16,6 +16,7 @@ cdef extern from "microkernel.h" nogil:
                           long xr, long ldx, int nvec, float* out, long ldo)
     void kc_column_sums_f32(long rows, long K, const float* x, double* out)
     void kc_prefetch_l2(const void* p, long bytes)
+    void kc_store_fence()
     int KC_TRANSPOSE_LANES
     void kc_transpose_block_f32(const float* src, long lds, float* dst, long ldd)
     void kc_prefetch_write_l2(void* p, long bytes)

@@ -509,6 +509,27 @@ def test_forward_reading_the_filter_in_place_matches_the_reference(n, h, w, c, k
     assert_close(y, want, dtype, what="in-place filter forward")
 
 
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("activation", ["relu", "linear", "sigmoid"])
+@pytest.mark.parametrize("channels", [16, 64])
+def test_outputs_larger_than_the_caches_are_streamed_alike(channels, activation, offset, rng):
+    """A one-chunk layer whose output outgrows the caches (16 MiB and up) stores its tiles with streaming
+    stores (16 channels: packed filter; 64: read in place), where their rows are vector-aligned (offset 0)
+    and plainly where not (offset 1 float); the output is poisoned with NaN first and every value checked."""
+    x = rng.standard_normal((4, 64, 64, channels)).astype(np.float32)
+    f = rng.standard_normal((1, 1, channels, 256)).astype(np.float32)
+    b = rng.standard_normal(256).astype(np.float32)
+    conv = ops._describe(2, x.shape, f.shape, 1, "VALID", "NHWC", 1)
+    plan = ops._plan(conv, np.dtype(np.float32), "direct", None, activation=ops.ACTIVATIONS.index(activation))
+    room = np.full(x.shape[:3] + (256,), np.nan, np.float32).ravel()
+    room = np.concatenate([room, np.full(1, np.nan, np.float32)])
+    y = room[offset:offset + room.size - 1].reshape(x.shape[:3] + (256,))
+    plan.forward(x, f, b, y)
+    z = np.einsum("nhwc,ck->nhwk", x.astype(np.float64), f[0, 0].astype(np.float64)) + b
+    want = {"relu": np.maximum(z, 0), "linear": z, "sigmoid": 1 / (1 + np.exp(-z))}[activation]
+    assert_close(y, want, np.float32, what=f"streamed 1x1 output, {activation}, offset {offset}")
+
+
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
 @pytest.mark.parametrize("n, hw", [(3, 13), (1, 5)])
 @pytest.mark.parametrize("c, k", [(16, 96), (16, 100), (24, 144), (64, 96), (64, 192)])
