@@ -511,23 +511,23 @@ def test_forward_reading_the_filter_in_place_matches_the_reference(n, h, w, c, k
 
 @pytest.mark.parametrize("offset", [0, 1])
 @pytest.mark.parametrize("activation", ["relu", "linear", "sigmoid"])
-@pytest.mark.parametrize("channels", [16, 64])
-def test_outputs_larger_than_the_caches_are_streamed_alike(channels, activation, offset, rng):
+@pytest.mark.parametrize("channels, dtype", [(16, np.float32), (64, np.float32), (64, np.float64)])
+def test_outputs_larger_than_the_caches_are_streamed_alike(channels, dtype, activation, offset, rng):
     """A one-chunk layer whose output outgrows the caches (16 MiB and up) stores its tiles with streaming
     stores (16 channels: packed filter; 64: read in place), where their rows are vector-aligned (offset 0)
-    and plainly where not (offset 1 float); the output is poisoned with NaN first and every value checked."""
-    x = rng.standard_normal((4, 64, 64, channels)).astype(np.float32)
-    f = rng.standard_normal((1, 1, channels, 256)).astype(np.float32)
-    b = rng.standard_normal(256).astype(np.float32)
+    and plainly where not (offset 1 value); the output is poisoned with NaN first and every value checked."""
+    x = rng.standard_normal((4, 64, 64, channels)).astype(dtype)
+    f = rng.standard_normal((1, 1, channels, 256)).astype(dtype)
+    b = rng.standard_normal(256).astype(dtype)
     conv = ops._describe(2, x.shape, f.shape, 1, "VALID", "NHWC", 1)
-    plan = ops._plan(conv, np.dtype(np.float32), "direct", None, activation=ops.ACTIVATIONS.index(activation))
-    room = np.full(x.shape[:3] + (256,), np.nan, np.float32).ravel()
-    room = np.concatenate([room, np.full(1, np.nan, np.float32)])
+    plan = ops._plan(conv, np.dtype(dtype), "direct", None, activation=ops.ACTIVATIONS.index(activation))
+    room = np.full(x.shape[:3] + (256,), np.nan, dtype).ravel()
+    room = np.concatenate([room, np.full(1, np.nan, dtype)])
     y = room[offset:offset + room.size - 1].reshape(x.shape[:3] + (256,))
     plan.forward(x, f, b, y)
     z = np.einsum("nhwc,ck->nhwk", x.astype(np.float64), f[0, 0].astype(np.float64)) + b
     want = {"relu": np.maximum(z, 0), "linear": z, "sigmoid": 1 / (1 + np.exp(-z))}[activation]
-    assert_close(y, want, np.float32, what=f"streamed 1x1 output, {activation}, offset {offset}")
+    assert_close(y, want, dtype, what=f"streamed 1x1 output, {activation}, offset {offset}")
 
 
 @pytest.mark.parametrize("activation", ["relu", "sigmoid"])
