@@ -376,7 +376,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
 # each other before the next row tile reads them again, and memory sees one or two lines of every 1 KB. Where
 # one row block is all a task reads the filter for (a late layer at batch 1-2), each tap's slice of the
 # task's column panels is packed first, each source row read once along its length: numpy API, 2-CPU Zen 5,
-# filters rotating through memory, two threads: 3x3 1x7x7x512 1.14 -> 0.91 ms, 2x7x7x512 1.87 -> 1.36, 1x1
+# filters rotating through memory, two threads: 3x3 1x7x7x512 1.14 -> 0.91 ms, 2x7x7x512 1.75 -> 1.34, 1x1
 # 1x7x7x2048 -> 512 0.47 -> 0.37 (one thread 2.4 -> 1.55 ms: the tiles now run at 240 GFLOP/s, the packing
 # waits on memory; a software prefetch of the next slice changed nothing). Where several blocks read the
 # filter (then in cache) that packing costs 4-5 % (8x14x14x256 -> 1024, 8x28x28x128 -> 512): from 4 KB apart
@@ -478,7 +478,8 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
     index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for one tap's
-    slice of one chunk of bpanels column panels, packed there before the row tiles read it (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
+    slice of one chunk of bpanels column panels, packed there before the row tiles read it
+    (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
     (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters runs on fwd_tail.
     rows / rows_len: room for the block's padded source rows (row_cache_values), or NULL."""
     cdef int MR = shape_rows(dst, grid.narrow)
