@@ -15,13 +15,18 @@ runs one Conv2DBackpropInput / Conv2DBackpropFilter and kconv one KconvConvBackp
 checks kconv's kernel pass counters). 1-D layers go through tf.nn.conv1d (as Keras's Conv1D does); a causal
 layer is tf.pad + a VALID convolution on TF's side (as Keras does it) and padding="CAUSAL" on kconv's.
 
-A tf.function call costs TensorFlow tens to hundreds of microseconds before any op runs (about 0.2 ms on a
-2-core VM), the same for both, but enough to flatten a small layer's ratio. So a graph runs `inner` passes in a
-chain, with `inner` chosen so that one graph call lasts a few milliseconds; the figure is per pass. Each pass
-of the chain has its own inputs (so grappler merges none of them) and waits for the previous one through a
-control dependency taken on an Identity of the previous result, not on the result itself: a control edge out
-of the Relu would stop grappler's remapper from fusing it into the convolution (checked by optimizing the
-graphs: a chained TF forward has one _FusedConv2D per pass and nothing else, like a single one).
+A tf.function call costs TensorFlow tens to hundreds of microseconds before any op runs, the same for both,
+but enough to flatten a small layer's ratio. So a graph runs `inner` passes in a chain, with `inner` chosen so
+that one graph call lasts a few milliseconds; the figure is per pass. Each pass of the chain has its own inputs
+(so grappler merges none of them) and waits for the previous one through a control dependency taken on an
+Identity of the previous result, not on the result itself: a control edge out of the Relu would stop
+grappler's remapper from fusing it into the convolution (checked by optimizing the graphs: a chained TF
+forward has one _FusedConv2D per pass and nothing else, like a single one).
+
+The timed graphs capture their inputs (`captured_chain`): passed as arguments, every tensor costs the call
+Python-side work (flattening, signature matching), ~30 us a pass on a 2-CPU Zen 5 VM against ~3 us captured
+(an empty pass, tf.identity of the bias, chained 16 times: 40 -> 9 us a pass; one pass a call: 180 -> 97 us).
+That overhead, the same for both contenders, pulled small layers' ratios toward 1.0.
 
 Inputs, weights included, rotate between calls, and no graph sees the same weights twice in a row: the forward
 is a training step's forward (kconv keeps the transform of weights that repeat, for inference; that does not
@@ -118,21 +123,30 @@ def pass_functions(tf, layer, algorithm="auto", threads=None):
     }
 
 
+def _chain(tf, fn, sets):
+    """fn on each input set, each pass after the previous one; the passes' results."""
+    outs, done = [], None
+    for args in sets:
+        if done is not None:
+            with tf.control_dependencies(done):
+                args = [tf.identity(a) for a in args]
+        y = fn(*args)
+        outs.append(y)
+        done = [tf.identity(t) for t in y] if isinstance(y, (list, tuple)) else [tf.identity(y)]
+    return outs
+
+
 def chained(tf, fn):
     """A tf.function that runs fn on each of the input sets it is given, one after another. fn returns a
     tensor or a list of tensors (the next pass waits for all of them)."""
-    @tf.function(autograph=False)
-    def run(sets):
-        outs, done = [], None
-        for args in sets:
-            if done is not None:
-                with tf.control_dependencies(done):
-                    args = [tf.identity(a) for a in args]
-            y = fn(*args)
-            outs.append(y)
-            done = [tf.identity(t) for t in y] if isinstance(y, (list, tuple)) else [tf.identity(y)]
-        return outs
-    return run
+    return tf.function(lambda sets: _chain(tf, fn, sets), autograph=False)
+
+
+def captured_chain(tf, fn, sets):
+    """A tf.function of no arguments that runs fn on each of `sets` (captured by the graph), one after
+    another, and returns the passes' results (a pass whose result is not returned is pruned: grappler drops
+    the control edges through Identity)."""
+    return tf.function(lambda: _chain(tf, fn, sets), autograph=False)
 
 
 def make_inputs(tf, layer, count, seed=0):
@@ -176,19 +190,21 @@ def time_pass(tf, fns, single, sets, turn, more_inputs, rounds, pause, block_s, 
     # passes chained in one graph call: enough for about graph_s seconds
     one = min(estimate(lambda who=who: call_single(who), 3) for who in single)
     inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
-    if inner == 1:
-        call = call_single
-    else:
-        graphs = {who: chained(tf, fn) for who, fn in fns.items()}
-        if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
-            sets.extend(more_inputs(inner + 1 - len(sets), len(sets)))
-        state = {who: 0 for who in graphs}
+    if len(sets) < inner + 1:   # distinct inputs for every pass of a call, and one to rotate
+        sets.extend(more_inputs(inner + 1 - len(sets), len(sets)))
+    # two graphs a contender, on sets start.. and start+1..: calls alternate between them, so no pass sees
+    # the weights of the pass before it (kconv keeps only the last weights' transform)
+    start = turn[next(iter(single))]
+    graphs = {who: [captured_chain(tf, fn, [sets[(start + r + j) % len(sets)] for j in range(inner)])
+                    for r in (0, 1)] for who, fn in fns.items()}
+    state = {who: 0 for who in graphs}
 
-        def call(who):
-            i = state[who] = (state[who] + 1) % len(sets)
-            return graphs[who]([sets[(i + j) % len(sets)] for j in range(inner)])
-        for who in graphs:   # trace the chained graphs
-            call(who)
+    def call(who):
+        state[who] ^= 1
+        return graphs[who][state[who]]()
+    for who in graphs:   # trace both
+        call(who)
+        call(who)
     per_call = {who: estimate(lambda who=who: call(who), 2) for who in single}
     n = min(calls_for(t, block_s) for t in per_call.values())   # the same for both; the slower sets it
     times = blocks({who: (lambda who=who: call(who)) for who in single}, rounds=rounds, calls=n, pause=pause)
