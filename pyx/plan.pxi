@@ -193,7 +193,7 @@ cdef struct Plan:
     Py_ssize_t block, fg_chunk, fg_splits, fg_cblock, wg_chunk
     double flops
     Py_ssize_t ntaps
-    int slow[3]                    # per pass: an unpinned call took BIND_MIN_SECONDS (team_binding.pxi)
+    int slow[3]                    # per pass: pinning's trial state (team_binding.pxi, BIND_TRIAL_CALLS)
     Py_ssize_t* tap_h              # forward taps: source offset from q * stride, and filter offset
     Py_ssize_t* tap_w
     Py_ssize_t* tap_off

@@ -79,9 +79,22 @@ cdef extern from *:
 # nothing), while the stacked threads it prevents cost calls of several ms up to half their speed.
 cdef double BIND_MIN_FLOPS = 128e6
 # ... but calls of few FLOPs can be slow (a first layer's 1-3 channels keep the micro-kernel far from its
-# roof: the demo's 5x5 1 -> 32, 80 MFLOP, takes 1.8 ms in a graph unpinned, 1.2 ms pinned): a plan's pass
-# whose unpinned call took this long pins from then on.
-cdef double BIND_MIN_SECONDS = 1e-3
+# roof: the demo's 5x5 1 -> 32, 80 MFLOP, takes 1.8 ms in a graph unpinned, 1.2 ms pinned; a batch-1 1x1
+# 2048 -> 512 reads a 4 MB filter for 103 MFLOP). So a plan's pass under BIND_MIN_FLOPS is timed unpinned for
+# its first BIND_TRIAL_CALLS calls, and pins from then on if at least half took BIND_MIN_SECONDS. Inside a
+# graph an unpinned call of 0.3-0.7 ms often has its worker woken onto its caller's CPU and runs at one
+# thread's speed (10-15 % of the 1x1 2048 b1's calls, timed inside the op: 0.73 ms against 0.41): pinned
+# from 0.3 ms, that layer's passes ran 0.61-0.67 -> 0.47-0.51 ms (forward), 0.78-0.82 -> 0.58-0.64 (input
+# gradient), MNIST's 3x3 1 -> 32 forward 0.44-0.47 -> 0.36-0.40. A 0.12 ms call loses ~0.03 ms pinned (3x3
+# 8x8 64 -> 64 forward 0.125 -> 0.14-0.15 when a single slow call pinned it): hence half of the trial calls.
+cdef double BIND_MIN_SECONDS = 3e-4
+# A plan pass's trial state (Plan.slow[pass]): calls timed + BIND_SLOW_CALL per slow one while >= 0; then
+# BIND_PINS or BIND_NEVER.
+cdef enum:
+    BIND_TRIAL_CALLS = 8
+    BIND_SLOW_CALL = 256
+    BIND_PINS = -1
+    BIND_NEVER = -2
 
 cdef int g_bind_enabled = -1            # -1: not decided yet (decided at the first call that could bind)
 cdef int g_bind_cpus[64]                # the process's CPUs, ascending
@@ -143,30 +156,34 @@ cdef inline bint take_seat(int i) noexcept nogil:
 cdef struct TeamBinding:
     int bound               # 1: the caller is pinned (its mask in saved); -1: not pinned, timed for `slow`
     double t0
-    int* slow               # the plan's "this pass takes BIND_MIN_SECONDS" flag for this pass, or NULL
+    int* slow               # the plan's trial state for this pass (BIND_TRIAL_CALLS), or NULL
     kc_cpu_mask saved
 
 
 cdef void bind_team(TeamBinding* b, int n, double flops, int* slow) noexcept nogil:
     """Called once a call of `flops` has claimed its n threads. A team that holds every CPU, for a call of at
-    least BIND_MIN_FLOPS or of a plan pass that took BIND_MIN_SECONDS unpinned (`slow`, kept in the plan),
-    gets its caller pinned to a CPU no other running call's caller sits on (the one it is on, when free)
-    and its workers to the others; the caller's own mask goes back with unbind_team. Calls that overlap
+    least BIND_MIN_FLOPS or of a plan pass whose trial calls were slow (`slow`, kept in the plan), gets its
+    caller pinned to a CPU no other running call's caller sits on (the one its workers were pinned around,
+    else the one it is on, when free) and its workers to the others; the caller's own mask goes back with
+    unbind_team. Calls that overlap
     thus sit their callers on distinct CPUs, and their workers, which stand down while calls overlap
     (microkernel.h, kc_next_task), rejoin each on a CPU of its own when the others finish."""
     global kc_team_caller_cpu, kc_team_size, kc_team_seat
     global g_bound_calls, g_worker_pinnings, g_moved_callers
-    cdef int cpu, i, seat = -1
+    cdef int cpu, here, i, seat = -1
     b.bound, b.slow = 0, slow
     if g_bind_enabled < 0:
         decide_binding()
     if not g_bind_enabled or n != g_bind_ncpus:
         return
-    if flops < BIND_MIN_FLOPS and (slow == NULL or slow[0] == 0):
-        if slow != NULL:
+    if flops < BIND_MIN_FLOPS and (slow == NULL or slow[0] != BIND_PINS):
+        if slow != NULL and slow[0] >= 0:
             b.bound, b.t0 = -1, kc_seconds()
         return
-    cpu = kc_this_cpu()
+    here = kc_this_cpu()
+    # back to the CPU the team's workers were pinned around, when free: moving the caller is cheaper than a
+    # parallel region that moves the workers (TensorFlow's inter-op threads hop between CPUs)
+    cpu = kc_team_caller_cpu if kc_team_size == n and kc_team_caller_cpu >= 0 else here
     for i in range(g_bind_ncpus):
         if g_bind_cpus[i] == cpu:
             seat = i
@@ -178,8 +195,9 @@ cdef void bind_team(TeamBinding* b, int n, double flops, int* slow) noexcept nog
                 break
         if seat < 0:                    # more callers than CPUs: the scheduler shares them
             return
-        g_moved_callers += 1
     cpu = g_bind_cpus[seat]
+    if cpu != here:
+        g_moved_callers += 1
     if kc_get_mask(&b.saved) != 0 or kc_pin_self(cpu) != 0:
         kc_leave_seat(&g_seated[seat])
         return
@@ -194,8 +212,12 @@ cdef void bind_team(TeamBinding* b, int n, double flops, int* slow) noexcept nog
 
 
 cdef void unbind_team(TeamBinding* b) noexcept nogil:
+    cdef int state
     if b.bound == 1:
         kc_set_mask(0, &b.saved)
         kc_leave_seat(&g_seated[kc_team_seat])
-    elif b.bound == -1 and kc_seconds() - b.t0 >= BIND_MIN_SECONDS:
-        b.slow[0] = 1                   # a benign race: every writer stores 1
+    elif b.bound == -1:
+        state = b.slow[0] + 1 + (BIND_SLOW_CALL if kc_seconds() - b.t0 >= BIND_MIN_SECONDS else 0)
+        if state % BIND_SLOW_CALL >= BIND_TRIAL_CALLS:
+            state = BIND_PINS if 2 * (state // BIND_SLOW_CALL) >= BIND_TRIAL_CALLS else BIND_NEVER
+        b.slow[0] = state               # a benign race: a count lost to an overlapping call adds a trial call
