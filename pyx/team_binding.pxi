@@ -82,12 +82,14 @@ cdef double BIND_MIN_FLOPS = 128e6
 # roof: the demo's 5x5 1 -> 32, 80 MFLOP, takes 1.8 ms in a graph unpinned, 1.2 ms pinned; a batch-1 1x1
 # 2048 -> 512 reads a 4 MB filter for 103 MFLOP). So a plan's pass under BIND_MIN_FLOPS is timed unpinned for
 # its first BIND_TRIAL_CALLS calls, and pins from then on if at least half took BIND_MIN_SECONDS. Inside a
-# graph an unpinned call of 0.3-0.7 ms often has its worker woken onto its caller's CPU and runs at one
+# graph an unpinned call of 0.15-0.7 ms often has its worker woken onto its caller's CPU and runs at one
 # thread's speed (10-15 % of the 1x1 2048 b1's calls, timed inside the op: 0.73 ms against 0.41): pinned
 # from 0.3 ms, that layer's passes ran 0.61-0.67 -> 0.47-0.51 ms (forward), 0.78-0.82 -> 0.58-0.64 (input
-# gradient), MNIST's 3x3 1 -> 32 forward 0.44-0.47 -> 0.36-0.40. A 0.12 ms call loses ~0.03 ms pinned (3x3
-# 8x8 64 -> 64 forward 0.125 -> 0.14-0.15 when a single slow call pinned it): hence half of the trial calls.
-cdef double BIND_MIN_SECONDS = 3e-4
+# gradient); from 0.15 ms, calls of 0.15-0.3 ms gain too (TCN k3 input gradient 0.21 -> 0.16 ms, ResNet-20's
+# 3 -> 16 forward 0.29 -> 0.24-0.27, its 1x1/2 forward 0.18-0.20 -> 0.16-0.17). A 0.12 ms call loses ~0.02 ms
+# pinned (3x3 8x8 64 -> 64 forward 0.125 -> 0.14-0.15 when a single slow call pinned it): hence the majority
+# of the trial calls, which a pass of that median time does not reach.
+cdef double BIND_MIN_SECONDS = 1.5e-4
 # A plan pass's trial state (Plan.slow[pass]): calls timed + BIND_SLOW_CALL per slow one while >= 0; then
 # BIND_PINS or BIND_NEVER.
 cdef enum:
