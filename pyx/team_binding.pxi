@@ -167,9 +167,9 @@ cdef void bind_team(TeamBinding* b, int n, double flops, int* slow) noexcept nog
     least BIND_MIN_FLOPS or of a plan pass whose trial calls were slow (`slow`, kept in the plan), gets its
     caller pinned to a CPU no other running call's caller sits on (the one its workers were pinned around,
     else the one it is on, when free) and its workers to the others; the caller's own mask goes back with
-    unbind_team. Calls that overlap
-    thus sit their callers on distinct CPUs, and their workers, which stand down while calls overlap
-    (microkernel.h, kc_next_task), rejoin each on a CPU of its own when the others finish."""
+    unbind_team. Calls that overlap thus sit their callers on distinct CPUs, and their workers, which stand
+    down while calls overlap (microkernel.h, kc_next_task), rejoin each on a CPU of its own when the others
+    finish."""
     global kc_team_caller_cpu, kc_team_size, kc_team_seat
     global g_bound_calls, g_worker_pinnings, g_moved_callers
     cdef int cpu, here, i, seat = -1
@@ -219,7 +219,10 @@ cdef void unbind_team(TeamBinding* b) noexcept nogil:
         kc_set_mask(0, &b.saved)
         kc_leave_seat(&g_seated[kc_team_seat])
     elif b.bound == -1:
-        state = b.slow[0] + 1 + (BIND_SLOW_CALL if kc_seconds() - b.t0 >= BIND_MIN_SECONDS else 0)
+        state = b.slow[0]
+        if state < 0:                   # an overlapping call of the trial has decided it
+            return
+        state += 1 + (BIND_SLOW_CALL if kc_seconds() - b.t0 >= BIND_MIN_SECONDS else 0)
         if state % BIND_SLOW_CALL >= BIND_TRIAL_CALLS:
             state = BIND_PINS if 2 * (state // BIND_SLOW_CALL) >= BIND_TRIAL_CALLS else BIND_NEVER
         b.slow[0] = state               # a benign race: a count lost to an overlapping call adds a trial call
