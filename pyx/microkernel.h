@@ -294,6 +294,63 @@ static inline void kc_grad_tail_f32(int nrows, int npix, int rows, const float *
         kc_grad_tail_f32_nv1(nrows, npix, rows, dy, ldr, ldd, x + v * LANES, xr, ldx, out + v * LANES, ldo);
 }
 
+/* The Winograd filter gradient's product for one KC_MR x NR tile of M[xi] (float64, rows ldm apart):
+ *   m[i*ldm + j] (+)= sum over tiles s < ntiles of a[s*lda + i] * b[s*ldb + j]      (i < mr, j < nr)
+ * in runs of `run` tiles summed in float32 registers, each run's tile then added to m in float64 (set by
+ * the first run when `first`). The sums, and their order, are those of the float32 tile stored and added
+ * by the caller; here the tile goes from registers to m, converted a half vector at a time: the caller's
+ * store, reload and add cost 19 % of the tile's time (Kim k6 filter gradient, F(3,6), 64-tile runs, one
+ * core, Zen 5). Rows are one run of channels (a + i): rows past mr read the values after the row (the
+ * caller keeps KC_MR spare values past its operand) and are not stored. */
+#if KC_VEC_BYTES == 64
+#define KC_CVT_LO(x) _mm512_cvtps_pd(_mm512_castps512_ps256((__m512)(x)))
+#define KC_CVT_HI(x) _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)(x)), 1)))
+#elif KC_VEC_BYTES == 32
+#define KC_CVT_LO(x) _mm256_cvtps_pd(_mm256_castps256_ps128((__m256)(x)))
+#define KC_CVT_HI(x) _mm256_cvtps_pd(_mm256_extractf128_ps((__m256)(x), 1))
+#else
+#define KC_CVT_LO(x) _mm_cvtps_pd((__m128)(x))
+#define KC_CVT_HI(x) _mm_cvtps_pd(_mm_movehl_ps((__m128)(x), (__m128)(x)))
+#endif
+static inline void kc_wgrad_tile_f32(int ntiles, int run, const float *a, long lda, const float *b, long ldb,
+                                     double *m, long ldm, int mr, int nr, int first)
+{
+    enum { LANES = KC_VEC_BYTES / 4, NR = KC_NV * LANES, HALF = LANES / 2 };
+    for (int s0 = 0; s0 < ntiles; s0 += run, first = 0) {
+        const int kc = ntiles - s0 < run ? ntiles - s0 : run;
+        const float *ar = a + s0 * lda, *bp = b + s0 * ldb;
+        kc_vf32 acc[KC_MR][KC_NV];
+        _Pragma("GCC unroll 16") for (int i = 0; i < KC_MR; i++)
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] = (kc_vf32){0};
+        _Pragma("GCC unroll 4") for (int k = 0; k < kc; k++) {
+            kc_vf32 bv[KC_NV];
+            _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) bv[v] = *(const kc_vf32 *)(bp + v * LANES);
+            _Pragma("GCC unroll 16") for (int i = 0; i < KC_MR; i++) {
+                kc_vf32 ai = ar[i] - (kc_vf32){0};
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) acc[i][v] += ai * bv[v];
+            }
+            ar += lda;
+            bp += ldb;
+        }
+        if (mr == KC_MR && nr == NR) {
+            _Pragma("GCC unroll 16") for (int i = 0; i < KC_MR; i++)
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) {
+                    kc_vf64 *lo = (kc_vf64 *)(m + i * ldm + v * LANES), *hi = (kc_vf64 *)(m + i * ldm + v * LANES + HALF);
+                    kc_vf64 l = (kc_vf64)KC_CVT_LO(acc[i][v]), h = (kc_vf64)KC_CVT_HI(acc[i][v]);
+                    *lo = first ? l : *lo + l;
+                    *hi = first ? h : *hi + h;
+                }
+        } else {
+            float tile[KC_MR][NR];
+            _Pragma("GCC unroll 16") for (int i = 0; i < KC_MR; i++)
+                _Pragma("GCC unroll 2") for (int v = 0; v < KC_NV; v++) *(kc_vf32 *)&tile[i][v * LANES] = acc[i][v];
+            for (int i = 0; i < mr; i++)
+                for (int j = 0; j < nr; j++)
+                    m[i * ldm + j] = first ? (double)tile[i][j] : m[i * ldm + j] + (double)tile[i][j];
+        }
+    }
+}
+
 /* The forward's last few output channels (at most 8 in the last column panel, e.g. 100 = 3 x 32 + 4) as dot
  * products: the reduction's channels across the lanes, 4 pixels x 4 filters of accumulators, each step 4
  * vectors of the pixels' inputs and 4 of the filters' (wt: one row of the transposed tail filter per filter,

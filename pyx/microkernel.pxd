@@ -14,6 +14,8 @@ cdef extern from "microkernel.h" nogil:
                                int clamp)
     void kc_grad_tail_f32(int nrows, int npix, int rows, const float* dy, long ldr, long ldd, const float* x,
                           long xr, long ldx, int nvec, float* out, long ldo)
+    void kc_wgrad_tile_f32(int ntiles, int run, const float* a, long lda, const float* b, long ldb, double* m,
+                           long ldm, int mr, int nr, int first)
     void kc_column_sums_f32(long rows, long K, const float* x, double* out)
     void kc_prefetch_l2(const void* p, long bytes)
     void kc_store_fence()

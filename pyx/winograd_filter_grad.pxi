@@ -161,7 +161,8 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     # v is read NR values at a time from any channel: NR spare values keep the last row's reads in bounds
     cdef Py_ssize_t vplane = plane_values(chunk, C, sizeof(real)), wplane = plane_values(chunk, K, sizeof(real))
     cdef real* v = <real*> scratch_alloc((A2 * vplane + NR) * sizeof(real))
-    cdef real* w = <real*> scratch_alloc(A2 * wplane * sizeof(real))
+    # w is read a run of MR channels at a time (kc_wgrad_tile_f32): MR spare values for the last row panel
+    cdef real* w = <real*> scratch_alloc((A2 * wplane + MR) * sizeof(real))
     cdef real* part_all = <real*> malloc(n_threads * MR * NR * sizeof(real))
     cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
     cdef real** prow_all = <real**> malloc(n_threads * MR * sizeof(real*))
@@ -179,6 +180,8 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
         return -1
     for r in range(A2 * vplane, A2 * vplane + NR):
         v[r] = 0
+    for r in range(A2 * wplane, A2 * wplane + MR):
+        w[r] = 0
     # One parallel region for every chunk (each phase's end a kc_barrier): a region per phase cost a wake-up
     # of the helper per phase.
     with parallel(num_threads=n_threads):
@@ -227,6 +230,17 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                     break
                 xi = task // ncb
                 jb = task - xi * ncb
+                if real is float:          # float32 runs added to M in float64 from registers
+                    for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
+                        nr = C - j * NR if C - j * NR < NR else NR
+                        for kp in range(krows // MR):
+                            mr = K - kp * MR if K - kp * MR < MR else MR
+                            kc_wgrad_tile_f32(<int> tb, WINOGRAD_GRAD_SUM_TILES, w + xi * wplane + kp * MR, K,
+                                              v + xi * vplane + j * NR, C, mgrad + (xi * K + kp * MR) * C + j * NR,
+                                              C, <int> mr, <int> nr, t0 == 0)
+                    s0 = sb = 0             # (the float64 branch's variables, which the region lists as private)
+                    mrow = NULL
+                    continue
                 for r in range(krows):     # row k of A is column k of W[xi] (K apart); rows past K repeat row 0
                     aptr[r] = w + xi * wplane + (r if r < K else 0)
                 for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
