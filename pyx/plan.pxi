@@ -81,7 +81,13 @@ cdef enum:
     AUTO_MAX_CHANNELS_5X5 = 256
     DEPTHWISE_MAX_MULTIPLIER = 8   # more filters per channel than this fill the GEMM tile: igemm_conv
     DEPTHWISE_SPLITS = 32          # row chunks of the depthwise filter gradient (fixed: no thread dependence)
+    # A fused Winograd block (winograd_conv) takes 4 to 8 row panels of tiles, as many as keep its transformed
+    # tiles and products within BLOCK_VALUES: each block streams every transformed filter once, so light
+    # tiles want more of them. Kim k6 (F(3,6): 8 x 228 values a tile), one / two threads: 32 tiles 4.68 /
+    # 2.58 ms, 64 4.40-4.55 / 2.36, 128 4.40 / 2.47 (Zen 5, numpy API).
     BLOCK_PANELS = 4
+    BLOCK_PANELS_MAX = 8
+    BLOCK_VALUES = 1 << 17
 # Filter gradient (direct, filter_grad.pxi): output pixels per chunk, the tasks its blocks and splits aim at,
 # the fewest pixels a split is given, the L2 bytes of one block's partial sums, tasks per thread the blocks may
 # be cut smaller for (channel_block), the cap on all partial sums.
@@ -190,7 +196,7 @@ cdef struct Plan:
     int fwd_m, bwd_m, grad_m       # Winograd output tile per pass; 0: direct
     bint depthwise                 # one input channel per group: depthwise.pxi's kernels, every pass
     bint fwd_staged, bwd_staged
-    Py_ssize_t block, fg_chunk, fg_splits, fg_cblock, wg_chunk
+    Py_ssize_t fg_chunk, fg_splits, fg_cblock, wg_chunk
     double flops
     Py_ssize_t ntaps
     int slow[3]                    # per pass: pinning's trial state (team_binding.pxi, BIND_TRIAL_CALLS)
@@ -488,6 +494,13 @@ cdef inline Py_ssize_t winograd_tile_area(const Plan* p, int m) noexcept nogil:
     return (m + p.kh - 1 if p.kh != 1 else 1) * (m + p.kw - 1)
 
 
+cdef inline Py_ssize_t winograd_block(Py_ssize_t A2, Py_ssize_t C, Py_ssize_t K) noexcept nogil:
+    """Tiles a block of winograd_conv takes (BLOCK_PANELS .. BLOCK_PANELS_MAX row panels, from the shape)."""
+    cdef Py_ssize_t panels = BLOCK_VALUES // (A2 * (C + K) * KC_MR_F32)
+    panels = BLOCK_PANELS if panels < BLOCK_PANELS else (BLOCK_PANELS_MAX if panels > BLOCK_PANELS_MAX else panels)
+    return panels * KC_MR_F32
+
+
 cdef void choose_splits(Plan* p) noexcept nogil:
     """The filter gradient's pixel chunk, split and channel block (direct) and tile chunk (Winograd): from the
     shape only, never the thread count, so results are the same on any number of threads (only the split
@@ -515,7 +528,6 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     alpha2 = winograd_tile_area(p, p.grad_m)
     chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
-    p.block = BLOCK_PANELS * KC_MR_F32
 
 
 cdef int build_taps(Plan* p) noexcept nogil:
@@ -752,7 +764,7 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
             return -1
         status = winograd_conv_staged(x, y, grid, panels, work, ep, n_threads)
     else:
-        status = winograd_conv(x, y, grid, panels, p.block, ep, n_threads)
+        status = winograd_conv(x, y, grid, panels, winograd_block(A2, C, K), ep, n_threads)
     scratch_free(work)
     free(own)
     return status

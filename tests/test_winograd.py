@@ -64,6 +64,7 @@ WINOGRAD_2D = [
         (2, 10, 10, 32, 16, "SAME", "NHWC", np.float32),
         (2, 5, 7, 64, 72, "SAME", "NHWC", np.float64),        # few tiles, many channels: the staged path
         (1, 4, 4, 96, 40, "VALID", "NCHW", np.float32),
+        (3, 16, 16, 24, 36, "SAME", "NHWC", np.float32),      # 32 + 4 filters: the last 4 on the transposed tail
     ]
     if not (m == 6 and dt == np.float32)   # F(6x6) float32 error is tabled in the README, not contracted
 ]
@@ -74,6 +75,7 @@ SHAPES_1D = [
     (2, 50, 16, 20, "SAME", "NCW", np.float64),
     (4, 97, 33, 15, ((2, 1),), "NWC", np.float64),
     (8, 64, 24, 40, "SAME", "NWC", np.float32),
+    (4, 200, 48, 100, "VALID", "NWC", np.float32),   # Kim's 100 filters (3 x 32 + 4), blocks of 4 to 8 panels
 ]
 WINOGRAD_1D = [
     Conv1dCase(n, w or 3, c, k, 3, padding=pad, data_format=fmt, dtype=dt, algorithm=f"winograd{m}")
