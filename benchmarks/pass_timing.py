@@ -3,8 +3,10 @@
     python benchmarks/pass_timing.py 2,14,256,256,3 --passes fwd --algorithm direct
     python benchmarks/pass_timing.py 32,28,32,32,3 --passes dw --sets 1,12 --threads 1,2
     python benchmarks/pass_timing.py 8,56,64,128,1,2 --passes dx,dw --algorithm direct
+    python benchmarks/pass_timing.py 1d:32,400,128,100,6 --sets 4 --threads 1,2      (Kim's k6 text layer)
 
-A layer is N,H,C,K,k[,stride] (NHWC input H x H, k x k SAME kernel). Weights change every call, as in training
+A layer is N,H,C,K,k[,stride] (NHWC input H x H, k x k SAME kernel), or 1d:N,L,C,K,k[,stride] (NWC input of
+length L, a k-tap VALID kernel: the text layers of `python -m kconv bench`). Weights change every call, as in training
 (no filter transform is kept). `--sets 1` reuses one input (and dY): it stays in cache; `--sets 12` rotates 12,
 so each call finds its inputs in memory, as a graph step does for X long after the forward wrote it. To compare
 two builds, run it from two checkouts in turn (PYTHONPATH=...) and repeat: this VM's phases move single figures
@@ -32,21 +34,29 @@ def main():
     print(f"kconv {kconv.config()['version']}, {kconv.config()['isa']} build, algorithm {args.algorithm}; "
           f"median ms of {args.repeats} calls, weights new every call")
     for spec in args.layers:
-        n, h, c, k, ks, *rest = (int(v) for v in spec.split(","))
+        one_d = spec.startswith("1d:")
+        n, h, c, k, ks, *rest = (int(v) for v in spec.removeprefix("1d:").split(","))
         s = rest[0] if rest else 1
-        ho = (h + s - 1) // s
-        flops = 2 * n * ho * ho * c * k * ks * ks
+        if one_d:       # NWC, VALID
+            ho = (h - ks) // s + 1
+            x_shape, y_shape, w_shape, pad = (n, h, c), (n, ho, k), (ks, c, k), "VALID"
+            conv, backprop_input, backprop_filter = ops.conv1d, ops.conv1d_backprop_input, ops.conv1d_backprop_filter
+        else:           # NHWC, SAME
+            ho = (h + s - 1) // s
+            x_shape, y_shape, w_shape, pad = (n, h, h, c), (n, ho, ho, k), (ks, ks, c, k), "SAME"
+            conv, backprop_input, backprop_filter = ops.conv2d, ops.conv2d_backprop_input, ops.conv2d_backprop_filter
+        flops = 2 * int(np.prod(y_shape)) * c * int(np.prod(w_shape[:-2]))
         for sets in (int(v) for v in args.sets.split(",")):
-            xs = [rng.standard_normal((n, h, h, c), dtype=np.float32) for _ in range(sets)]
-            dys = [rng.standard_normal((n, ho, ho, k), dtype=np.float32) for _ in range(sets)]
-            ws = [rng.standard_normal((ks, ks, c, k), dtype=np.float32) * np.float32(1 / (ks * np.sqrt(c)))
+            xs = [rng.standard_normal(x_shape, dtype=np.float32) for _ in range(sets)]
+            dys = [rng.standard_normal(y_shape, dtype=np.float32) for _ in range(sets)]
+            ws = [rng.standard_normal(w_shape, dtype=np.float32) * np.float32(1 / (ks * np.sqrt(c)))
                   for _ in range(3)]
             calls = {
-                "fwd": lambda i: ops.conv2d(xs[i % sets], ws[i % 3], s, "SAME", algorithm=args.algorithm),
-                "dx": lambda i: ops.conv2d_backprop_input(xs[0].shape, ws[i % 3], dys[i % sets], s, "SAME",
-                                                          algorithm=args.algorithm),
-                "dw": lambda i: ops.conv2d_backprop_filter(xs[i % sets], ws[0].shape, dys[i % sets], s, "SAME",
-                                                           algorithm=args.algorithm),
+                "fwd": lambda i: conv(xs[i % sets], ws[i % 3], s, pad, algorithm=args.algorithm),
+                "dx": lambda i: backprop_input(xs[0].shape, ws[i % 3], dys[i % sets], s, pad,
+                                               algorithm=args.algorithm),
+                "dw": lambda i: backprop_filter(xs[i % sets], ws[0].shape, dys[i % sets], s, pad,
+                                                algorithm=args.algorithm),
             }
             for threads in (int(v) for v in args.threads.split(",")):
                 kconv.set_num_threads(threads)
