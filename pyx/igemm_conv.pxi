@@ -526,13 +526,13 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 # row panels outer, as the packed path below, while the filter rows fit L1
                 rows_outer = (j1 - j0) * nu * kc * NR * sizeof(real) <= ROW_PANELS_OUTER_BYTES
                 for jo in range(1 if rows_outer else j1 - j0):
+                    jb = j0 if rows_outer else j0 + jo     # this pass's column panels jb .. je-1
+                    je = j1 if rows_outer else jb + 1
                     for p in range(npan):
                         if not stream:      # (lines about to be streamed are not read first)
-                            jb = j0 if rows_outer else j0 + jo
-                            je = j1 if rows_outer else jb + 1
                             prefetch_next_panel(crow, p, npan, MR, mc, jb * NR, (je * NR if je * NR < grid.cout
                                                                                  else grid.cout) - jb * NR)
-                        for j in range(j0 if rows_outer else j0 + jo, j1 if rows_outer else j0 + jo + 1):
+                        for j in range(jb, je):
                             in_place_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, MR, run, <int> kc,
                                           c0, rs, w, tap_off, g * grid.cout, grid.Cd, j, NR,
                                           <int> (mc - p * MR if mc - p * MR < MR else MR), False, True, bias,
@@ -582,13 +582,13 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                    ntaps * kc, nr, wtail)
                 rows_outer = (j1 - j0) * ntaps * kc * NR * sizeof(real) <= ROW_PANELS_OUTER_BYTES
                 for jo in range(1 if rows_outer else j1 - j0):
+                    jb = j0 if rows_outer else j0 + jo     # this pass's column panels jb .. je-1
+                    je = j1 if rows_outer else jb + 1
                     for p in range(npan):
                         if not stream:      # (lines about to be streamed are not read first)
-                            jb = j0 if rows_outer else j0 + jo
-                            je = j1 if rows_outer else jb + 1
                             prefetch_next_panel(crow, p, npan, MR, mc, jb * NR, (je * NR if je * NR < grid.cout
                                                                                  else grid.cout) - jb * NR)
-                        for j in range(j0 if rows_outer else j0 + jo, j1 if rows_outer else j0 + jo + 1):
+                        for j in range(jb, je):
                             packed_tile(&aptr[p * nu * MR], &crow[p * MR], runs[p], <int> nu, <int> (kc * run), c0,
                                         rs, panels + ((g * ncolp + j) * grid.cin + c0) * ntaps * NR, NR, j,
                                         <int> (mc - p * MR if mc - p * MR < MR else MR),
