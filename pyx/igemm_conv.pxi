@@ -378,7 +378,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
 # task's column panels is packed first, each source row read once along its length: numpy API, 2-CPU Zen 5,
 # filters rotating through memory, two threads: 3x3 1x7x7x512 1.14 -> 0.91 ms, 2x7x7x512 1.75 -> 1.34, 1x1
 # 1x7x7x2048 -> 512 0.47 -> 0.37 (one thread 2.4 -> 1.55 ms: the tiles now run at 240 GFLOP/s, the packing
-# waits on memory; a software prefetch of the next slice changed nothing). Where several blocks read the
+# waits on memory; since then packed in pieces, below). Where several blocks read the
 # filter (then in cache) that packing costs 4-5 % (8x14x14x256 -> 1024, 8x28x28x128 -> 512): from 4 KB apart
 # (K >= 1024) only each tap's slice of one panel is copied together, for its sets (a 1x1 512 -> 2048 layer
 # at 7x7, batch 1, ran at 49 GFLOP/s on one core reading it in place).
@@ -402,6 +402,93 @@ cdef inline void pack_slice_panels(const real* b, Py_ssize_t ldb, Py_ssize_t row
             while v < nbytes:       # whole vectors: a copy of unknown size compiles to a slow rep movs
                 memcpy(dst + v, src + j * nbytes + v, KC_VEC_BYTES)
                 v += KC_VEC_BYTES
+
+
+# The slices are packed in pieces of at most COPY_PIECE_ROWS rows of the task's column range (at most
+# copy_piece_bytes() a piece: 2 KB of each row on AVX-512), and while one piece's row tiles run, the next
+# piece's rows are asked for, a few after each tile. Whole slices of a task's whole range (4 KB of each row
+# for a 1x1 512 -> 2048 layer) outgrew L2 before the tiles read them back. Numpy API, 2-CPU Zen 5, filters
+# rotating through memory, the commit before and this one alternating: 1x1 1x7x7x512 -> 2048 0.77-0.80 ->
+# 0.59-0.64 ms on one thread, 0.46-0.48 -> 0.36-0.40 on two; 3x3 2x7x7x512 1.30-1.38 -> 1.17-1.24 on two
+# (1.30-1.32 in pieces without the prefetch); 3x3 1x7x7x512 0.89-0.91 -> 0.85-0.87 on two; one-thread 3x3
+# and 1x1 2048 -> 512 level (the prefetch does not hide memory on one thread, whatever its locality hint).
+# The rows of a piece depend on the layer alone, never on the thread count: a tile adds its piece's sum to
+# what C holds, so where the pieces end sets the order of the additions.
+cdef enum:
+    COPY_PIECE_ROWS = 128
+    COPY_PIECE_BYTES_PER_VEC_BYTE = 4096
+
+
+cdef inline Py_ssize_t copy_piece_bytes() noexcept nogil:
+    return KC_VEC_BYTES * COPY_PIECE_BYTES_PER_VEC_BYTE
+
+
+cdef struct SlicePiece:
+    Py_ssize_t q, u, jb, je          # reduction chunk q, tap (or merged run) u, column panels jb .. je-1
+    Py_ssize_t c0, r0, r1            # the chunk's first channel; rows r0 .. r1 of the tap's kc
+
+
+cdef inline SlicePiece slice_piece(Py_ssize_t k, Py_ssize_t nsub, Py_ssize_t nu, Py_ssize_t nranges,
+                                   Py_ssize_t nchunks, Py_ssize_t cin, Py_ssize_t run, Py_ssize_t j0, Py_ssize_t j1,
+                                   Py_ssize_t bpanels) noexcept nogil:
+    """Piece k of a task's packed slices, in the order they run: chunks, column ranges, taps, pieces of rows."""
+    cdef SlicePiece pc
+    cdef Py_ssize_t sub = k % nsub, jr, kc
+    k = k // nsub
+    pc.u = k % nu
+    k = k // nu
+    jr = k % nranges
+    pc.q = k // nranges
+    pc.jb = j0 + jr * bpanels
+    pc.je = pc.jb + bpanels if pc.jb + bpanels < j1 else j1
+    pc.c0 = chunk_start(pc.q, nchunks, cin)
+    kc = (chunk_start(pc.q + 1, nchunks, cin) - pc.c0) * run
+    pc.r0 = sub * kc // nsub
+    pc.r1 = (sub + 1) * kc // nsub
+    return pc
+
+
+cdef void packed_slice_tiles(const real* w, const Py_ssize_t* tap_off, const ConvGrid* grid, Py_ssize_t g,
+                             Py_ssize_t ntaps, Py_ssize_t run, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t bpanels,
+                             Py_ssize_t npan, Py_ssize_t mc, int MR, int NR, const real** aptr, real** crow,
+                             const bint* runs, Py_ssize_t rs, real* bcopy, const real* bias, int clamp) noexcept nogil:
+    """igemm_rows's rows m0 .. m0+mc (npan row panels) x column panels j0 .. j1-1, the filter w packed piece
+    by piece into bcopy (room for COPY_PIECE_ROWS rows of bpanels panels), every reduction step, bias and clamp
+    with the last."""
+    cdef Py_ssize_t nchunks = reduction_chunks(ntaps, grid.cin), nu = ntaps // run
+    cdef Py_ssize_t kcmax = run * (grid.cin // nchunks + 1)
+    cdef Py_ssize_t nsub = (kcmax + COPY_PIECE_ROWS - 1) // COPY_PIECE_ROWS
+    cdef Py_ssize_t nranges = (j1 - j0 + bpanels - 1) // bpanels
+    cdef Py_ssize_t npieces = nchunks * nranges * nu * nsub, k, kc, j, p, r, ntile, ntiles, nrows = 0, nbytes = 0
+    cdef SlicePiece pc = slice_piece(0, nsub, nu, nranges, nchunks, grid.cin, run, j0, j1, bpanels), nx
+    cdef const real* nxt
+    cdef bint last
+    for k in range(npieces):
+        kc = pc.r1 - pc.r0
+        pack_slice_panels(w + tap_off[pc.u * run] + (pc.c0 + pc.r0) * grid.Cd + g * grid.cout + pc.jb * NR, grid.Cd,
+                          kc, pc.je - pc.jb, NR, bcopy)
+        nxt = NULL
+        if k + 1 < npieces:
+            nx = slice_piece(k + 1, nsub, nu, nranges, nchunks, grid.cin, run, j0, j1, bpanels)
+            nxt = w + tap_off[nx.u * run] + (nx.c0 + nx.r0) * grid.Cd + g * grid.cout + nx.jb * NR
+            nrows = nx.r1 - nx.r0
+            nbytes = (nx.je - nx.jb) * NR * sizeof(real)
+        last = pc.q == nchunks - 1 and pc.u == nu - 1 and k % nsub == nsub - 1
+        ntile = 0
+        ntiles = (pc.je - pc.jb) * npan
+        for j in range(pc.jb, pc.je):
+            for p in range(npan):
+                if nxt != NULL:     # the next piece's rows, a share after each tile
+                    for r in range(ntile * nrows // ntiles, (ntile + 1) * nrows // ntiles):
+                        kc_prefetch_l2(nxt + r * grid.Cd, nbytes)
+                ntile = ntile + 1
+                filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + pc.u) * MR], pc.c0 + pc.r0, rs,
+                                bcopy + (j - pc.jb) * kc * NR, NR, &crow[p * MR], j * NR,
+                                <int> (mc - p * MR if mc - p * MR < MR else MR), NR,
+                                pc.q > 0 or pc.u > 0 or pc.r0 > 0, bias + j * NR if last and bias != NULL else NULL,
+                                clamp if last else 0, grid.narrow)
+        if nxt != NULL:
+            pc = nx
 
 
 cdef inline void filter_row_tile(bint run_tile, int kc, const real** a, Py_ssize_t c0, Py_ssize_t rs,
@@ -477,9 +564,9 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     + c * Cd, whole panels of output channels), one micro-kernel call per tap; panels is then unused.
     Bias with relu / relu6 / no activation is applied in registers on the last chunk; any other activation
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
-    index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for one tap's
-    slice of one chunk of bpanels column panels, packed there before the row tiles read it
-    (COPY_FILTER_STRIDE). wtail (packed panels only, or NULL): room for the last panel's filters transposed
+    index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for a piece
+    (COPY_PIECE_ROWS rows) of a tap's slice of bpanels column panels, packed there before the row tiles read
+    it (COPY_FILTER_STRIDE, packed_slice_tiles). wtail (packed panels only, or NULL): room for the last panel's filters transposed
     (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters runs on fwd_tail.
     rows / rows_len: room for the block's padded source rows (row_cache_values), or NULL."""
     cdef int MR = shape_rows(dst, grid.narrow)
@@ -515,6 +602,11 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                 igemm_tile_final(1, <int> red, prow, 0, MC, panels + (g * ncolp + j) * red * NR, NR,
                                  &crow[p * MR], j * NR, mr, nr, 0, bias + j * NR if bias != NULL else NULL,
                                  clamp, grid.narrow)
+    elif w != NULL and bcopy != NULL and npan > 1:      # the filter packed slice by slice, then every row tile
+        index_panels(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, MR, zeros, aptr, crow, edge, runs,
+                     rows, rows_len)
+        packed_slice_tiles(w, tap_off, grid, g, ntaps, run, j0, j1, bpanels, npan, mc, MR, NR, aptr, crow, runs, rs,
+                           bcopy, bias, clamp)
     elif w != NULL:
         index_panels(src, dst, grid, tap_h, tap_w, ntaps, run, g, m0, mc, MR, zeros, aptr, crow, edge, runs,
                      rows, rows_len)
@@ -522,7 +614,7 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
         for q in range(nchunks):
             c0 = chunk_start(q, nchunks, grid.cin)
             kc = (chunk_start(q + 1, nchunks, grid.cin) - c0) * run
-            if nchunks == 1 and (bcopy == NULL or npan <= 1):
+            if nchunks == 1:
                 # row panels outer, as the packed path below, while the filter rows fit L1
                 rows_outer = (j1 - j0) * nu * kc * NR * sizeof(real) <= ROW_PANELS_OUTER_BYTES
                 for jo in range(1 if rows_outer else j1 - j0):
@@ -537,23 +629,6 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
                                           c0, rs, w, tap_off, g * grid.cout, grid.Cd, j, NR,
                                           <int> (mc - p * MR if mc - p * MR < MR else MR), False, True, bias,
                                           clamp | stream, grid.narrow)
-                continue
-            if bcopy != NULL and npan > 1:          # each tap's slice packed once, then every row tile
-                jb = j0
-                while jb < j1:
-                    je = jb + bpanels if jb + bpanels < j1 else j1
-                    for u in range(nu):
-                        last = q == nchunks - 1 and u == nu - 1
-                        pack_slice_panels(w + tap_off[u * run] + c0 * grid.Cd + g * grid.cout + jb * NR, grid.Cd,
-                                          kc, je - jb, NR, bcopy)
-                        for j in range(jb, je):
-                            for p in range(npan):
-                                filter_row_tile(runs[p], <int> kc, &aptr[(p * nu + u) * MR], c0, rs,
-                                                bcopy + (j - jb) * kc * NR, NR, &crow[p * MR], j * NR,
-                                                <int> (mc - p * MR if mc - p * MR < MR else MR), NR, q > 0 or u > 0,
-                                                bias + j * NR if last and bias != NULL else NULL,
-                                                clamp if last else 0, grid.narrow)
-                    jb = je
                 continue
             for j in range(j0, j1):                 # a row tile's taps one after another (its C tile hot)
                 for p in range(npan):
@@ -711,10 +786,12 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
     cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
     cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
-    # one block: a task's whole column range per slice; blocks that share the filter: a panel per slice
+    # one block: a task's column range per slice, within a piece's bytes; blocks that share the filter: a panel
     cdef Py_ssize_t bpanels = ncolp // nsplit + 1 if nblocks == 1 else 1
-    cdef Py_ssize_t bcopy_len = run * (grid.cin // reduction_chunks(ntaps, grid.cin) + 1) * bpanels \
-        * shape_cols(dst, grid.narrow) if w != NULL and grid.Cd * sizeof(real) >= (
+    if bpanels * COPY_PIECE_ROWS * shape_cols(dst, grid.narrow) * sizeof(real) > copy_piece_bytes():
+        bpanels = copy_piece_bytes() // (COPY_PIECE_ROWS * shape_cols(dst, grid.narrow) * sizeof(real))
+    cdef Py_ssize_t bcopy_len = COPY_PIECE_ROWS * bpanels * shape_cols(dst, grid.narrow) \
+        if w != NULL and grid.Cd * sizeof(real) >= (
             COPY_FILTER_STRIDE if nblocks == 1 else COPY_PANEL_STRIDE) else 0
     cdef real* bcopy_all = <real*> scratch_alloc(n_threads * bcopy_len * sizeof(real)) if bcopy_len > 0 else NULL
     # the last panel's few filters transposed, one chunk's reduction (fwd_tail; packed panels, wide tile)

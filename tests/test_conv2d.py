@@ -491,7 +491,9 @@ def test_channels_first_view_of_channels_last_data(rng):
     [(1, 7, 7, 64, 64, 3, 1, 1), (2, 5, 6, 96, 32, 3, 2, 1), (3, 9, 9, 130, 64, 1, 1, 1), (2, 8, 8, 128, 64, 3, 1, 2),
      (1, 3, 4, 600, 96, 3, 1, 1), (4, 30, 30, 64, 64, 1, 2, 1),
      # filter rows >= 1 KB apart: each tap's slice packed per chunk (two chunks of 80 channels; groups; 1x1)
-     (1, 7, 7, 160, 256, 3, 1, 1), (1, 6, 5, 256, 512, 3, 1, 2), (2, 9, 9, 96, 288, 1, 1, 1)],
+     (1, 7, 7, 160, 256, 3, 1, 1), (1, 6, 5, 256, 512, 3, 1, 2), (2, 9, 9, 96, 288, 1, 1, 1),
+     # ... in pieces of rows, the next piece asked for while one runs (a 1024-long reduction; merged taps)
+     (1, 7, 7, 1024, 512, 1, 1, 1), (1, 7, 7, 112, 1024, 3, 1, 1)],
 )
 def test_forward_reading_the_filter_in_place_matches_the_reference(n, h, w, c, k, kernel, stride, groups, dtype, rng):
     """Layers with few output pixels (or 1x1) and whole panels of filters read the filter where it lies, one

@@ -33,6 +33,8 @@ THREAD_CASES = [
     Conv2dCase(1, 7, 7, 256, 1024, 1, 1),   # batch 1 late layer: its filter's columns split between threads
     Conv2dCase(1, 7, 7, 128, 100, 3, 3, padding="SAME", algorithm="direct"),   # ... and a partial last panel
     Conv2dCase(1, 7, 7, 160, 256, 3, 3, padding="SAME", algorithm="direct"),   # ... its slices packed per chunk
+    Conv2dCase(1, 7, 7, 1024, 512, 1, 1),   # ... in pieces of rows, more of them on one thread than on two
+    Conv2dCase(1, 7, 7, 112, 1024, 3, 3, padding="SAME", algorithm="direct"),   # ... merged taps in pieces
     Conv1dCase(16, 200, 64, 100, 3, padding="SAME"),
     Conv1dCase(32, 120, 33, 17, 5, stride=2, dilation=2, padding="CAUSAL", data_format="NCW", dtype=np.float64),
 ]  # fmt: skip
