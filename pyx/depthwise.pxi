@@ -259,8 +259,8 @@ cdef int depthwise_conv(const real* src, real* dst, ConvGrid grid, const Phase* 
     for ph in range(nphases):
         nt = phases[ph].nt if phases[ph].nt > nt else nt
         max_qh = phases[ph].qh if phases[ph].qh > max_qh else max_qh
-    cdef Py_ssize_t per_thread = nt * MR + MR + 4 * nt
-    cdef void** tables = <void**> malloc(n_threads * per_thread * sizeof(void*))
+    cdef Py_ssize_t per_thread = thread_stride(nt * MR + MR + 4 * nt, sizeof(void*))
+    cdef void** tables = <void**> thread_arrays(n_threads, per_thread, sizeof(void*))
     cdef Py_ssize_t* lims = <Py_ssize_t*> malloc((2 * nphases + 1) * sizeof(Py_ssize_t))
     cdef DwTables tb
     cdef ConvGrid pg
@@ -391,8 +391,8 @@ cdef int depthwise_filter_grad(const real* src, const real* dy, real* partial, C
     cdef Py_ssize_t C = grid.Cd
     cdef Py_ssize_t plane = ntaps * C, rows = grid.N * grid.Qh
     cdef int GR = KC_DW_GRAD_ROWS if KC_DW_GRAD_ROWS > MR else MR     # taps a strided pass takes
-    cdef Py_ssize_t per_thread = DW_PIXELS * ntaps + GR
-    cdef const real** tables = <const real**> malloc((n_threads * per_thread + 1) * sizeof(real*))
+    cdef Py_ssize_t per_thread = thread_stride(DW_PIXELS * ntaps + GR, sizeof(real*))
+    cdef const real** tables = <const real**> thread_arrays(n_threads, per_thread, sizeof(real*))
     cdef const real** a
     cdef const real** base
     cdef real* out

@@ -165,7 +165,7 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef Py_ssize_t ncolm                                       # the panels the GEMM tile runs for this task
     cdef Py_ssize_t tail_len = TAIL_COLS * ntaps * cblock if tail else 0
     b_len = ncolp * max_pix * NR if packed else 0
-    per_thread = b_len + win_h * win_w * cblock + tail_len
+    per_thread = thread_stride(b_len + win_h * win_w * cblock + tail_len, sizeof(real))
     cdef Py_ssize_t task, s, g, c0, nb, brows, ci, ci0, kc, npix, pix0, j, pl, v
     cdef Py_ssize_t q0, q, i, c, rr, mr, tid, lda, r
     cdef PixelChunk cur
@@ -173,9 +173,9 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
     cdef real* dst
     n_threads = loop_threads(nsplit * grid.groups * nblocks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
     cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
-    cdef const real** aptr_all = <const real**> malloc(n_threads * ch.per_chunk * MR * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
-    cdef Py_ssize_t* off_all = <Py_ssize_t*> malloc(n_threads * MR * sizeof(Py_ssize_t))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, ch.per_chunk * MR, sizeof(real*))
+    cdef real** crow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
+    cdef Py_ssize_t* off_all = <Py_ssize_t*> thread_arrays(n_threads, MR, sizeof(Py_ssize_t))
     cdef real* b
     cdef real* win
     cdef real* tl
@@ -194,9 +194,9 @@ cdef int filter_grad(const real* x, const real* dy, real* partial, ConvGrid grid
         b = scratch + tid * per_thread
         win = b + b_len
         tl = win + win_h * win_w * cblock
-        aptr = aptr_all + tid * ch.per_chunk * MR
-        crow = crow_all + tid * MR
-        tapoff = off_all + tid * MR
+        aptr = aptr_all + tid * thread_stride(ch.per_chunk * MR, sizeof(real*))
+        crow = crow_all + tid * thread_stride(MR, sizeof(real*))
+        tapoff = off_all + tid * thread_stride(MR, sizeof(Py_ssize_t))
         while True:
             task = next_task(&next_t, nsplit * grid.groups * nblocks, tid, n_threads)
             if task >= nsplit * grid.groups * nblocks:

@@ -566,9 +566,9 @@ cdef void igemm_rows(const real* src, real* dst, const ConvGrid* grid, const Py_
     after the rows are stored. run: taps merged into one pointer (merged_run; 1: none), edge: room for
     index_tile_rows's zero-padded copies (NULL when run is 1). bcopy (w only, or NULL): room for a piece
     (COPY_PIECE_ROWS rows) of a tap's slice of bpanels column panels, packed there before the row tiles read
-    it (COPY_FILTER_STRIDE, packed_slice_tiles). wtail (packed panels only, or NULL): room for the last panel's filters transposed
-    (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters runs on fwd_tail.
-    rows / rows_len: room for the block's padded source rows (row_cache_values), or NULL."""
+    it (COPY_FILTER_STRIDE, packed_slice_tiles). wtail (packed panels only, or NULL): room for the last panel's
+    filters transposed (TAIL_COLS x one chunk's reduction), where a last panel of at most TAIL_COLS filters
+    runs on fwd_tail. rows / rows_len: room for the block's padded source rows (row_cache_values), or NULL."""
     cdef int MR = shape_rows(dst, grid.narrow)
     cdef int NR = shape_cols(dst, grid.narrow)
     cdef Py_ssize_t ncolp = (grid.cout + NR - 1) // NR
@@ -781,11 +781,12 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
                                            COLUMN_SPLIT_TASKS_PACKED if slices else COLUMN_SPLIT_TASKS_PER_THREAD)
     cdef Py_ssize_t ntasks = grid.groups * nblocks * nsplit
     n_threads = loop_threads(ntasks, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
-    cdef const real** aptr_all = <const real**> malloc(n_threads * a_len * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
-    cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * red + 1) * sizeof(real)) if packed else NULL
-    cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*)) if packed else NULL
-    cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * red + 1) * sizeof(real)) if run > 1 else NULL
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, a_len, sizeof(real*))
+    cdef real** crow_all = <real**> thread_arrays(n_threads, MC, sizeof(real*))
+    cdef Py_ssize_t mred_stride = thread_stride(MC * red, sizeof(real))     # apack's and edge's
+    cdef real* apack_all = <real*> scratch_calloc(n_threads * mred_stride * sizeof(real)) if packed else NULL
+    cdef const real** prow_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*)) if packed else NULL
+    cdef real* edge_all = <real*> scratch_alloc(n_threads * mred_stride * sizeof(real)) if run > 1 else NULL
     # one block: a task's column range per slice, within a piece's bytes; blocks that share the filter: a panel
     cdef Py_ssize_t bpanels = ncolp // nsplit + 1 if nblocks == 1 else 1
     if bpanels * COPY_PIECE_ROWS * shape_cols(dst, grid.narrow) * sizeof(real) > copy_piece_bytes():
@@ -793,14 +794,17 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
     cdef Py_ssize_t bcopy_len = COPY_PIECE_ROWS * bpanels * shape_cols(dst, grid.narrow) \
         if w != NULL and grid.Cd * sizeof(real) >= (
             COPY_FILTER_STRIDE if nblocks == 1 else COPY_PANEL_STRIDE) else 0
-    cdef real* bcopy_all = <real*> scratch_alloc(n_threads * bcopy_len * sizeof(real)) if bcopy_len > 0 else NULL
+    cdef real* bcopy_all = <real*> scratch_alloc(n_threads * thread_stride(bcopy_len, sizeof(real)) * sizeof(real)) \
+        if bcopy_len > 0 else NULL
     # the last panel's few filters transposed, one chunk's reduction (fwd_tail; packed panels, wide tile)
     cdef Py_ssize_t last_cols = grid.cout - (ncolp - 1) * shape_cols(dst, grid.narrow)
     cdef Py_ssize_t wtail_len = TAIL_COLS * ntaps * (grid.cin // reduction_chunks(ntaps, grid.cin) + 1) \
         if real is float and w == NULL and not packed and not grid.narrow and last_cols <= TAIL_COLS else 0
-    cdef real* wtail_all = <real*> scratch_alloc(n_threads * wtail_len * sizeof(real)) if wtail_len > 0 else NULL
+    cdef real* wtail_all = <real*> scratch_alloc(n_threads * thread_stride(wtail_len, sizeof(real)) * sizeof(real)) \
+        if wtail_len > 0 else NULL
     cdef Py_ssize_t rows_len = row_cache_values(&grid, ntaps, run, MR) if real is float else 0
-    cdef real* rows_all = <real*> scratch_alloc(n_threads * rows_len * sizeof(real)) if rows_len > 0 else NULL
+    cdef real* rows_all = <real*> scratch_alloc(n_threads * thread_stride(rows_len, sizeof(real)) * sizeof(real)) \
+        if rows_len > 0 else NULL
     if (aptr_all == NULL or crow_all == NULL or (packed and (apack_all == NULL or prow_all == NULL))
             or (run > 1 and edge_all == NULL) or (bcopy_len > 0 and bcopy_all == NULL)
             or (wtail_len > 0 and wtail_all == NULL) or (rows_len > 0 and rows_all == NULL)):
@@ -827,14 +831,15 @@ cdef int igemm_conv(const real* src, real* dst, ConvGrid grid,
             mc = ((b - g * nblocks + 1) * npanels // nblocks) * MR - m0
             mc = M - m0 if M - m0 < mc else mc
             igemm_rows(src, dst, &grid, tap_h, tap_w, ntaps, panels, zeros, ep, g, m0, mc, MC,
-                       aptr_all + tid * a_len, crow_all + tid * MC,
-                       apack_all + tid * MC * red if packed else NULL,
-                       prow_all + tid * MR if packed else NULL, w, tap_off, run,
-                       edge_all + tid * MC * red if run > 1 else NULL,
+                       aptr_all + tid * thread_stride(a_len, sizeof(real*)),
+                       crow_all + tid * thread_stride(MC, sizeof(real*)),
+                       apack_all + tid * mred_stride if packed else NULL,
+                       prow_all + tid * thread_stride(MR, sizeof(real*)) if packed else NULL, w, tap_off, run,
+                       edge_all + tid * mred_stride if run > 1 else NULL,
                        ncolp * cs // nsplit, ncolp * (cs + 1) // nsplit,
-                       bcopy_all + tid * bcopy_len if bcopy_len > 0 else NULL, bpanels,
-                       wtail_all + tid * wtail_len if wtail_len > 0 else NULL,
-                       rows_all + tid * rows_len if rows_len > 0 else NULL, rows_len)
+                       bcopy_all + tid * thread_stride(bcopy_len, sizeof(real)) if bcopy_len > 0 else NULL,
+                       bpanels, wtail_all + tid * thread_stride(wtail_len, sizeof(real)) if wtail_len > 0 else NULL,
+                       rows_all + tid * thread_stride(rows_len, sizeof(real)) if rows_len > 0 else NULL, rows_len)
         kc_store_fence()        # streamed rows reach memory before the team's end
     scratch_free(rows_all)
     free(aptr_all)
@@ -902,13 +907,18 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
     cdef Py_ssize_t bands_per_image = (max_qh + nrow - 1) // nrow
     bands = grid.N * bands_per_image * ncw
     n_threads = loop_threads(grid.groups * bands, SERIAL_PHASE_VALUES, n_threads)   # no helper without a task
-    cdef const real** aptr_all = <const real**> malloc(n_threads * MC * max_nt * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MC * sizeof(real*))
-    cdef real* apack_all = <real*> scratch_calloc((n_threads * MC * max_red + 1) * sizeof(real))
-    cdef const real** prow_all = <const real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real* edge_all = <real*> scratch_alloc((n_threads * MC * max_merged + 1) * sizeof(real))
-    cdef real* wtail_all = <real*> scratch_alloc(n_threads * wtail_len * sizeof(real)) if wtail_len > 0 else NULL
-    cdef real* rows_all = <real*> scratch_alloc(n_threads * rows_len * sizeof(real)) if rows_len > 0 else NULL
+    cdef Py_ssize_t a_stride = thread_stride(MC * max_nt, sizeof(real*)), c_stride = thread_stride(MC, sizeof(real*))
+    cdef Py_ssize_t pack_stride = thread_stride(MC * max_red, sizeof(real))
+    cdef Py_ssize_t edge_stride = thread_stride(MC * max_merged, sizeof(real))
+    cdef Py_ssize_t tail_stride = thread_stride(wtail_len, sizeof(real)), rows_stride = thread_stride(rows_len,
+                                                                                                     sizeof(real))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, MC * max_nt, sizeof(real*))
+    cdef real** crow_all = <real**> thread_arrays(n_threads, MC, sizeof(real*))
+    cdef real* apack_all = <real*> scratch_calloc(n_threads * pack_stride * sizeof(real))
+    cdef const real** prow_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*))
+    cdef real* edge_all = <real*> scratch_alloc(n_threads * edge_stride * sizeof(real))
+    cdef real* wtail_all = <real*> scratch_alloc(n_threads * tail_stride * sizeof(real)) if wtail_len > 0 else NULL
+    cdef real* rows_all = <real*> scratch_alloc(n_threads * rows_stride * sizeof(real)) if rows_len > 0 else NULL
     if (aptr_all == NULL or crow_all == NULL or apack_all == NULL or prow_all == NULL or edge_all == NULL
             or (wtail_len > 0 and wtail_all == NULL) or (rows_len > 0 and rows_all == NULL)):
         scratch_free(rows_all)
@@ -946,12 +956,13 @@ cdef int igemm_conv_phases(const real* src, real* dst, ConvGrid grid, const Phas
                 else:
                     mc = pg.Qw - cw * MC if pg.Qw - cw * MC < MC else MC
                 igemm_rows(src, dst, &pg, tap_h + t0, tap_w + t0, nt, panels + panel_off[ph], zeros, ep, g,
-                           m0, mc, MC, aptr_all + tid * MC * max_nt, crow_all + tid * MC,
-                           apack_all + tid * MC * max_red if runs[ph] == 1 and few_channels(nt, grid.cin)
+                           m0, mc, MC, aptr_all + tid * a_stride, crow_all + tid * c_stride,
+                           apack_all + tid * pack_stride if runs[ph] == 1 and few_channels(nt, grid.cin)
                            else NULL,
-                           prow_all + tid * MR, NULL, NULL, runs[ph], edge_all + tid * MC * max_merged,
-                           0, ncolp, NULL, 1, wtail_all + tid * wtail_len if wtail_len > 0 else NULL,
-                           rows_all + tid * rows_len if rows_len > 0 else NULL, rows_len)
+                           prow_all + tid * thread_stride(MR, sizeof(real*)), NULL, NULL, runs[ph],
+                           edge_all + tid * edge_stride, 0, ncolp, NULL, 1,
+                           wtail_all + tid * tail_stride if wtail_len > 0 else NULL,
+                           rows_all + tid * rows_stride if rows_len > 0 else NULL, rows_len)
         kc_store_fence()
     scratch_free(rows_all)
     scratch_free(wtail_all)

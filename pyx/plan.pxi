@@ -1053,7 +1053,7 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     cdef Py_ssize_t A2 = mh.alpha * mw.alpha, C = p.C
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
     cdef double* mgrad = <double*> scratch_alloc(A2 * p.K * C * sizeof(double))
-    cdef Py_ssize_t per_thread = (p.kh * mw.alpha + 1) * C
+    cdef Py_ssize_t per_thread = thread_stride((p.kh * mw.alpha + 1) * C, sizeof(double))
     cdef double* sums
     if mgrad == NULL:
         return -1

@@ -164,9 +164,9 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     stores each panel's NR columns in place."""
     cdef int NR = tile_cols(panels)
     cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw, taps = kh * kw
-    cdef Py_ssize_t per_thread = taps * K if rotate else 0
+    cdef Py_ssize_t per_thread = thread_stride(taps * K if rotate else 0, sizeof(real))
     cdef Py_ssize_t j, c, t, v, xi, n, ds = panel_plane_values(C, K, NR, sizeof(real))
-    cdef real* scratch = <real*> scratch_alloc((n_threads * per_thread + 1) * sizeof(real))
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
     cdef real* gathered
     cdef const real* src
     cdef real* dst
@@ -416,6 +416,7 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
     cdef Py_ssize_t vplane = plane_values(block, C, sizeof(real)), mplane = plane_values(block, K, sizeof(real))
     cdef Py_ssize_t pplane = panel_plane_values(C, K, NR, sizeof(real))
     cdef Py_ssize_t per_thread = A2 * vplane + A2 * mplane       # the block's transformed tiles, products
+    cdef Py_ssize_t rows_stride = thread_stride(MR, sizeof(real*)), stride
     cdef Py_ssize_t task, t0, tb, slot, xi, q, c0, kc, j, p, i, row, mr, nr, npan, tid
     # a last column panel of at most TAIL_COLS filters that the half tile would run (100 = 3 x 32 + 4) runs
     # on the transposed tail: Kim k6 forward (F(3,6)), one thread, 4.98 -> 4.67 ms (Zen 5, numpy API)
@@ -426,9 +427,10 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
     cdef int nonfinite_seen[1]
     cdef real* scratch
     n_threads = loop_threads(nblocks, SERIAL_PHASE_VALUES, n_threads)    # no idle helper woken for nothing
-    scratch = <real*> scratch_alloc(n_threads * (per_thread + wtail_len) * sizeof(real))
-    cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    stride = thread_stride(per_thread + wtail_len, sizeof(real))
+    scratch = <real*> scratch_alloc(n_threads * stride * sizeof(real))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*))
+    cdef real** crow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
     cdef real* v
     cdef real* mprod
     cdef const real** aptr
@@ -443,11 +445,11 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
     nonfinite_seen[0] = 0
     with parallel(num_threads=n_threads):
         tid = threadid()
-        v = scratch + tid * (per_thread + wtail_len)
+        v = scratch + tid * stride
         mprod = v + A2 * vplane
         wtail = mprod + A2 * mplane
-        aptr = aptr_all + tid * MR
-        crow = crow_all + tid * MR
+        aptr = aptr_all + tid * rows_stride
+        crow = crow_all + tid * rows_stride
         while True:
             task = next_task(&next_t, nblocks, tid, n_threads)
             if task >= nblocks:
@@ -518,8 +520,9 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
     cdef Py_ssize_t pplane = panel_plane_values(C, K, NR, sizeof(real))
     cdef real* v = work
     cdef real* mprod = work + A2 * vplane
-    cdef const real** aptr_all = <const real**> malloc(n_threads * MR * sizeof(real*))
-    cdef real** crow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    cdef Py_ssize_t rows_stride = thread_stride(MR, sizeof(real*))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*))
+    cdef real** crow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
     cdef const real** aptr
     cdef real** crow
     cdef const real* bq
@@ -535,8 +538,8 @@ cdef int winograd_conv_staged(const real* x, real* y, WinoGrid grid, const real*
     cdef long next_t = 0          # the task loop's counter (tile.pxi, next_task)
     with parallel(num_threads=n_threads):          # stage 2: the alpha^2 products, by column block
         tid = threadid()
-        aptr = aptr_all + tid * MR
-        crow = crow_all + tid * MR
+        aptr = aptr_all + tid * rows_stride
+        crow = crow_all + tid * rows_stride
         while True:
             task = next_task(&next_t, A2 * ncb, tid, n_threads)
             if task >= A2 * ncb:

@@ -163,9 +163,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef real* v = <real*> scratch_alloc((A2 * vplane + NR) * sizeof(real))
     # w is read a run of MR channels at a time (kc_wgrad_tile_f32): MR spare values for the last row panel
     cdef real* w = <real*> scratch_alloc((A2 * wplane + MR) * sizeof(real))
-    cdef real* part_all = <real*> malloc(n_threads * MR * NR * sizeof(real))
-    cdef const real** aptr_all = <const real**> malloc(n_threads * krows * sizeof(real*))
-    cdef real** prow_all = <real**> malloc(n_threads * MR * sizeof(real*))
+    cdef real* part_all = <real*> thread_arrays(n_threads, MR * NR, sizeof(real))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, krows, sizeof(real*))
+    cdef real** prow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
     cdef const real** aptr
     cdef real** prow
     cdef real* part
@@ -187,9 +187,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     with parallel(num_threads=n_threads):
         tid = threadid()
         team = kc_region_threads()
-        aptr = aptr_all + tid * krows
-        part = part_all + tid * MR * NR
-        prow = prow_all + tid * MR
+        aptr = aptr_all + tid * thread_stride(krows, sizeof(real*))
+        part = part_all + tid * thread_stride(MR * NR, sizeof(real))
+        prow = prow_all + tid * thread_stride(MR, sizeof(real*))
         for r in range(MR):
             prow[r] = part + r * NR
         t0 = 0
