@@ -106,8 +106,9 @@ def scratch_bytes():
 # Each thread's part of a buffer the threads share (a tile's row pointers, a partial tile, a block's transformed
 # tiles) starts on a 128-byte block of its own: two threads writing into one cache line, or into the pair of
 # lines the adjacent-line prefetcher fetches together, make each write move the line between their cores
-# (false sharing). Kim k6 input gradient (F(3,6), numpy API, 2-CPU Zen 5, six alternating runs): two threads
-# 2.53 -> 2.39 ms with the micro-kernel's row-pointer arrays apart, one thread level.
+# (false sharing). The micro-kernel's row-pointer arrays (8 pointers a thread) shared lines: Kim k6's input
+# gradient (F(3,6), 2-CPU Zen 5, perf) spent 14 % more CPU time a call in its products on two threads than on
+# one (two one-thread processes side by side: none); apart, the products cost the same on one and two.
 cdef enum:
     THREAD_ARRAY_ALIGN = 128
 
