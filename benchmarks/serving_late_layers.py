@@ -1,11 +1,13 @@
 """Late layers at batch 1 as a served model runs them: the same weights every call, inside tf.function.
 
-    python benchmarks/serving_late_layers.py [--repeats 15] [--loop 20] [--threads 1,2]
+    python benchmarks/serving_late_layers.py [--repeats 15] [--loop 20] [--threads 1,2] [--algorithms auto,direct]
 
 A tf.function runs `--loop` chained forward passes of one layer (each waits for the last), with the same
 filter every pass, as `predict` on one image does; kconv's op against tf.nn.conv2d, interleaved, median ms per
 pass over `--repeats` calls. The per-pass table of `python -m kconv bench` gives every pass fresh weights
-(memory-bound for these layers); this is the other case: weights that stay in cache.
+(memory-bound for these layers); this is the other case: weights that stay in cache, where kconv's auto keeps
+the Winograd transform of weights that repeat (F(2x2) for the 3x3 layer). `--algorithms` times each of kconv's
+algorithms given (auto, direct, winograd2, ...) beside TensorFlow's.
 README, How it works ("Few rows, many columns"), quotes it.
 """
 import argparse
@@ -29,6 +31,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--loop", type=int, default=20)
     parser.add_argument("--threads", default="1,2", help="kconv thread counts, comma-separated")
+    parser.add_argument("--algorithms", default="auto", help="kconv algorithms, comma-separated")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
@@ -39,18 +42,22 @@ def main(argv=None):
     rng = np.random.default_rng(0)
     print(f"machine: {cpu_name()}, kconv isa {kconv.config()['isa']}, TensorFlow intra-op "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; forward, same weights each pass")
-    print("| layer | kconv threads | kconv ms | TensorFlow ms | ratio |\n|---|---:|---:|---:|---:|")
+    print("| layer | kconv threads | kconv algorithm | kconv ms | TensorFlow ms | ratio |")
+    print("|---|---:|---|---:|---:|---:|")
     for xs, ws in LAYERS:
         x = tf.constant(rng.standard_normal(xs, dtype=np.float32))
         w = tf.constant(rng.standard_normal(ws, dtype=np.float32) * np.float32(1 / np.sqrt(ws[0] * ws[1] * ws[2])))
         for threads in (int(t) for t in args.threads.split(",")):
-            runs = {"kconv": chained(tf, lambda x, w, n=threads: tf_ops.conv2d(x, w, 1, "SAME", threads=n),
-                                     None, args.loop),
-                    "tf": chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), None, args.loop)}
+            algorithms = args.algorithms.split(",")
+            runs = {a: chained(tf, lambda x, w, n=threads, a=a: tf_ops.conv2d(x, w, 1, "SAME", threads=n,
+                                                                              algorithm=a), None, args.loop)
+                    for a in algorithms}
+            runs["tf"] = chained(tf, lambda x, w: tf.nn.conv2d(x, w, 1, "SAME"), None, args.loop)
             times = interleaved({k: (lambda f=f: f(x, w).numpy()) for k, f in runs.items()}, repeats=args.repeats)
-            kc, tfm = (float(np.median(times[k])) / args.loop * 1e3 for k in ("kconv", "tf"))
+            ms = {k: float(np.median(times[k])) / args.loop * 1e3 for k in runs}
             name = f"{ws[0]}x{ws[1]} {xs[1]}x{xs[2]} {ws[2]}->{ws[3]} b{xs[0]}"
-            print(f"| {name} | {threads} | {kc:.3f} | {tfm:.3f} | {tfm / kc:.2f}x |")
+            for a in algorithms:
+                print(f"| {name} | {threads} | {a} | {ms[a]:.3f} | {ms['tf']:.3f} | {ms['tf'] / ms[a]:.2f}x |")
     return 0
 
 
