@@ -407,11 +407,12 @@ cdef inline void pack_slice_panels(const real* b, Py_ssize_t ldb, Py_ssize_t row
 # The slices are packed in pieces of at most COPY_PIECE_ROWS rows of the task's column range (at most
 # copy_piece_bytes() a piece: 2 KB of each row on AVX-512), and while one piece's row tiles run, the next
 # piece's rows are asked for, a few after each tile. Whole slices of a task's whole range (4 KB of each row
-# for a 1x1 512 -> 2048 layer) outgrew L2 before the tiles read them back. Numpy API, 2-CPU Zen 5, filters
-# rotating through memory, the commit before and this one alternating: 1x1 1x7x7x512 -> 2048 0.77-0.80 ->
-# 0.59-0.64 ms on one thread, 0.46-0.48 -> 0.36-0.40 on two; 3x3 2x7x7x512 1.30-1.38 -> 1.17-1.24 on two
-# (1.30-1.32 in pieces without the prefetch); 3x3 1x7x7x512 0.89-0.91 -> 0.85-0.87 on two; one-thread 3x3
-# and 1x1 2048 -> 512 level (the prefetch does not hide memory on one thread, whatever its locality hint).
+# for a 1x1 512 -> 2048 layer) outgrew L2 before the tiles read them back. `python benchmarks/pass_timing.py
+# 1,7,512,512,3 1,7,2048,512,1 1,7,512,2048,1 2,7,512,512,3 --passes fwd --algorithm direct --threads 1,2`,
+# 2-CPU Zen 5, the commit before and this one alternating: 1x1 1x7x7x512 -> 2048 0.77-0.80 -> 0.59-0.60 ms on
+# one thread, 0.46 -> 0.36-0.40 on two; 3x3 2x7x7x512 1.30-1.31 -> 1.17-1.18 on two (1.30-1.32 in pieces
+# without the prefetch); 3x3 1x7x7x512 0.81-0.82 -> 0.79 on two; one-thread 3x3 and 1x1 2048 -> 512 level
+# (the prefetch does not hide memory on one thread, whatever its locality hint).
 # The rows of a piece depend on the layer alone, never on the thread count: a tile adds its piece's sum to
 # what C holds, so where the pieces end sets the order of the additions.
 cdef enum:
