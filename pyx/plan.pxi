@@ -101,6 +101,19 @@ cdef enum:
     # (winograd_filter_grad.pxi): 56x56 and 28x28, C = K = 64..128, batch 8, two threads, as fast as 16 MB and
     # 1-2 ms faster than 256 kB, whose chunks are too small to transform on both threads.
     WINOGRAD_GRAD_CHUNK_VALUES = 1 << 20
+    # Winograd filter gradient by lanes (winograd_filter_grad_lanes): at most WINOGRAD_GRAD_LANES, their
+    # float64 sums within WINOGRAD_GRAD_LANE_BYTES, each lane transforming at least WINOGRAD_GRAD_LANE_WORK
+    # values per sum it keeps, a thread transforming about WINOGRAD_GRAD_SUB_VALUES values at once. Two
+    # threads, numpy API, inputs rotating (`python benchmarks/pass_timing.py ... --passes dw --sets 4`),
+    # 2-CPU Zen 5 on CPUs that share an L3 (phases / two lanes, ms): Kim k6 2.70 / 2.52-2.58, 32x28x28x32
+    # 3x3 0.71-0.73 / 0.64-0.72, 8x56x56x64 3x3 2.22 / 2.11-2.18; with less work per sum the lanes lost
+    # (8x28x28x64 3x3: 0.52-0.58 / 0.61-0.84; 32x14x14 5x5 32 -> 64: 0.73-0.79 / 0.76-0.95). When the two
+    # CPUs did not share an L3 the phases took 1.4-1.7x as long (Kim k6 4.5-4.7 ms; 32x28x28x32 1.36) and
+    # the lanes 1.1x. 64 tiles at a time at 3x3 32 -> 32: 1.13 ms on one thread, 1.99 with 256.
+    WINOGRAD_GRAD_LANES = 8
+    WINOGRAD_GRAD_LANE_BYTES = 8 << 20
+    WINOGRAD_GRAD_LANE_WORK = 16
+    WINOGRAD_GRAD_SUB_VALUES = 1 << 18
 cdef Py_ssize_t FILTER_GRAD_PARTIAL_BYTES = 256 << 20
 # auto runs a dilated 1-D kernel by Winograd only while its tiles pad the output by at most 25 %: with a
 # dilation near the row's length each residue holds a few outputs, and most of every tile is padding.
@@ -196,7 +209,7 @@ cdef struct Plan:
     int fwd_m, bwd_m, grad_m       # Winograd output tile per pass; 0: direct
     bint depthwise                 # one input channel per group: depthwise.pxi's kernels, every pass
     bint fwd_staged, bwd_staged
-    Py_ssize_t fg_chunk, fg_splits, fg_cblock, wg_chunk
+    Py_ssize_t fg_chunk, fg_splits, fg_cblock, wg_chunk, wg_lanes, wg_sub
     double flops
     Py_ssize_t ntaps
     int slow[3]                    # per pass: pinning's trial state (team_binding.pxi, BIND_TRIAL_CALLS)
@@ -506,7 +519,8 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     shape only, never the thread count, so results are the same on any number of threads (only the split
     changes the order of the sums; blocks and chunks do not)."""
     cdef Py_ssize_t taps = p.kh * p.kw, pixels = p.N * p.Ho * p.Wo
-    cdef Py_ssize_t cmin = smallest_block(p), cb, nblocks, splits, plane_bytes, alpha2, chunk, unit
+    cdef Py_ssize_t cmin = smallest_block(p), cb, nblocks, splits, plane_bytes, alpha2, chunk, unit, runs, lanes
+    cdef Py_ssize_t tiles
     # channel blocks: whole micro-kernel panels (or vectors: block_unit), at least 32 rows, sums within L2
     cb = FILTER_GRAD_BLOCK_BYTES // (taps * (p.kg if p.kg > 0 else 1) * p.itemsize)
     unit = block_unit(p)
@@ -528,6 +542,25 @@ cdef void choose_splits(Plan* p) noexcept nogil:
     alpha2 = winograd_tile_area(p, p.grad_m)
     chunk = WINOGRAD_GRAD_CHUNK_VALUES // (alpha2 * (p.C + p.K)) if p.grad_m else 16
     p.wg_chunk = 16 if chunk < 16 else (1024 if chunk > 1024 else chunk)
+    p.wg_lanes, p.wg_sub = 0, 0
+    if p.grad_m:
+        # lanes: one a CPU of this process's (2 to WINOGRAD_GRAD_LANES; never the thread setting), each at
+        # least a run, all within the bytes, each transforming at least WINOGRAD_GRAD_LANE_WORK values per
+        # float64 sum it keeps; else the phases
+        tiles = winograd_tiles(p, p.grad_m, p.Ho, p.Wo)
+        runs = ceil_div(tiles, WINOGRAD_GRAD_SUM_TILES)
+        lanes = g_cpus if g_cpus > 2 else 2
+        lanes = WINOGRAD_GRAD_LANES if lanes > WINOGRAD_GRAD_LANES else lanes
+        if lanes * alpha2 * p.K * p.C * 8 > WINOGRAD_GRAD_LANE_BYTES:
+            lanes = WINOGRAD_GRAD_LANE_BYTES // (alpha2 * p.K * p.C * 8)
+        lanes = runs if lanes > runs else lanes
+        while lanes >= 2 and tiles // lanes * (p.C + p.K) < WINOGRAD_GRAD_LANE_WORK * p.K * p.C:
+            lanes -= 1
+        if lanes >= 2:
+            p.wg_lanes = lanes
+            # a thread's transformed values at once: whole runs, about WINOGRAD_GRAD_SUB_VALUES
+            unit = WINOGRAD_GRAD_SUB_VALUES // (alpha2 * (p.C + p.K) * WINOGRAD_GRAD_SUM_TILES)
+            p.wg_sub = (unit if unit > 1 else 1) * WINOGRAD_GRAD_SUM_TILES
 
 
 cdef int build_taps(Plan* p) noexcept nogil:
@@ -1052,12 +1085,18 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     cdef AxisMatrices mw = axis_matrices(p.grad_m, <int> p.kw, True)
     cdef Py_ssize_t A2 = mh.alpha * mw.alpha, C = p.C
     cdef WinoGrid grid = wino_grid(p, &mh, &mw, p.H, p.W, p.C, p.Ho, p.Wo, p.K, p.pt, p.pl)
-    cdef double* mgrad = <double*> scratch_alloc(A2 * p.K * C * sizeof(double))
+    cdef double* mgrad = NULL
     cdef Py_ssize_t per_thread = thread_stride((p.kh * mw.alpha + 1) * C, sizeof(double))
     cdef double* sums
+    mgrad = <double*> scratch_alloc((p.wg_lanes if p.wg_lanes else 1) * A2 * p.K * C * sizeof(double))
     if mgrad == NULL:
         return -1
-    if winograd_filter_grad(x, dy, mgrad, grid, p.wg_chunk, n_threads):
+    if p.wg_lanes:
+        if winograd_filter_grad_lanes(x, dy, mgrad, grid, p.wg_lanes, p.wg_sub, n_threads):
+            scratch_free(mgrad)
+            return -1
+        add_lanes(mgrad, p.wg_lanes, A2 * p.K * C, n_threads)
+    elif winograd_filter_grad(x, dy, mgrad, grid, p.wg_chunk, n_threads):
         scratch_free(mgrad)
         return -1
     n_threads = phase_threads(p.K, A2 * p.K * C, n_threads)
@@ -1069,6 +1108,19 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     scratch_free(sums)
     scratch_free(mgrad)
     return 0 if all_finite(dw, p.kh * p.kw * C * p.K) else 1
+
+
+cdef void add_lanes(double* m, Py_ssize_t lanes, Py_ssize_t plane, int n_threads) noexcept nogil:
+    """m[i] = m[i] + m[plane + i] + ... + m[(lanes - 1) * plane + i], lane 0 first, then 1, 2, ...: the
+    order the shape fixes, whatever the thread count; by blocks of 4096 values, each read as runs."""
+    cdef Py_ssize_t nblocks = ceil_div(plane, 4096), blk, i, i0, i1, l
+    n_threads = phase_threads(nblocks, lanes * plane, n_threads)
+    for blk in prange(nblocks, schedule='static', num_threads=n_threads):
+        i0 = blk * 4096
+        i1 = i0 + 4096 if i0 + 4096 < plane else plane
+        for l in range(1, lanes):
+            for i in range(i0, i1):
+                m[i] = m[i] + m[l * plane + i]
 
 
 cdef void filter_from_winograd(const double* mgrad, const AxisMatrices* mh, const AxisMatrices* mw, Py_ssize_t kh,
@@ -1508,6 +1560,7 @@ cdef class ConvPlan:
     cdef readonly tuple tiles
     cdef readonly tuple staged
     cdef readonly bint depthwise
+    cdef readonly Py_ssize_t filter_lanes
 
     def __cinit__(self, Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
                   Py_ssize_t cg, Py_ssize_t K, strides, dilations, pads, int algorithm, int itemsize,
@@ -1528,6 +1581,7 @@ cdef class ConvPlan:
         self.tiles = (self.p.fwd_m, self.p.bwd_m, self.p.grad_m)    # Winograd m per pass, 0: direct
         self.staged = (bool(self.p.fwd_staged), bool(self.p.bwd_staged))
         self.depthwise = self.p.depthwise      # every pass on depthwise.pxi's channel-vectorised kernels
+        self.filter_lanes = self.p.wg_lanes    # the Winograd filter gradient's lanes (0: by phases)
 
     def __dealloc__(self):
         plan_free(self.p)

@@ -137,10 +137,69 @@ cdef enum:
     WINOGRAD_GRAD_PREFETCH_TILES = 2        # how far ahead of its transforms a task asks for a tile's operands
 
 
+cdef void transform_tile_run(const real* x, const real* dy, const WinoGrid* grid, Py_ssize_t first,
+                             Py_ssize_t count, real* v, Py_ssize_t vplane, real* w, Py_ssize_t wplane,
+                             Py_ssize_t slot) noexcept nogil:
+    """Both operands of tiles first .. first+count-1 into slots slot .. slot+count-1 of v and w, each tile's
+    operands asked for WINOGRAD_GRAD_PREFETCH_TILES tiles ahead of its transforms."""
+    cdef Py_ssize_t T = grid.N * grid.th * grid.tw, s, q
+    for q in range(WINOGRAD_GRAD_PREFETCH_TILES):
+        if first + q < T:
+            prefetch_tile_operands(x, dy, grid, first + q)
+    for s in range(count):
+        if first + s + WINOGRAD_GRAD_PREFETCH_TILES < T:
+            prefetch_tile_operands(x, dy, grid, first + s + WINOGRAD_GRAD_PREFETCH_TILES)
+        input_tile_transform(x, grid, first + s, v, slot + s, vplane)
+        output_gradient_tile_transform(dy, grid, first + s, w, slot + s, wplane)
+
+
+cdef void gradient_products(const real* w, const real* v, Py_ssize_t ntiles, const WinoGrid* grid,
+                            Py_ssize_t j0, Py_ssize_t j1, double* m, bint first, const real** aptr, real** prow,
+                            real* part) noexcept nogil:
+    """m[k][c] (+)= sum over ntiles tiles of w[tile][k] v[tile][c] (one xi plane of each; m its K x C block of
+    M, float64), for the column panels j0 .. j1-1 and every row panel: float32 (or float64) sums of
+    WINOGRAD_GRAD_SUM_TILES tiles from the first, added to m in float64 in order (first: m is set, not added
+    to). aptr (krows pointers), prow (MR rows of part) and part (MR x NR) are the calling thread's."""
+    cdef int MR = tile_rows(<real*> w)
+    cdef int NR = tile_cols(<real*> w)
+    cdef Py_ssize_t C = grid.C, K = grid.K, krows = ((K + MR - 1) // MR) * MR
+    cdef Py_ssize_t j, kp, r, q, s0, sb, mr, nr
+    cdef double* mrow
+    if real is float:               # float32 runs added to M in float64 from registers
+        for j in range(j0, j1):
+            nr = C - j * NR if C - j * NR < NR else NR
+            for kp in range(krows // MR):
+                mr = K - kp * MR if K - kp * MR < MR else MR
+                kc_wgrad_tile_f32(<int> ntiles, WINOGRAD_GRAD_SUM_TILES, w + kp * MR, K, v + j * NR, C,
+                                  m + kp * MR * C + j * NR, C, <int> mr, <int> nr, first)
+    else:
+        for r in range(krows):         # row k of A is column k of W[xi] (K apart); rows past K repeat row 0
+            aptr[r] = w + (r if r < K else 0)
+        for j in range(j0, j1):
+            nr = C - j * NR if C - j * NR < NR else NR
+            for kp in range(krows // MR):
+                mr = K - kp * MR if K - kp * MR < MR else MR
+                s0 = 0
+                while s0 < ntiles:     # fixed runs of tiles from the first: any thread count, same sums
+                    sb = ntiles - s0 if ntiles - s0 < WINOGRAD_GRAD_SUM_TILES else WINOGRAD_GRAD_SUM_TILES
+                    igemm_tile_strided(1, <int> sb, &aptr[kp * MR], s0 * K, K, v + s0 * C + j * NR, C, prow, 0,
+                                       <int> mr, <int> nr, False)
+                    for r in range(mr):
+                        mrow = m + (kp * MR + r) * C + j * NR
+                        if first and s0 == 0:
+                            for q in range(nr):
+                                mrow[q] = part[r * NR + q]
+                        else:
+                            for q in range(nr):
+                                mrow[q] = mrow[q] + part[r * NR + q]
+                    s0 = s0 + sb
+
+
 cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, WinoGrid grid,
                               Py_ssize_t chunk, int n_threads) noexcept nogil:
     """mgrad[xi][k][c] = sum over tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], in float64 over float32 (or
-    float64) sums of WINOGRAD_GRAD_SUM_TILES tiles each. Returns 0, or -1 when the chunk buffers cannot be
+    float64) sums of WINOGRAD_GRAD_SUM_TILES tiles each, by phases: a chunk's transforms on every thread,
+    then its products by xi and channel block. Returns 0, or -1 when the chunk buffers cannot be
     allocated."""
     cdef int MR = tile_rows(<real*> x)
     cdef int NR = tile_cols(<real*> x)
@@ -149,7 +208,7 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef Py_ssize_t ncolp = (C + NR - 1) // NR
     cdef Py_ssize_t ncb = (ncolp + COL_PANELS_PER_TASK - 1) // COL_PANELS_PER_TASK
     cdef Py_ssize_t krows = ((K + MR - 1) // MR) * MR
-    cdef Py_ssize_t t0, tb, s, s0, sb, task, xi, jb, j, kp, r, q, mr, nr, tid, ci, ntt
+    cdef Py_ssize_t t0, tb, s, task, xi, jb, r, tid, ci, ntt
     cdef Py_ssize_t nchunks = (T + chunk - 1) // chunk
     cdef int team
     cdef bint leave
@@ -169,7 +228,6 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     cdef const real** aptr
     cdef real** prow
     cdef real* part
-    cdef double* mrow
     if v == NULL or w == NULL or part_all == NULL or aptr_all == NULL or prow_all == NULL or counters == NULL:
         scratch_free(v)
         scratch_free(w)
@@ -208,16 +266,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                 task = kc_take_task(&counters[2 * ci])
                 if task >= ntt:
                     break
-                for s in range(task * WINOGRAD_GRAD_TRANSFORM_TILES,
-                               min((task + 1) * WINOGRAD_GRAD_TRANSFORM_TILES, tb)):
-                    if s == task * WINOGRAD_GRAD_TRANSFORM_TILES:
-                        for q in range(WINOGRAD_GRAD_PREFETCH_TILES):
-                            if t0 + s + q < T:
-                                prefetch_tile_operands(x, dy, &grid, t0 + s + q)
-                    if t0 + s + WINOGRAD_GRAD_PREFETCH_TILES < T:
-                        prefetch_tile_operands(x, dy, &grid, t0 + s + WINOGRAD_GRAD_PREFETCH_TILES)
-                    input_tile_transform(x, &grid, t0 + s, v, s, vplane)
-                    output_gradient_tile_transform(dy, &grid, t0 + s, w, s, wplane)
+                s = task * WINOGRAD_GRAD_TRANSFORM_TILES
+                transform_tile_run(x, dy, &grid, t0 + s, min(WINOGRAD_GRAD_TRANSFORM_TILES, tb - s), v, vplane,
+                                   w, wplane, s)
             if leave:
                 break
             kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
@@ -230,37 +281,9 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
                     break
                 xi = task // ncb
                 jb = task - xi * ncb
-                if real is float:          # float32 runs added to M in float64 from registers
-                    for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
-                        nr = C - j * NR if C - j * NR < NR else NR
-                        for kp in range(krows // MR):
-                            mr = K - kp * MR if K - kp * MR < MR else MR
-                            kc_wgrad_tile_f32(<int> tb, WINOGRAD_GRAD_SUM_TILES, w + xi * wplane + kp * MR, K,
-                                              v + xi * vplane + j * NR, C, mgrad + (xi * K + kp * MR) * C + j * NR,
-                                              C, <int> mr, <int> nr, t0 == 0)
-                    s0 = sb = 0             # (the float64 branch's variables, which the region lists as private)
-                    mrow = NULL
-                    continue
-                for r in range(krows):     # row k of A is column k of W[xi] (K apart); rows past K repeat row 0
-                    aptr[r] = w + xi * wplane + (r if r < K else 0)
-                for j in range(jb * COL_PANELS_PER_TASK, min((jb + 1) * COL_PANELS_PER_TASK, ncolp)):
-                    nr = C - j * NR if C - j * NR < NR else NR
-                    for kp in range(krows // MR):
-                        mr = K - kp * MR if K - kp * MR < MR else MR
-                        s0 = 0
-                        while s0 < tb:     # fixed runs of tiles from the chunk's start: any thread count, same sums
-                            sb = tb - s0 if tb - s0 < WINOGRAD_GRAD_SUM_TILES else WINOGRAD_GRAD_SUM_TILES
-                            igemm_tile_strided(1, <int> sb, &aptr[kp * MR], s0 * K, K,
-                                               v + xi * vplane + s0 * C + j * NR, C, prow, 0, mr, nr, False)
-                            for r in range(mr):
-                                mrow = mgrad + (xi * K + kp * MR + r) * C + j * NR
-                                if t0 == 0 and s0 == 0:
-                                    for q in range(nr):
-                                        mrow[q] = part[r * NR + q]
-                                else:
-                                    for q in range(nr):
-                                        mrow[q] = mrow[q] + part[r * NR + q]
-                            s0 = s0 + sb
+                gradient_products(w + xi * wplane, v + xi * vplane, tb, &grid, jb * COL_PANELS_PER_TASK,
+                                  min((jb + 1) * COL_PANELS_PER_TASK, ncolp), mgrad + xi * K * C, t0 == 0,
+                                  aptr, prow, part)
             if leave:
                 break
             t0 = t0 + tb
@@ -277,3 +300,90 @@ cdef int winograd_filter_grad(const real* x, const real* dy, double* mgrad, Wino
     free(counters)
     return 0
 
+
+cdef inline Py_ssize_t lane_first_tile(Py_ssize_t lane, Py_ssize_t lanes, Py_ssize_t T) noexcept nogil:
+    """The first tile of a lane: lanes take equal shares of the runs of WINOGRAD_GRAD_SUM_TILES tiles."""
+    cdef Py_ssize_t runs = (T + WINOGRAD_GRAD_SUM_TILES - 1) // WINOGRAD_GRAD_SUM_TILES
+    cdef Py_ssize_t t = lane * runs // lanes * WINOGRAD_GRAD_SUM_TILES
+    return t if t < T else T
+
+
+cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlanes, WinoGrid grid,
+                                    Py_ssize_t lanes, Py_ssize_t sub, int n_threads) noexcept nogil:
+    """mlanes[l][xi][k][c] = the sum over lane l's tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], summed as
+    winograd_filter_grad sums. A lane is one task: its thread transforms `sub` tiles at a time into buffers
+    of its own and multiplies them into the lane's M at once, so no transformed value crosses between cores
+    (the phases' products read planes every thread wrote: on a VM whose two CPUs sit on different L3s, a
+    400 ns round trip, Kim k6's filter gradient took 4.5 ms on two threads instead of 2.6). The lanes depend
+    on the shape only; the caller adds them in order. Returns 0, or -1 when buffers cannot be allocated."""
+    cdef int MR = tile_rows(<real*> x)
+    cdef int NR = tile_cols(<real*> x)
+    cdef Py_ssize_t C = grid.C, K = grid.K, A2 = grid.ah * grid.aw, KC = K * C
+    cdef Py_ssize_t T = grid.N * grid.th * grid.tw
+    cdef Py_ssize_t ncolp = (C + NR - 1) // NR
+    cdef Py_ssize_t krows = ((K + MR - 1) // MR) * MR
+    cdef Py_ssize_t lane, t, t1, ta, tb, xi, r, tid, runs, nsub, i
+    cdef int team
+    cdef long counter = 0
+    n_threads = loop_threads(lanes, T * A2 * (C + K), n_threads)
+    cdef Py_ssize_t vplane = plane_values(sub, C, sizeof(real)), wplane = plane_values(sub, K, sizeof(real))
+    # as winograd_filter_grad's buffers, one pair a thread (NR and MR spare values past the last plane)
+    cdef Py_ssize_t vstride = thread_stride(A2 * vplane + NR, sizeof(real))
+    cdef Py_ssize_t wstride = thread_stride(A2 * wplane + MR, sizeof(real))
+    cdef real* v_all = <real*> thread_arrays(n_threads, A2 * vplane + NR, sizeof(real))
+    cdef real* w_all = <real*> thread_arrays(n_threads, A2 * wplane + MR, sizeof(real))
+    cdef real* part_all = <real*> thread_arrays(n_threads, MR * NR, sizeof(real))
+    cdef const real** aptr_all = <const real**> thread_arrays(n_threads, krows, sizeof(real*))
+    cdef real** prow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
+    cdef real* v
+    cdef real* w
+    cdef const real** aptr
+    cdef real** prow
+    cdef real* part
+    if v_all == NULL or w_all == NULL or part_all == NULL or aptr_all == NULL or prow_all == NULL:
+        free(v_all)
+        free(w_all)
+        free(part_all)
+        free(aptr_all)
+        free(prow_all)
+        return -1
+    with parallel(num_threads=n_threads):
+        tid = threadid()
+        team = kc_region_threads()
+        v = v_all + tid * vstride
+        w = w_all + tid * wstride
+        for r in range(A2 * vplane, A2 * vplane + NR):
+            v[r] = 0
+        for r in range(A2 * wplane, A2 * wplane + MR):
+            w[r] = 0
+        aptr = aptr_all + tid * thread_stride(krows, sizeof(real*))
+        part = part_all + tid * thread_stride(MR * NR, sizeof(real))
+        prow = prow_all + tid * thread_stride(MR, sizeof(real*))
+        for r in range(MR):
+            prow[r] = part + r * NR
+        while True:
+            lane = next_task(&counter, lanes, tid, team)
+            if lane >= lanes:
+                break
+            t = lane_first_tile(lane, lanes, T)
+            t1 = lane_first_tile(lane + 1, lanes, T)
+            if t == t1:                 # (the plan gives every lane a run; an empty lane still sums to zero)
+                memset(mlanes + lane * A2 * KC, 0, A2 * KC * sizeof(double))
+            # the lane's runs in nsub near-equal pieces of at most sub tiles (whole runs: the pieces never
+            # change a sum, only how much of the lane's operands is in cache at once)
+            runs = (t1 - t + WINOGRAD_GRAD_SUM_TILES - 1) // WINOGRAD_GRAD_SUM_TILES
+            nsub = (runs * WINOGRAD_GRAD_SUM_TILES + sub - 1) // sub
+            for i in range(nsub):
+                ta = t + runs * i // nsub * WINOGRAD_GRAD_SUM_TILES
+                tb = t + runs * (i + 1) // nsub * WINOGRAD_GRAD_SUM_TILES
+                tb = (t1 if tb > t1 else tb) - ta
+                transform_tile_run(x, dy, &grid, ta, tb, v, vplane, w, wplane, 0)
+                for xi in range(A2):
+                    gradient_products(w + xi * wplane, v + xi * vplane, tb, &grid, 0, ncolp,
+                                      mlanes + (lane * A2 + xi) * KC, i == 0, aptr, prow, part)
+    free(v_all)
+    free(w_all)
+    free(part_all)
+    free(aptr_all)
+    free(prow_all)
+    return 0

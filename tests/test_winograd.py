@@ -382,3 +382,44 @@ def test_compiled_matrices_equal_the_exact_construction():
         for name, want in (("AT", at), ("G", g), ("BT", bt), ("A", at.T), ("BT_registers", bt),
                            ("AT_registers", at), ("G_registers", g)):
             np.testing.assert_array_equal(got[name], want, err_msg=f"F({m}, 3) {name}")
+
+
+# The Winograd filter gradient's two schedules (pyx/winograd_filter_grad.pxi): lanes, where each thread
+# transforms and multiplies a share of the tiles fixed by the shape into float64 sums of its own (the lanes
+# added in order at the end), and phases, where every thread transforms a chunk of tiles and the products
+# then split by xi. Tile counts leave a partial last run of 64, lanes of unequal runs and several chunks.
+# (rank, x shape, filter shape, padding, algorithm, schedule)
+FILTER_GRAD_SCHEDULES = {
+    "lanes, 1-D k6, 1072 tiles (16 runs and 48 tiles)": (1, (8, 400, 48), (6, 48, 40), "SAME", "winograd", "lanes"),
+    "lanes, 3x3 F(4x4), 2025 tiles over 2 to 8 lanes": (2, (9, 60, 60, 24), (3, 3, 24, 20), "SAME", "winograd4", "lanes"),
+    "phases, 3x3 F(4x4) 128 -> 128 (sums past the lanes' bytes), two chunks": (
+        2, (4, 28, 28, 128), (3, 3, 128, 128), "SAME", "winograd4", "phases"),
+    "phases, 1-D k3, few tiles per sum": (1, (5, 300, 64), (3, 64, 64), "CAUSAL", "winograd", "phases"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(FILTER_GRAD_SCHEDULES))
+def test_filter_gradient_schedules_match_the_float64_reference_on_any_thread_count(name, dtype, rng):
+    """Each schedule fills an output poisoned with NaN, within float32 Winograd's error of the float64
+    reference, bit for bit the same on 1, 2 and 3 threads, and leaves its inputs as they were."""
+    rank, x_shape, fshape, padding, algorithm, schedule = FILTER_GRAD_SCHEDULES[name]
+    conv = ops._describe(rank, x_shape, fshape, 1, padding, "NHWC" if rank == 2 else "NWC", 1)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    dy = rng.standard_normal(x_shape[:-1] + (fshape[-1],)).astype(dtype)
+    x_before, dy_before = x.copy(), dy.copy()
+    runs = []
+    for threads in (1, 2, 3):
+        plan = ops._plan(conv, np.dtype(dtype), algorithm, threads)
+        assert (plan.filter_lanes >= 2) == (schedule == "lanes"), plan.filter_lanes
+        dw = np.full(fshape, np.nan, dtype)
+        plan.backprop_filter(conv.to_native(x), conv.to_native(dy), dw)
+        runs.append(dw)
+    backprop = ops.conv2d_backprop_filter if rank == 2 else ops.conv1d_backprop_filter
+    want = backprop(x.astype(np.float64), fshape, dy.astype(np.float64), padding=padding, algorithm="direct")
+    tolerance = 6e-6 if dtype == np.float32 else 1e-12
+    assert np.abs(runs[0] - want).max() <= tolerance * np.abs(want).max()
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0], other)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(dy, dy_before)
