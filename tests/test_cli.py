@@ -300,6 +300,19 @@ def test_thread_scaling_keeps_each_contenders_fastest_process():
     assert rows[2]["ratio"] == 6.0 / 5.0
     text = scaling_section("machine", list(rows.values()), 117.0, 230.0, passes=2)
     assert "fastest process" in text and "2.00x |" in text and "1.83x |" in text    # 10 / 5 and 11 / 6
+    assert "step (3 passes)" not in text            # only the forward was timed
+
+
+def test_thread_scaling_adds_a_training_steps_three_passes():
+    from kconv.bench.cli import scaling_section
+    times = {1: (4.0, 3.0, 5.0), 2: (2.0, 1.5, 2.5)}        # forward, input grad, filter grad: 12 and 6 ms
+    rows = [dict(layer="k6", threads=t, pass_=p, kconv_ms=ms, tf_ms=2 * ms, ratio=2.0, kconv_gflops=100.0 * t)
+            for t in times for p, ms in zip(("forward", "input grad", "filter grad"), times[t])]
+    text = scaling_section("machine", rows, 117.0, 230.0)
+    step = [line for line in text.splitlines() if "step (3 passes)" in line and line.startswith("|")]
+    assert len(step) == 2
+    assert "12.00" in step[0] and "24.00" in step[0] and "1.00x" in step[0]
+    assert "6.00" in step[1] and "200.0" in step[1] and "2.00x |" in step[1]     # 12 / 6 ms, both contenders
 
 
 def test_info_prints_versions_and_build():

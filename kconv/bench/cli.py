@@ -455,7 +455,26 @@ def fastest_runs(layer, runs):
     return list(rows.values())
 
 
+def step_rows(rows):
+    """Per thread count with every pass timed, a row for a training step's convolutions: the three passes'
+    times added (kconv and TF each), GFLOP/s over the three passes' flops."""
+    by_threads = {}
+    for r in rows:
+        by_threads.setdefault(r["threads"], []).append(r)
+    steps = []
+    for threads, group in by_threads.items():
+        if {r["pass_"] for r in group} != {"forward", "input grad", "filter grad"}:
+            continue
+        kconv_ms, tf_ms = sum(r["kconv_ms"] for r in group), sum(r["tf_ms"] for r in group)
+        gflop = sum(r["kconv_gflops"] * r["kconv_ms"] for r in group)     # GFLOP/s x ms = MFLOP
+        steps.append(dict(layer=group[0]["layer"], threads=threads, pass_="step (3 passes)", kconv_ms=kconv_ms,
+                          tf_ms=tf_ms, ratio=tf_ms / kconv_ms, kconv_gflops=gflop / kconv_ms))
+    return steps
+
+
 def scaling_section(header, rows, roof1, roof, passes=1):
+    steps = step_rows(rows)
+    rows = sorted(rows + steps, key=lambda r: r["threads"])     # stable: each count's passes, then its step
     base = {r["pass_"]: r for r in rows if r["threads"] == rows[0]["threads"]}
     head = ["threads", "pass", "kconv ms", "TF ms", "ratio", "kconv GFLOP/s", "kconv speedup", "TF speedup"]
     body = [[r["threads"], r["pass_"], _num(r["kconv_ms"]), _num(r["tf_ms"]), f"{r['ratio']:.2f}x",
@@ -468,7 +487,8 @@ def scaling_section(header, rows, roof1, roof, passes=1):
         "", header, "",
         markdown_table(head, body, "rlrrrrrr"), "",
         f"speedup = time on {rows[0]['threads']} thread(s) / time on n; roof {roof1:.1f} GFLOP/s on 1 thread, "
-        f"{roof:.1f} on all."])
+        f"{roof:.1f} on all."
+        + (" step (3 passes) = the three passes' times added: a training step's convolutions." if steps else "")])
 
 
 def memory_section(header, rows):
