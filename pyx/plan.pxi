@@ -105,11 +105,12 @@ cdef enum:
     # float64 sums within WINOGRAD_GRAD_LANE_BYTES, each lane transforming at least WINOGRAD_GRAD_LANE_WORK
     # values per sum it keeps, a thread transforming about WINOGRAD_GRAD_SUB_VALUES values at once. Two
     # threads, numpy API, inputs rotating (`python benchmarks/pass_timing.py ... --passes dw --sets 4`),
-    # 2-CPU Zen 5 on CPUs that share an L3 (phases / two lanes, ms): Kim k6 2.70 / 2.52-2.58, 32x28x28x32
-    # 3x3 0.71-0.73 / 0.64-0.72, 8x56x56x64 3x3 2.22 / 2.11-2.18; with less work per sum the lanes lost
-    # (8x28x28x64 3x3: 0.52-0.58 / 0.61-0.84; 32x14x14 5x5 32 -> 64: 0.73-0.79 / 0.76-0.95). When the two
-    # CPUs did not share an L3 the phases took 1.4-1.7x as long (Kim k6 4.5-4.7 ms; 32x28x28x32 1.36) and
-    # the lanes 1.1x. 64 tiles at a time at 3x3 32 -> 32: 1.13 ms on one thread, 1.99 with 256.
+    # 2-CPU Zen 5, phases / two lanes in ms, lanes forced by a scratch hook. On CPUs sharing an L3: Kim k6
+    # 2.55-2.70 / 2.52-2.64, 32x28x28x32 3x3 0.71-0.73 / 0.64-0.72, 8x56x56x64 3x3 2.22 / 2.11-2.18; with less
+    # work per sum the lanes lose (8x28x28x64 3x3 0.53 / 0.64-0.67, 32x14x14 5x5 32 -> 64 0.72-0.75 /
+    # 0.77-0.82, 32x8x8x64 3x3 0.24-0.25 / 0.32, 8x28x28x128 3x3 1.84-1.87 / 2.06-2.57). On CPUs on different
+    # L3s the phases took 1.6-1.9x as long (Kim k6 4.5-4.7, 32x28x28x32 1.36, 8x56x56x64 3.64, 8x28x28x64
+    # 1.00) and the lanes 1.0-1.1x. 64 tiles at a time at 3x3 32 -> 32: 1.13 ms on one thread, 1.99 with 256.
     WINOGRAD_GRAD_LANES = 8
     WINOGRAD_GRAD_LANE_BYTES = 8 << 20
     WINOGRAD_GRAD_LANE_WORK = 16
