@@ -289,7 +289,11 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
     taps' row 0 pointers are all it needs (row i is row 0 + i * rs); near the image's edge each merged tap
     reads a zero-padded copy of the source row under the panel (a strip, in the panel's part of `edge`:
     it spans (MR-1) * stride + run pixels where the panel's edge copies take MR * run, so stride <= run).
-    Other panels get index_tile_rows's tables. Pointer tables cost a 16 -> 16 3x3 layer ~15 % of its time.
+    Other panels get index_tile_rows's tables. Strips serve both tile shapes: on the wide tile they once
+    cost what the tables did (C >= 16), but at C = 3 the tables copy each edge row's taps value by value:
+    numpy API, 2-CPU Zen 5, one thread, 7x7/2 3 -> 32 128x128 batch 16 forward 3.05 -> 2.78 ms, 224x224
+    3 -> 64 batch 4 4.13-4.18 -> 3.99-4.04; 3x3 and 5x5 layers at C = 16-64 level. Pointer tables cost a
+    16 -> 16 3x3 layer ~15 % of its time.
     rows (room for rows_len values, or NULL): the padded-row cache (row_cache_values); where it applies, every
     edge panel of the run tile, either tile shape, reads its merged taps there (or in place, for a tap whose
     pixels are all inside), instead of strips or tables."""
@@ -300,7 +304,6 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
     cdef real* strip
     cdef real* c0
     cdef bint float_runs = real is float and 0 < ntaps <= TABLE_FAST_TAPS
-    cdef bint narrow = MR == 2 * KC_MR_F32       # strips at the edge pay for 16 rows; 8 keep their tables
     cdef Py_ssize_t row_vals = padded_row_values(grid, run), row_px = (grid.Qw - 1) * grid.step_w + run
     cdef Py_ssize_t keys[ROW_CACHE_KEYS]           # the source row (n * Hs + sh, or -1: zeros) of each kept row
     cdef Py_ssize_t nkeys = 0, key, k
@@ -343,7 +346,7 @@ cdef void index_panels(const real* src, real* dst, const ConvGrid* grid, const P
                     nkeys = nkeys + 1
                     copy_padded_row(src, grid, n, sh, tap_w[0], row_px, rows + k * row_vals)
                 aptr[(p * nu + u) * MR] = rows + k * row_vals + qw0 * grid.step_w * grid.Cs
-        elif runs[p] and narrow and run > 1 and edge != NULL and grid.step_w <= run:   # one group, cin == Cs
+        elif runs[p] and run > 1 and edge != NULL and grid.step_w <= run:   # one group, cin == Cs
             for u in range(nu):
                 strip = edge + p * MR * nu * run * grid.cin + u * width * grid.Cs
                 sh = qh * grid.step_h + tap_h[u * run]

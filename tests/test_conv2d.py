@@ -144,8 +144,9 @@ def test_edges_read_from_padded_copies_of_source_rows(case, op, rng):
     check_against_reference(case, op, rng)
 
 
-# The wide tile (more than 16 filters per group) takes runs too, inside the image only: at its edges a row
-# tile keeps its pointer table. Partial and half column panels, in-place filters, chunked reductions, strides.
+# The wide tile (more than 16 filters per group) takes runs too: inside the image from the image itself, at
+# its edges (rows wider than the padded-row cache) from zero-padded strips. Partial and half column panels,
+# in-place filters, chunked reductions, strides, RGB stems, taps wholly in the padding.
 WIDE_RUN_TILE_CASES = [
     Conv2dCase(2, 32, 32, 16, 32, 3, 3, padding="SAME", algorithm="direct"),  # whole tiles of 8 per row
     Conv2dCase(3, 28, 28, 32, 32, 3, 3, padding="SAME", algorithm="direct"),  # 28 = 3 x 8 + 4: tiles wrap
@@ -160,6 +161,9 @@ WIDE_RUN_TILE_CASES = [
     Conv2dCase(2, 24, 50, 24, 32, 3, 3, dilations=(1, 2), padding="SAME", algorithm="direct"),  # unmerged
     Conv2dCase(2, 9, 90, 20, 24, 1, 7, padding="SAME", algorithm="direct"),  # one kernel row of 7
     Conv2dCase(1, 40, 64, 32, 48, 2, 2, strides=(2, 2), algorithm="direct"),  # stride 2 = 2 merged taps
+    Conv2dCase(2, 13, 75, 3, 40, 7, 7, strides=(2, 2), padding="SAME", algorithm="direct"),  # RGB 7x7/2 stem
+    Conv2dCase(2, 6, 41, 3, 64, 5, 5, padding="SAME", algorithm="direct"),  # RGB 5x5: 41 = 5 x 8 + 1
+    Conv2dCase(1, 9, 70, 20, 36, 3, 3, padding=((3, 1), (4, 2)), algorithm="direct"),  # taps wholly outside
 ]
 
 
