@@ -1092,12 +1092,14 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     mgrad = <double*> scratch_alloc((p.wg_lanes if p.wg_lanes else 1) * A2 * p.K * C * sizeof(double))
     if mgrad == NULL:
         return -1
-    if p.wg_lanes:
-        if winograd_filter_grad_lanes(x, dy, mgrad, grid, p.wg_lanes, p.wg_sub, n_threads):
+    if p.wg_lanes:      # the lanes add themselves and finish dW in their own region
+        if winograd_filter_grad_lanes(x, dy, mgrad, grid, p.wg_lanes, p.wg_sub, mh.G, mw.G, p.kh, p.kw, dw,
+                                      n_threads):
             scratch_free(mgrad)
             return -1
-        add_lanes(mgrad, p.wg_lanes, A2 * p.K * C, n_threads)
-    elif winograd_filter_grad(x, dy, mgrad, grid, p.wg_chunk, n_threads):
+        scratch_free(mgrad)
+        return 0 if all_finite(dw, p.kh * p.kw * C * p.K) else 1
+    if winograd_filter_grad(x, dy, mgrad, grid, p.wg_chunk, n_threads):
         scratch_free(mgrad)
         return -1
     n_threads = phase_threads(p.K, A2 * p.K * C, n_threads)
@@ -1111,57 +1113,16 @@ cdef int winograd_filter_run(const Plan* p, const real* x, const real* dy, real*
     return 0 if all_finite(dw, p.kh * p.kw * C * p.K) else 1
 
 
-cdef void add_lanes(double* m, Py_ssize_t lanes, Py_ssize_t plane, int n_threads) noexcept nogil:
-    """m[i] = m[i] + m[plane + i] + ... + m[(lanes - 1) * plane + i], lane 0 first, then 1, 2, ...: the
-    order the shape fixes, whatever the thread count; by blocks of 4096 values, each read as runs."""
-    cdef Py_ssize_t nblocks = ceil_div(plane, 4096), blk, i, i0, i1, l
-    n_threads = phase_threads(nblocks, lanes * plane, n_threads)
-    for blk in prange(nblocks, schedule='static', num_threads=n_threads):
-        i0 = blk * 4096
-        i1 = i0 + 4096 if i0 + 4096 < plane else plane
-        for l in range(1, lanes):
-            for i in range(i0, i1):
-                m[i] = m[i] + m[l * plane + i]
-
-
 cdef void filter_from_winograd(const double* mgrad, const AxisMatrices* mh, const AxisMatrices* mw, Py_ssize_t kh,
                                Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K, double* sums, Py_ssize_t per_thread,
                                real* dw, int n_threads) noexcept nogil:
-    """dw[i, j, c, k] = (G^T M[., ., k, c] G)[i, j], in float64: along H then along W, each a sum of rows of C
-    values (mgrad[xi][k][c] keeps c contiguous), one k per thread at a time."""
-    cdef Py_ssize_t aw = mw.alpha, k, i, j, a, b, c
-    cdef double g
+    """dw[i, j, c, k] = (G^T M[., ., k, c] G)[i, j] (filter_from_m_row), one k per thread at a time."""
+    cdef Py_ssize_t k
     cdef double* half
-    cdef double* acc
-    cdef double* row
-    cdef const double* src
     with parallel(num_threads=n_threads):
-        half = sums + threadid() * per_thread       # half[(i*aw + b)*C + c] = sum_a Gh[a, i] M[a, b, k, c]
-        acc = half + kh * aw * C
+        half = sums + threadid() * per_thread
         for k in prange(K, schedule='static'):
-            for i in range(kh):
-                for b in range(aw):
-                    row = half + (i * aw + b) * C
-                    for c in range(C):
-                        row[c] = 0
-                    for a in range(mh.alpha):
-                        g = mh.G[a * kh + i]
-                        if g != 0:
-                            src = mgrad + ((a * aw + b) * K + k) * C
-                            for c in range(C):
-                                row[c] = row[c] + g * src[c]
-            for i in range(kh):
-                for j in range(kw):
-                    for c in range(C):
-                        acc[c] = 0
-                    for b in range(aw):
-                        g = mw.G[b * kw + j]
-                        if g != 0:
-                            row = half + (i * aw + b) * C
-                            for c in range(C):
-                                acc[c] = acc[c] + g * row[c]
-                    for c in range(C):
-                        dw[((i * kw + j) * C + c) * K + k] = <real> acc[c]
+            filter_from_m_row(mgrad, mh.G, mh.alpha, mw.G, mw.alpha, kh, kw, C, K, k, half, dw)
 
 
 cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, double** out,
