@@ -147,11 +147,19 @@ def test_bench_writes_csv_json_markdown_and_png(smoke_run):
     assert all(float(r["ratio"]) > 0 and float(r["max_err"]) < 1e-4 for r in kinds)
     assert set(data["geomean"]) == {"train", "predict"} | PASSES
     assert {s["threads"] for s in data["scaling"]} >= {1}
+    # kconv alone, its counts interleaved in the process with every thread (none on a one-CPU machine)
+    counts = {s["threads"] for s in data["scaling"]}
+    interleaved = data["scaling_interleaved"]
+    assert {s["threads"] for s in interleaved} == (counts if len(counts) > 1 else set())
+    assert all(s["kconv_ms"] > 0 and s["speedup"] > 0 for s in interleaved)
+    assert {s["pass"] for s in interleaved} <= PASSES | {"step (3 passes)"}
     assert {m["contender"] for m in data["memory"]} == {"kconv", "tf"}
     assert all(m["extra_mib"] >= 0 for m in data["memory"])
 
     md = (out / "results.md").read_text()
-    assert md.count("| smoke ") == 12 and "| ResNet-20" in md and md.count("machine: ") == 5
+    assert md.count("| smoke ") == 12 and "| ResNet-20" in md
+    assert md.count("machine: ") == 5 + bool(interleaved)
+    assert ("## Thread scaling, kconv alone" in md) == bool(interleaved)
 
     if machine["op_path"] == "native":
         # each layer graph ran exactly one kconv kernel pass: TensorFlow pruned the forward and the other
@@ -313,6 +321,29 @@ def test_thread_scaling_adds_a_training_steps_three_passes():
     assert len(step) == 2
     assert "12.00" in step[0] and "24.00" in step[0] and "1.00x" in step[0]
     assert "6.00" in step[1] and "200.0" in step[1] and "2.00x |" in step[1]     # 12 / 6 ms, both contenders
+
+
+def test_interleaved_scaling_takes_each_processs_own_ratio():
+    from kconv.bench.cli import interleaved_section, interleaved_rows
+    passes = ("forward", "input grad", "filter grad")
+
+    def process(one, two):      # one process's rows: the three passes at 1 and 2 threads
+        return [dict(layer="k6", threads=t, pass_=p, kconv_ms=ms, kconv_gflops=1000.0 / ms)
+                for t, times in ((1, one), (2, two)) for p, ms in zip(passes, times)]
+    # the second process ran in slower minutes (both counts), the third in faster ones
+    rows = interleaved_rows([process((4.0, 3.0, 5.0), (2.0, 1.5, 2.5)),
+                             process((8.0, 6.0, 10.0), (4.0, 3.0, 5.0)),
+                             process((2.0, 1.5, 2.5), (1.25, 1.0, 1.25))])
+    by = {(r["threads"], r["pass_"]): r for r in rows}
+    assert len(rows) == 8 and by[(1, "step (3 passes)")]["kconv_ms"] == 12.0       # the median process
+    assert by[(2, "forward")]["kconv_ms"] == 2.0 and by[(2, "forward")]["speedup"] == 2.0   # 2.0, 2.0, 1.6
+    assert by[(2, "filter grad")]["speedup"] == 2.0                                 # 2.0, 2.0, 2.0
+    assert by[(2, "step (3 passes)")]["speedup"] == 2.0                             # 12/6, 24/12, 6/3.5
+    assert by[(1, "forward")]["speedup"] == 1.0
+    assert abs(by[(2, "step (3 passes)")]["kconv_gflops"] - 3000.0 / 6.0) < 1e-9    # 3 GFLOP in 6 ms
+    text = interleaved_section("machine", rows, 117.0, 230.0, processes=3)
+    assert "kconv alone" in text and "3 processes" in text and " 2.00x |" in text and " 1.00x |" in text
+    assert interleaved_rows([]) == []
 
 
 def test_info_prints_versions_and_build():

@@ -17,7 +17,9 @@ as a dict.
 
 scaling: TensorFlow fixes its thread pools when it starts, so each thread count runs in a fresh process with
 tf.config.threading intra-op = n (inter-op = 1) and kconv threads = n, both timed there as in the suite's
-layer table (kconv.bench.convs.time_layer: each pass in tf.function, alternating blocks).
+layer table (kconv.bench.convs.time_layer: each pass in tf.function, alternating blocks). With "interleave":
+[1, .., n], that process also times kconv alone at each of those counts in alternating blocks
+(kconv.bench.convs.time_threads): kconv's scaling measured within one process.
 """
 import gc
 import json
@@ -108,9 +110,15 @@ def scaling(task):
     from kconv.bench.convs import time_layer
     from kconv.bench.layersets import Layer
     kconv.set_num_threads(n)
-    rows = time_layer(tf, Layer.from_dict(task["layer"]), task.get("rounds", 5), task.get("pause", 0.05),
-                      task.get("block", 0.02), algorithm=task.get("algorithm", "auto"))
-    return dict(threads=n, rows=rows, numpy=np.__version__)
+    layer = Layer.from_dict(task["layer"])
+    rows = time_layer(tf, layer, task.get("rounds", 5), task.get("pause", 0.05), task.get("block", 0.02),
+                      algorithm=task.get("algorithm", "auto"))
+    interleaved = []
+    if task.get("interleave"):      # kconv alone at each of these counts, in this process (convs.time_threads)
+        from kconv.bench.convs import time_threads
+        interleaved = time_threads(tf, layer, task["interleave"], task.get("rounds", 5), task.get("pause", 0.05),
+                                   task.get("block", 0.02), algorithm=task.get("algorithm", "auto"))
+    return dict(threads=n, rows=rows, interleaved=interleaved, numpy=np.__version__)
 
 
 def main(argv=None):

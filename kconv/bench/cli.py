@@ -29,8 +29,9 @@ kconv.measure_roof(), this machine's fp32 FMA peak measured at start. max err = 
 Every table is printed with the machine, instruction set, threads and roof it was measured on, and a
 geometric mean. No eager (call-by-call) figures are reported: Keras runs models compiled.
 
-A full run adds thread scaling (one fresh process per thread count) and the peak memory of one training
-step's convolutions (one process per contender); see kconv/bench/_worker.py. --quick skips them unless
+A full run adds thread scaling (one fresh process per thread count, kconv against TensorFlow; and kconv alone,
+its thread counts interleaved within one process) and the peak memory of one training step's convolutions
+(one process per contender); see kconv/bench/_worker.py. --quick skips them unless
 --scaling / --memory ask. Outputs in --out: models.csv, layers.csv, results.json, results.md, speedup.png.
 """
 import argparse
@@ -218,6 +219,7 @@ def main(argv=None):
                    openmp=cfg["openmp"], platform=platform.platform(), numpy=np.__version__)
     header = machine_line(machine)
     sections, model_rows, layer_rows, kind_rows, scaling, memory = [], [], [], [], [], []
+    interleaved = []
     try:
         t0 = time.perf_counter()
         for spec in chosen_models:
@@ -259,17 +261,25 @@ def main(argv=None):
             sections.append(keras_layer_section(header, kind_rows, settings["layer_rounds"], missing,
                                                 time.perf_counter() - t0))
             progress.write(sections[-1])
-        runs = []
+        runs, processes = [], []
         for _ in range(settings["scaling_passes"] if scale_counts else 0):   # 1, 2, .., 1, 2, ..: drift on all
             for n in scale_counts:
                 progress.step(f"threads {n}: {scale_layer.name}")
+                # the process with every thread also times kconv alone at each count (convs.time_threads)
                 result = _subprocess(dict(task="scaling", threads=n, layer=scale_layer.to_dict(),
                                           rounds=settings["layer_rounds"], pause=settings["layer_pause"],
-                                          block=settings["layer_block"], algorithm=args.algorithm))
+                                          block=settings["layer_block"], algorithm=args.algorithm,
+                                          interleave=scale_counts if n == scale_counts[-1] and n > 1 else None))
                 runs += [dict(r, threads=n) for r in result["rows"]]
+                if result.get("interleaved"):
+                    processes.append(result["interleaved"])
         scaling = fastest_runs(scale_layer.name, runs) if runs else []
         if scaling:
             sections.append(scaling_section(header, scaling, roof1, roof, settings["scaling_passes"]))
+            progress.write(sections[-1])
+        interleaved = interleaved_rows(processes)
+        if interleaved:
+            sections.append(interleaved_section(header, interleaved, roof1, roof, len(processes)))
             progress.write(sections[-1])
         if want_memory:
             mem_layer = _scaling_layer(layers)
@@ -294,7 +304,7 @@ def main(argv=None):
     print(f"\n{elapsed:.0f} s in all ({mode} run; roof {roof:.1f} GFLOP/s at the start, {roof_end:.1f} at the end)")
     os.makedirs(args.out, exist_ok=True)
     paths = write_outputs(args.out, command, header, sections, machine, settings, mode, model_rows, layer_rows,
-                          scaling, memory, elapsed, kind_rows)
+                          scaling, memory, elapsed, kind_rows, interleaved)
     print("wrote " + ", ".join(paths))
     return 0
 
@@ -491,6 +501,53 @@ def scaling_section(header, rows, roof1, roof, passes=1):
         + (" step (3 passes) = the three passes' times added: a training step's convolutions." if steps else "")])
 
 
+def interleaved_rows(processes):
+    """One row per (threads, pass) from the processes' convs.time_threads rows, plus a step row per count
+    when all three passes ran: kconv ms the median over processes, speedup the median over processes of
+    each process's own ratio (time on the fewest threads / time on n, both measured in that process)."""
+    if not processes:
+        return []
+    import numpy as np
+    per = []
+    for rows in processes:
+        by = {(r["threads"], r["pass_"]): r["kconv_ms"] for r in rows}
+        counts = sorted({t for t, _ in by})
+        passes = list(dict.fromkeys(p for _, p in by))
+        if set(passes) == {"forward", "input grad", "filter grad"}:
+            for t in counts:
+                by[(t, "step (3 passes)")] = sum(by[(t, p)] for p in passes)
+            passes.append("step (3 passes)")
+        per.append((by, counts, passes))
+    by0, counts, passes = per[0]
+    flop = {r["pass_"]: r["kconv_gflops"] * r["kconv_ms"] for r in processes[0]}     # MFLOP per pass
+    out = []
+    for t in counts:
+        for p in passes:
+            ms = float(np.median([by[(t, p)] for by, _, _ in per]))
+            speedup = float(np.median([by[(counts[0], p)] / by[(t, p)] for by, _, _ in per]))
+            mflop = flop.get(p, sum(flop.values()))
+            out.append(dict(layer=processes[0][0]["layer"], threads=t, pass_=p, kconv_ms=ms, kconv_gflops=mflop / ms,
+                            speedup=speedup, processes=len(per)))
+    return out
+
+
+def interleaved_section(header, rows, roof1, roof, processes=1):
+    head = ["threads", "pass", "kconv ms", "kconv GFLOP/s", "kconv speedup"]
+    body = [[r["threads"], r["pass_"], _num(r["kconv_ms"]), _num(r["kconv_gflops"], 1), f"{r['speedup']:.2f}x"]
+            for r in rows]
+    return "\n".join([
+        f"## Thread scaling, kconv alone: {rows[0]['layer']} (its thread counts in alternating blocks within one "
+        f"process{'' if processes == 1 else f', {processes} processes'}: TF intra-op = {rows[-1]['threads']})",
+        "", header, "",
+        markdown_table(head, body, "rlrrr"), "",
+        f"Each pass in tf.function as in the layer table, kconv.set_num_threads(n) before each call; kconv ms = the "
+        f"median over processes of each process's median block; speedup = time on {rows[0]['threads']} thread(s) / "
+        f"time on n, taken within each process (both counts timed in the same minutes), the median over processes. "
+        f"roof {roof1:.1f} GFLOP/s on 1 thread, {roof:.1f} on all."
+        + (" step (3 passes) = the three passes' times added: a training step's convolutions."
+           if any(r["pass_"] == "step (3 passes)" for r in rows) else "")])
+
+
 def memory_section(header, rows):
     head = ["contender", "extra MiB", "process peak MiB"]
     body = [[m["contender"], f"{m['extra_mib']:.1f}", f"{m['process_peak_mib']:.1f}"] for m in rows]
@@ -533,7 +590,7 @@ def _subprocess(task):
 # ----------------------------------------------------------------------------------------------- files
 
 def write_outputs(folder, command, header, sections, machine, settings, mode, model_rows, layer_rows, scaling,
-                  memory, elapsed, kind_rows=()):
+                  memory, elapsed, kind_rows=(), interleaved=()):
     paths = []
     if model_rows:
         paths.append(_write_csv(os.path.join(folder, "models.csv"), MODEL_COLUMNS, model_rows))
@@ -551,7 +608,8 @@ def write_outputs(folder, command, header, sections, machine, settings, mode, mo
                                                                   if r["kind"] == k and r["pass_"] == p)
                                              for k in dict.fromkeys(r["kind"] for r in kind_rows)
                                              for p in dict.fromkeys(r["pass_"] for r in kind_rows)},
-                       scaling=[_rename(r) for r in scaling], memory=memory,
+                       scaling=[_rename(r) for r in scaling],
+                       scaling_interleaved=[_rename(r) for r in interleaved], memory=memory,
                        geomean=dict(train=geomean(r["train_ratio"] for r in model_rows),
                                     predict=geomean(r["predict_ratio"] for r in model_rows),
                                     **{p: geomean(r["ratio"] for r in layer_rows if r["pass_"] == p)

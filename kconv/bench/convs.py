@@ -245,3 +245,56 @@ def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max
                          tf_gflops=f / tf_t / 1e9, algorithm=algos[pass_name], max_err=err, inner=inner,
                          calls=n, rounds=rounds, kernel_passes=kernel_passes))
     return rows
+
+
+def time_threads(tf, layer, counts, rounds=5, pause=0.05, block_s=0.02, graph_s=0.003, max_inner=16,
+                 algorithm="auto"):
+    """kconv's own thread scaling in one process: each pass's chained graph (as time_layer's) timed at each
+    of `counts` threads in alternating blocks, kconv.set_num_threads(n) before each call (the op reads the
+    setting when it runs). Timed in one process, the counts share its minutes: a process per count (the
+    suite's other scaling table, which TensorFlow needs, its pools fixed when it starts) lets the machine's
+    other tenants load one count and not the other, which moved Kim k6's step speedup by +-0.07 between runs
+    of the same build (2-CPU Zen 5 VM). Rows: threads, pass_, kconv_ms (median of `rounds` blocks),
+    kconv_gflops, inner, calls."""
+    import kconv
+    before = kconv.get_num_threads()
+    fns = pass_functions(tf, layer, algorithm)
+    f = flops(layer)
+    sets = make_inputs(tf, layer, 3)
+    rows = []
+    try:
+        for pass_name in PASSES:
+            fn = fns[pass_name]["kconv"]
+            single = chained(tf, fn)
+            kconv.set_num_threads(max(counts))
+            for s in sets:                      # trace, plan, first touch
+                single([s])
+            one = estimate(lambda: single([sets[1]]), 3)
+            inner = int(min(max_inner, max(1, math.ceil(graph_s / one))))
+            if len(sets) < inner + 1:
+                sets.extend(make_inputs(tf, layer, inner + 1 - len(sets), seed=len(sets)))
+            graphs = [captured_chain(tf, fn, [sets[(r + j) % len(sets)] for j in range(inner)]) for r in (0, 1)]
+            state = [0]
+
+            def call():
+                state[0] ^= 1
+                return graphs[state[0]]()
+            call()
+            call()
+
+            def at(n):
+                def run():
+                    kconv.set_num_threads(n)
+                    return call()
+                return run
+            contenders = {n: at(n) for n in counts}
+            per_call = {n: estimate(fn_n, 2) for n, fn_n in contenders.items()}
+            calls = {n: calls_for(t, block_s) for n, t in per_call.items()}
+            times = blocks(contenders, rounds=rounds, calls=calls, pause=pause)
+            for n in counts:
+                ms = float(np.median(times[n])) / inner * 1e3
+                rows.append(dict(layer=layer.name, threads=n, pass_=pass_name, kconv_ms=ms,
+                                 kconv_gflops=f / ms / 1e6, inner=inner, calls=calls[n], rounds=rounds))
+    finally:
+        kconv.set_num_threads(before)
+    return rows
