@@ -265,11 +265,12 @@ def main(argv=None):
         for _ in range(settings["scaling_passes"] if scale_counts else 0):   # 1, 2, .., 1, 2, ..: drift on all
             for n in scale_counts:
                 progress.step(f"threads {n}: {scale_layer.name}")
-                # the process with every thread also times kconv alone at each count (convs.time_threads)
+                # each process also times kconv alone at every count (convs.time_threads: kconv's op reads
+                # its thread setting when it runs, whatever TensorFlow's pools)
                 result = _subprocess(dict(task="scaling", threads=n, layer=scale_layer.to_dict(),
                                           rounds=settings["layer_rounds"], pause=settings["layer_pause"],
                                           block=settings["layer_block"], algorithm=args.algorithm,
-                                          interleave=scale_counts if n == scale_counts[-1] and n > 1 else None))
+                                          interleave=scale_counts if len(scale_counts) > 1 else None))
                 runs += [dict(r, threads=n) for r in result["rows"]]
                 if result.get("interleaved"):
                     processes.append(result["interleaved"])
@@ -537,7 +538,7 @@ def interleaved_section(header, rows, roof1, roof, processes=1):
             for r in rows]
     return "\n".join([
         f"## Thread scaling, kconv alone: {rows[0]['layer']} (its thread counts in alternating blocks within one "
-        f"process{'' if processes == 1 else f', {processes} processes'}: TF intra-op = {rows[-1]['threads']})",
+        f"process{'' if processes == 1 else f', {processes} processes'}, those of the table above)",
         "", header, "",
         markdown_table(head, body, "rlrrr"), "",
         f"Each pass in tf.function as in the layer table, kconv.set_num_threads(n) before each call; kconv ms = the "
