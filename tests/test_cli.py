@@ -147,7 +147,7 @@ def test_bench_writes_csv_json_markdown_and_png(smoke_run):
     assert all(float(r["ratio"]) > 0 and float(r["max_err"]) < 1e-4 for r in kinds)
     assert set(data["geomean"]) == {"train", "predict"} | PASSES
     assert {s["threads"] for s in data["scaling"]} >= {1}
-    # kconv alone, its counts interleaved in the process with every thread (none on a one-CPU machine)
+    # kconv alone, its counts interleaved within each scaling process (none on a one-CPU machine)
     counts = {s["threads"] for s in data["scaling"]}
     interleaved = data["scaling_interleaved"]
     assert {s["threads"] for s in interleaved} == (counts if len(counts) > 1 else set())

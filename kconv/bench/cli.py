@@ -508,7 +508,6 @@ def interleaved_rows(processes):
     each process's own ratio (time on the fewest threads / time on n, both measured in that process)."""
     if not processes:
         return []
-    import numpy as np
     per = []
     for rows in processes:
         by = {(r["threads"], r["pass_"]): r["kconv_ms"] for r in rows}
@@ -519,7 +518,7 @@ def interleaved_rows(processes):
                 by[(t, "step (3 passes)")] = sum(by[(t, p)] for p in passes)
             passes.append("step (3 passes)")
         per.append((by, counts, passes))
-    by0, counts, passes = per[0]
+    _, counts, passes = per[0]
     flop = {r["pass_"]: r["kconv_gflops"] * r["kconv_ms"] for r in processes[0]}     # MFLOP per pass
     out = []
     for t in counts:
