@@ -141,6 +141,27 @@ def test_filter_gradient_does_not_depend_on_thread_count(m, rng):
     np.testing.assert_array_equal(one, two)
 
 
+@pytest.mark.parametrize("shape, kernel", [
+    ((32, 400, 128), (6, 128, 100)),    # Kim k6: 536 row panels, 67 blocks of 8 -> 68 on two threads, 69 on three
+    ((3, 50, 24), (3, 24, 16)),         # the narrow tile (16 filters): 13 tiles a row, blocks of 16-row panels
+    ((1, 9, 64), (3, 64, 64)),          # one panel: fewer blocks than threads
+    ((2, 31, 33, 32), (3, 3, 32, 48)),  # 2-D F(4x4): tiles not a multiple of the row panel
+])
+def test_forward_and_input_gradient_do_not_depend_on_thread_count(shape, kernel, rng):
+    """The blocks of tiles are cut to a multiple of the threads; a tile's result never depends on its block."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(kernel).astype(np.float32)
+    conv, grad = (ops.conv1d, ops.conv1d_backprop_input) if len(shape) == 3 else (ops.conv2d, ops.conv2d_backprop_input)
+    ys = [conv(x, w, padding="SAME", algorithm="winograd", threads=t) for t in (1, 2, 3)]
+    dy = rng.standard_normal(ys[0].shape).astype(np.float32)
+    dxs = [grad(shape, w, dy, padding="SAME", algorithm="winograd", threads=t) for t in (1, 2, 3)]
+    for y, dx in zip(ys[1:], dxs[1:]):
+        np.testing.assert_array_equal(y, ys[0])
+        np.testing.assert_array_equal(dx, dxs[0])
+    want = conv(x.astype(np.float64), w.astype(np.float64), padding="SAME", algorithm="direct")
+    assert np.abs(ys[0] - want).max() <= 1e-4 * np.abs(want).max()
+
+
 def test_dilated_1d_filter_gradient_does_not_depend_on_thread_count(rng):
     x, dy = rng.standard_normal((4, 300, 64)), rng.standard_normal((4, 300, 64))
     one, two = (ops.conv1d_backprop_filter(x, (3, 64, 64), dy, padding="CAUSAL", dilations=4, algorithm="winograd",
