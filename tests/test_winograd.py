@@ -65,6 +65,11 @@ WINOGRAD_2D = [
         (2, 5, 7, 64, 72, "SAME", "NHWC", np.float64),        # few tiles, many channels: the staged path
         (1, 4, 4, 96, 40, "VALID", "NCHW", np.float32),
         (3, 16, 16, 24, 36, "SAME", "NHWC", np.float32),      # 32 + 4 filters: the last 4 on the transposed tail
+        # the input gradient's turned filter is gathered by blocks of 16 (AVX-512) or 8 channels (its K,
+        # the forward's filters), transposed 16 or 8 of its filters (C) at a time: fewer, one block and
+        # some, a whole number of blocks
+        (2, 9, 9, 17, 7, "SAME", "NHWC", np.float32),
+        (2, 6, 6, 5, 48, "SAME", "NHWC", np.float32),
     ]
     if not (m == 6 and dt == np.float32)   # F(6x6) float32 error is tabled in the README, not contracted
 ]
