@@ -296,6 +296,18 @@ def clear_cache():
     core.release_scratch()
 
 
+def set_filter_cache(enabled):
+    """Whether plans keep the transformed Winograd filters of weights that come twice in a row (on by
+    default), in the numpy API and the TensorFlow op alike: inference then transforms its filters once, and a
+    batch-1 layer with many channels runs Winograd instead of direct. Off, every call transforms its filters,
+    as a training step's does, and no plan takes a new copy of the weights (what plans already hold stays
+    until clear_cache, or until the op's kernels go). Returns the previous setting. The bench's pass tables
+    turn it off: each node of their graphs sees the same weights on every call."""
+    if not isinstance(enabled, (bool, np.bool_)):
+        raise TypeError(f"set_filter_cache: enabled must be True or False, got {enabled!r}")
+    return bool(core.set_filter_cache(bool(enabled)))
+
+
 def memory_info():
     """What kconv keeps between calls: the numpy API's plans (at most 64) and the transformed filters they
     hold for inference, and the big scratch buffers (Winograd tiles, packed filters, the filter gradient's

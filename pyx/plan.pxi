@@ -697,6 +697,21 @@ cdef WinoGrid wino_grid(const Plan* p, AxisMatrices* mh, AxisMatrices* mw, Py_ss
 
 # ---- forward
 
+# Whether plans keep the Winograd transform of weights that come twice in a row (inference). Off, every call
+# transforms its weights, as in a training step: the bench's pass tables turn it off, because a node of their
+# graphs sees the same weights on every call and would otherwise time inference's forward.
+cdef int g_keep_filter_transforms = 1
+
+
+def set_filter_cache(bint enabled):
+    """Turns the kept filter transforms on or off (plans made before keep what they hold, unused while off);
+    returns the previous setting."""
+    global g_keep_filter_transforms
+    cdef bint before = g_keep_filter_transforms
+    g_keep_filter_transforms = enabled
+    return before
+
+
 cdef void sample_weights(const Plan* p, const real* w, double* out) noexcept nogil:
     """16 values spread over the weights: equal samples on two calls in a row mean inference."""
     cdef Py_ssize_t n = p.kh * p.kw * p.cg * p.K, step = n // 16 if n >= 16 else 1, i
@@ -707,6 +722,8 @@ cdef void sample_weights(const Plan* p, const real* w, double* out) noexcept nog
 cdef const real* cached_panels(Plan* p, const real* w) noexcept nogil:
     """The kept transform of w, when w equals the kept weights exactly (never served stale)."""
     cdef const real* panels = NULL
+    if not g_keep_filter_transforms:
+        return NULL
     pthread_mutex_lock(&p.lock)
     if p.cache_w != NULL and memcmp(p.cache_w, w, p.kh * p.kw * p.cg * p.K * sizeof(real)) == 0:
         panels = <const real*> p.cache_panels
@@ -718,6 +735,8 @@ cdef bint repeated_weights(Plan* p, const real* w) noexcept nogil:
     """Whether w looks like the weights of the previous call (their sample matches); records w's sample."""
     cdef double sample[16]
     cdef bint repeat
+    if not g_keep_filter_transforms:
+        return False
     sample_weights(p, w, sample)
     pthread_mutex_lock(&p.lock)
     repeat = p.have_sample and memcmp(sample, p.sample, sizeof(sample)) == 0
@@ -734,6 +753,8 @@ cdef bint offer_panels(Plan* p, const real* w, real* panels) noexcept nogil:
     cdef bint repeat
     cdef Py_ssize_t nw = p.kh * p.kw * p.cg * p.K
     cdef void* copy
+    if not g_keep_filter_transforms:
+        return False
     sample_weights(p, w, sample)
     pthread_mutex_lock(&p.lock)
     repeat = p.have_sample and memcmp(sample, p.sample, sizeof(sample)) == 0

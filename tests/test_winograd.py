@@ -392,6 +392,32 @@ class TestTransformedFilterCache:
         y = ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
         np.testing.assert_allclose(y, ops.conv2d(x, w, padding="SAME", algorithm="direct"), rtol=1e-10, atol=1e-10)
 
+    def test_with_the_cache_off_repeated_weights_are_transformed_every_call(self, rng):
+        x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
+        first = ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        assert ops.set_filter_cache(False) is True
+        try:
+            results = [ops.conv2d(x, w, padding="SAME", algorithm="winograd4") for _ in range(3)]
+            assert ops.memory_info()["filter_cache_entries"] == 0      # no copy kept, so none served
+            assert ops.set_filter_cache(False) is False
+        finally:
+            ops.set_filter_cache(True)
+        for y in results:
+            np.testing.assert_array_equal(y, first)
+        for _ in range(2):
+            ops.conv2d(x, w, padding="SAME", algorithm="winograd4")
+        assert ops.memory_info()["filter_cache_entries"] == 1          # on again: kept from the next repeat
+
+    def test_the_cache_setting_takes_a_bool(self):
+        with pytest.raises(TypeError, match="set_filter_cache: enabled must be True or False, got 'no'"):
+            ops.set_filter_cache("no")
+
+    def test_bench_passes_run_with_the_cache_off_and_restore_it(self):
+        from kconv.bench.convs import training_weights
+        with training_weights():
+            assert ops.set_filter_cache(False) is False
+        assert ops.set_filter_cache(True) is True
+
     def test_training_like_updates_keep_no_copies(self, rng):
         x, w = rng.standard_normal((2, 8, 8, 16)), rng.standard_normal((3, 3, 16, 16))
         for step in range(5):

@@ -28,10 +28,15 @@ Python-side work (flattening, signature matching), ~30 us a pass on a 2-CPU Zen 
 (an empty pass, tf.identity of the bias, chained 16 times: 40 -> 9 us a pass; one pass a call: 180 -> 97 us).
 That overhead, the same for both contenders, pulled small layers' ratios toward 1.0.
 
-Inputs, weights included, rotate between calls, and no graph sees the same weights twice in a row: the forward
-is a training step's forward (kconv keeps the transform of weights that repeat, for inference; that does not
-apply here; predict_on_batch in the model table covers inference).
+Inputs, weights included, differ from pass to pass, and calls alternate between two graphs. But each node of a
+graph sees the same captured weights on every call, and kconv's op keeps a node's transformed Winograd filters
+when its weights come twice in a row (inference): timed so, the forward skipped its filters' transform (uprobes
+on the transform: none in 200 chained Kim k6 forwards) where a training step pays it. So the timed functions
+run with kconv's kept transforms off (`training_weights`, kconv.ops.set_filter_cache(False)): the forward is a
+training step's forward; predict_on_batch in the model table covers inference. TensorFlow keeps nothing of the
+kind here (its chained passes take as long with their weights passed as arguments, less the arguments' cost).
 """
+import contextlib
 import math
 
 import numpy as np
@@ -211,6 +216,19 @@ def time_pass(tf, fns, single, sets, turn, more_inputs, rounds, pause, block_s, 
     return float(np.median(times["kconv"])) / inner, float(np.median(times["tf"])) / inner, inner, n
 
 
+@contextlib.contextmanager
+def training_weights():
+    """kconv's kept filter transforms off (as in a training step, whose weights change every call) while the
+    passes are timed; the previous setting back after. Also a decorator."""
+    import kconv
+    before = kconv.ops.set_filter_cache(False)
+    try:
+        yield
+    finally:
+        kconv.ops.set_filter_cache(before)
+
+
+@training_weights()
 def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max_inner=16, algorithm="auto",
                threads=None, check=True):
     """Rows, one per pass: ms per pass of kconv and of TF (median of `rounds` alternating blocks, each after a
@@ -247,6 +265,7 @@ def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max
     return rows
 
 
+@training_weights()
 def time_threads(tf, layer, counts, rounds=5, pause=0.05, block_s=0.02, graph_s=0.003, max_inner=16,
                  algorithm="auto"):
     """kconv's own thread scaling in one process: each pass's chained graph (as time_layer's) timed at each

@@ -10,8 +10,9 @@ the activation after TensorFlow's op (grappler fuses what its remapper knows how
 where its op can.
 
 Both layers of a pair are built on the same input shape and called with `stateless_call`, the weights given as
-tensors: the two run the same weights by construction, and the weights rotate between calls like the inputs
-(no graph sees the same weights twice in a row: a training step's forward). Two passes, each a `tf.function`:
+tensors: the two run the same weights by construction, and the weights rotate between calls like the inputs,
+kconv's kept filter transforms off (convs.training_weights: a training step's forward). Two passes, each a
+`tf.function`:
 
     forward      y = layer(x)
     train step   y = layer(x) under a GradientTape, then the gradients of every weight and of x given dy
@@ -29,7 +30,7 @@ import math
 
 import numpy as np
 
-from .convs import chained, max_rel_error, time_pass
+from .convs import chained, max_rel_error, time_pass, training_weights
 
 PASSES = ("forward", "train step")
 
@@ -172,6 +173,7 @@ def _error(got, want):
     return max_rel_error(got, want)
 
 
+@training_weights()
 def time_layer(tf, layer, rounds=5, pause=0.05, block_s=0.05, graph_s=0.003, max_inner=16, check=True):
     """Rows, one per pass (forward, train step): ms per pass of kconv's layer and of Keras's (median of
     `rounds` alternating blocks, each after a `pause` and a discarded warm call, each block about `block_s`
