@@ -21,7 +21,7 @@ import numpy as np
 from . import _args, _geometry, _threads
 from ._backend import core
 
-__all__ = ["ACTIVATIONS", "ALGORITHMS", "clear_cache", "memory_info", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
+__all__ = ["ACTIVATIONS", "ALGORITHMS", "clear_cache", "memory_info", "set_filter_cache", "conv1d", "conv1d_backprop_filter", "conv1d_backprop_input", "conv2d",
            "conv2d_backprop_filter", "conv2d_backprop_input", "matmul"]
 
 
