@@ -412,7 +412,8 @@ def layer_section(header, rows, rounds, algorithm, seconds=None):
         f"forward = conv + bias + ReLU (TF: grappler-fused Conv+BiasAdd+Relu; kconv: fused epilogue, "
         f"algorithm={algorithm}); input grad / filter grad = one gradient of the convolution by GradientTape "
         f"(the other passes pruned). Inputs and weights differ from pass to pass, and kconv keeps no filter "
-        f"transforms between calls (kconv.ops.set_filter_cache(False)): a training step's passes. GFLOP/s counts direct-convolution flops, so Winograd can pass 100 % roof"
+        f"transforms between calls (kconv.ops.set_filter_cache(False)): a training step's passes. "
+        f"GFLOP/s counts direct-convolution flops, so Winograd can pass 100 % roof"
         + (f". {seconds:.0f} s." if seconds is not None else ".")])
 
 
