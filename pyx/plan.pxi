@@ -1143,7 +1143,7 @@ cdef void filter_from_winograd(const double* mgrad, const AxisMatrices* mh, cons
     with parallel(num_threads=n_threads):
         half = sums + threadid() * per_thread
         for k in prange(K, schedule='static'):
-            filter_from_m_row(mgrad, mh.G, mh.alpha, mw.G, mw.alpha, kh, kw, C, K, k, half, dw)
+            filter_from_m_row(mgrad + k * C, K * C, mh.G, mh.alpha, mw.G, mw.alpha, kh, kw, C, K, k, half, dw)
 
 
 cdef int sum_splits(const real* partial, Py_ssize_t nsplit, Py_ssize_t plane, double** out,

@@ -18,7 +18,6 @@
 cdef enum:
     WINOGRAD_GRAD_SUM_TILES = 64
     WINOGRAD_GRAD_TRANSFORM_TILES = 16      # tiles of both operands one transform task takes
-    LANE_ADD_VALUES = 4096                  # values of M one task of the lanes' addition takes
 
 cdef inline void transform_output_gradient(const real* src, Py_ssize_t rs, Py_ssize_t cs, int rows, int cols,
                                            const WinoGrid* grid, real* dst, Py_ssize_t ds,
@@ -308,22 +307,13 @@ cdef inline Py_ssize_t lane_first_tile(Py_ssize_t lane, Py_ssize_t lanes, Py_ssi
     return lane * T // lanes
 
 
-cdef inline void add_lane_block(double* m, Py_ssize_t lanes, Py_ssize_t plane, Py_ssize_t blk) noexcept nogil:
-    """m[i] = m[i] + m[plane + i] + ... + m[(lanes - 1) * plane + i] over block blk of LANE_ADD_VALUES values:
-    lane 0 first, then 1, 2, ..., the order the shape fixes, each lane read as a run."""
-    cdef Py_ssize_t i, l, i0 = blk * LANE_ADD_VALUES
-    cdef Py_ssize_t i1 = i0 + LANE_ADD_VALUES if i0 + LANE_ADD_VALUES < plane else plane
-    for l in range(1, lanes):
-        for i in range(i0, i1):
-            m[i] = m[i] + m[l * plane + i]
-
-
-cdef void filter_from_m_row(const double* mgrad, const double* gh, Py_ssize_t ah, const double* gw,
-                            Py_ssize_t aw, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K, Py_ssize_t k,
-                            double* half, real* dw) noexcept nogil:
+cdef void filter_from_m_row(const double* rows, Py_ssize_t rstride, const double* gh, Py_ssize_t ah,
+                            const double* gw, Py_ssize_t aw, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
+                            Py_ssize_t k, double* half, real* dw) noexcept nogil:
     """dw[i, j, c, k] = (G^T M[., ., k, c] G)[i, j] for one k, in float64: along H then along W, each a sum of
-    rows of C values (mgrad[xi][k][c] keeps c contiguous). gh: ah x kh, gw: aw x kw (row a: G[a, 0..k-1]);
-    half: room for (kh * aw + 1) * C values."""
+    rows of C values, M[a, b, k, .] the row at rows + (a * aw + b) * rstride (mgrad[xi][k][c]: rows = mgrad +
+    k * C, rstride = K * C). gh: ah x kh, gw: aw x kw (row a: G[a, 0..k-1]); half: room for (kh * aw + 1) * C
+    values."""
     cdef Py_ssize_t i, j, a, b, c
     cdef double g
     cdef double* acc = half + kh * aw * C
@@ -337,7 +327,7 @@ cdef void filter_from_m_row(const double* mgrad, const double* gh, Py_ssize_t ah
             for a in range(ah):
                 g = gh[a * kh + i]
                 if g != 0:
-                    src = mgrad + ((a * aw + b) * K + k) * C
+                    src = rows + (a * aw + b) * rstride
                     for c in range(C):
                         row[c] = row[c] + g * src[c]
     for i in range(kh):
@@ -354,18 +344,40 @@ cdef void filter_from_m_row(const double* mgrad, const double* gh, Py_ssize_t ah
                 dw[((i * kw + j) * C + c) * K + k] = <real> acc[c]
 
 
+cdef inline void sum_lane_rows(const double* mlanes, Py_ssize_t lanes, Py_ssize_t plane, Py_ssize_t A2,
+                               Py_ssize_t K, Py_ssize_t C, Py_ssize_t k, double* dst) noexcept nogil:
+    """dst[xi * C + c] = M_0[xi][k][c] + M_1[xi][k][c] + ... (lane l's M at mlanes + l * plane), lane 0 first,
+    then 1, 2, ...: filter k's rows of the lanes' sum, in the order the shape fixes."""
+    cdef Py_ssize_t xi, l, c
+    cdef double* d
+    cdef const double* src
+    for xi in range(A2):
+        d = dst + xi * C
+        src = mlanes + (xi * K + k) * C
+        for c in range(C):
+            d[c] = src[c]
+        for l in range(1, lanes):
+            src = mlanes + l * plane + (xi * K + k) * C
+            for c in range(C):
+                d[c] = d[c] + src[c]
+
+
 cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlanes, WinoGrid grid,
                                     Py_ssize_t lanes, Py_ssize_t sub, const double* gh, const double* gw,
                                     Py_ssize_t kh, Py_ssize_t kw, real* dw, int n_threads) noexcept nogil:
-    """dw by lanes, in one parallel region of three phases, each phase's end a kc_barrier (a region a phase
+    """dw by lanes, in one parallel region of two phases, the first's end a kc_barrier (a region a phase
     cost the helper a wake-up each: 39-56 us a fork and join on a 2-CPU Zen 5 VM with passive waiting).
     1. mlanes[l][xi][k][c] = the sum over lane l's tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], summed as
        winograd_filter_grad sums. A lane is one task: its thread transforms `sub` tiles at a time into buffers
        of its own and multiplies them into the lane's M at once, so no transformed value crosses between cores
        (the phases' products read planes every thread wrote: on a VM whose two CPUs sit on different L3s, a
        400 ns round trip, Kim k6's filter gradient took 4.5 ms on two threads instead of 2.6).
-    2. the lanes added into lane 0, in order (add_lane_block), a block of values a task;
-    3. dW = G^T M G (filter_from_m_row), a filter a task; gh / gw: the tile's G along H (ah x kh) and W (aw x kw).
+    2. dW = G^T M G, M the lanes' sum, a cache line of filters a task: each filter's rows of the lanes added in
+       order (sum_lane_rows) into the thread's own buffer, then filter_from_m_row; gh / gw: the tile's G along
+       H (ah x kh) and W (aw x kw). Apart (the lanes added into lane 0 by blocks of values in a phase of their
+       own, then dW from lane 0 a filter a task, the threads' filters interleaved in each cache line of dw),
+       Kim k6's filter gradient took 4.86-4.94 ms on one thread and 2.57-2.58 on two; joined, 4.67-4.78 and
+       2.46-2.49 (numpy API, inputs rotating, both ways in one process, two runs, 2-CPU Zen 5).
     The lanes depend on the shape only, and every task computes its values the same way on any thread.
     Returns 0, or -1 when buffers cannot be allocated."""
     cdef int MR = tile_rows(<real*> x)
@@ -374,20 +386,23 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
     cdef Py_ssize_t T = grid.N * grid.th * grid.tw
     cdef Py_ssize_t ncolp = (C + NR - 1) // NR
     cdef Py_ssize_t krows = ((K + MR - 1) // MR) * MR
-    cdef Py_ssize_t nblocks = (A2 * KC + LANE_ADD_VALUES - 1) // LANE_ADD_VALUES
     cdef Py_ssize_t lane, t, t1, ta, tb, xi, r, tid, runs, nsub, i, task
     cdef int team
     cdef bint leave
-    cdef long counters[3]
+    cdef long counters[2]
     cdef kc_barrier phase_end
     kc_barrier_init(&phase_end)
-    counters[0] = counters[1] = counters[2] = 0
+    counters[0] = counters[1] = 0
     n_threads = loop_threads(lanes, T * A2 * (C + K), n_threads)
     cdef Py_ssize_t vplane = plane_values(sub, C, sizeof(real)), wplane = plane_values(sub, K, sizeof(real))
     # as winograd_filter_grad's buffers, one pair a thread (NR and MR spare values past the last plane)
     cdef Py_ssize_t vstride = thread_stride(A2 * vplane + NR, sizeof(real))
     cdef Py_ssize_t wstride = thread_stride(A2 * wplane + MR, sizeof(real))
-    cdef Py_ssize_t hstride = thread_stride((kh * grid.aw + 1) * C, sizeof(double))
+    # a thread's room for filter_from_m_row's sums along H and one filter's rows of the lanes' sum
+    cdef Py_ssize_t hstride = thread_stride((kh * grid.aw + 1 + A2) * C, sizeof(double))
+    cdef Py_ssize_t fblock = 64 // sizeof(real)
+    cdef Py_ssize_t nfblocks = (K + fblock - 1) // fblock, k
+    cdef double* msum
     # kept between calls (scratch.pxi): fresh from malloc, these were new pages, faulted in on every call
     # (8x28x28x64 3x3 on two threads: 1.33 ms, slower than one thread's 1.13-1.18)
     cdef real* v_all = <real*> scratch_alloc(n_threads * vstride * sizeof(real))
@@ -452,25 +467,18 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
                                       mlanes + (lane * A2 + xi) * KC, i == 0, aptr, prow, part)
         if not leave:
             kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
-            while True:                 # the lanes into lane 0
+            msum = half_all + tid * hstride + (kh * grid.aw + 1) * C
+            while True:                 # dW, a cache line of filters a task: one thread writes each line of dw
                 leave = kc_should_leave(tid, team, g_cpus)
                 if leave:
                     break
                 task = kc_take_task(&counters[1])
-                if task >= nblocks:
+                if task >= nfblocks:
                     break
-                add_lane_block(mlanes, lanes, A2 * KC, task)
-        if not leave:
-            kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
-            while True:                 # dW, a filter at a time
-                leave = kc_should_leave(tid, team, g_cpus)
-                if leave:
-                    break
-                task = kc_take_task(&counters[2])
-                if task >= K:
-                    break
-                filter_from_m_row(mlanes, gh, grid.ah, gw, grid.aw, kh, kw, C, K, task, half_all + tid * hstride,
-                                  dw)
+                for k in range(task * fblock, min((task + 1) * fblock, K)):
+                    sum_lane_rows(mlanes, lanes, A2 * KC, A2, K, C, k, msum)
+                    filter_from_m_row(msum, C, gh, grid.ah, gw, grid.aw, kh, kw, C, K, k,
+                                      half_all + tid * hstride, dw)
         if leave:
             kc_barrier_leave(&phase_end, team)
     scratch_free(v_all)
