@@ -804,13 +804,12 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
         own = <real*> malloc(npanels * sizeof(real))
         if own == NULL:
             return -1
-        status = filter_transform_panels(filters, p.kh, p.kw, C, K, mh.alpha, mw.alpha, rotate, own, n_threads)
-        if status:
-            free(own)
-            return -1
-        panels = own
-        if not rotate and offer_panels(<Plan*> p, filters, own):
-            own = NULL          # the plan keeps them
+        if staged:
+            status = filter_transform_panels(filters, p.kh, p.kw, C, K, mh.alpha, mw.alpha, rotate, own, n_threads)
+            if status:
+                free(own)
+                return -1
+            panels = own
     if staged:
         work = <real*> scratch_alloc(A2 * (plane_values(grid.N * grid.th * grid.tw, C, sizeof(real))
                                            + plane_values(grid.N * grid.th * grid.tw, K, sizeof(real))) * sizeof(real))
@@ -818,8 +817,15 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
             free(own)
             return -1
         status = winograd_conv_staged(x, y, grid, panels, work, ep, n_threads)
+    elif panels == NULL:        # the filters' transform in the tiles' parallel region
+        status = winograd_conv(x, y, grid, own, winograd_block(A2, C, K), ep, filters, p.kh, p.kw, rotate,
+                               n_threads)
+        panels = own
     else:
-        status = winograd_conv(x, y, grid, panels, winograd_block(A2, C, K), ep, n_threads)
+        status = winograd_conv(x, y, grid, <real*> panels, winograd_block(A2, C, K), ep, NULL, 0, 0, False,
+                               n_threads)
+    if own != NULL and status >= 0 and not rotate and offer_panels(<Plan*> p, filters, own):
+        own = NULL          # the plan keeps them
     scratch_free(work)
     free(own)
     return status

@@ -154,55 +154,78 @@ cdef inline void transform_filter(const real* src, Py_ssize_t ts, int ah, int aw
             kc_wino_filter_f64_a8(src, ts, dst, ds, n)
 
 
-cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
-                                 int ah, int aw, bint rotate, real* panels, int n_threads) noexcept nogil:
-    """panels[xi * ds + (j * C + c) * NR + v] = (G g G^T)[xi, c, j*NR + v], ds = panel_plane_values(...), for the (kh, kw, C, K) filter g (3x3, 5x5, 1 x 3..5), or
-    with rotate for the input gradient's filter, g's (kh, kw, K, C) turned by 180 degrees and its channels
-    swapped: the rotation, the transform and the micro-kernel's packing in one pass. Returns 0, or -1 when
-    its scratch cannot be allocated. A block of input channels at a time, in parallel: each channel's K
-    filters at a tap are contiguous (gathered so first when rotated), so the transform runs one vector of
-    filters at a time and stores each panel's NR columns in place."""
+cdef inline Py_ssize_t filter_block_channels(bint rotate, Py_ssize_t itemsize) noexcept nogil:
+    """Input channels of one filter-transform task (filter_panels_block): a block of KC_TRANSPOSE_LANES when the
+    filter is turned (float32), else one."""
+    return KC_TRANSPOSE_LANES if (rotate and itemsize == 4) else 1
+
+
+cdef inline Py_ssize_t filter_gather_values(bint rotate, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t K,
+                                            Py_ssize_t itemsize) noexcept nogil:
+    """A thread's room for filter_panels_block's gathered channels (none unless the filter is turned)."""
+    return filter_block_channels(rotate, itemsize) * kh * kw * K if rotate else 0
+
+
+cdef void filter_panels_block(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K, int ah,
+                              int aw, bint rotate, real* panels, Py_ssize_t b, real* gathered) noexcept nogil:
+    """Block b of filter_transform_panels (input channels b*CB .. b*CB+CB-1, CB = filter_block_channels):
+    their transformed filters into their places in `panels`; gathered: this thread's filter_gather_values."""
     cdef int NR = tile_cols(panels)
     # Rotated, a channel's filters sit C values apart in g: gathered one by one they took 82-93 us of Kim k6's
     # input gradient (6 x 128 x 100, Zen 5), a serial phase of a 2.3 ms pass on two threads. A block of
     # KC_TRANSPOSE_LANES channels is gathered by register transposes, reading g a vector at a time.
-    cdef Py_ssize_t CB = KC_TRANSPOSE_LANES if (real is float and rotate) else 1
-    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw, taps = kh * kw, nblocks = (C + CB - 1) // CB
-    cdef Py_ssize_t per_thread = thread_stride(CB * taps * K if rotate else 0, sizeof(real))
-    cdef Py_ssize_t b, cn, r, j, c, t, v, xi, n, ds = panel_plane_values(C, K, NR, sizeof(real))
-    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
-    cdef real* gathered
+    cdef Py_ssize_t CB = filter_block_channels(rotate, sizeof(real))
+    cdef Py_ssize_t ncolp = (K + NR - 1) // NR, A2 = ah * aw, taps = kh * kw
+    cdef Py_ssize_t cn = C - b * CB if C - b * CB < CB else CB
+    cdef Py_ssize_t r, j, c, t, v, xi, n, ds = panel_plane_values(C, K, NR, sizeof(real))
     cdef const real* src
     cdef const real* row
     cdef real* dst
+    if rotate:      # tap t of the turned filter is tap kh*kw-1-t of g, whose channels are (K, C)
+        for t in range(taps):
+            row = g + (taps - 1 - t) * K * C + b * CB       # row[v * C + r] = channel b*CB + r, filter v
+            v = 0
+            if real is float and cn == KC_TRANSPOSE_LANES:
+                while v + CB <= K:      # gathered[r * taps*K + t*K + v + i] = row[(v + i) * C + r]
+                    kc_transpose_block_f32(row + v * C, C, gathered + t * K + v, taps * K)
+                    v = v + CB
+            while v < K:
+                for r in range(cn):
+                    gathered[r * taps * K + t * K + v] = row[v * C + r]
+                v = v + 1
+    for r in range(cn):
+        c = b * CB + r
+        src = gathered + r * taps * K if rotate else g + c * K
+        for j in range(ncolp):
+            n = K - j * NR if K - j * NR < NR else NR
+            dst = panels + (j * C + c) * NR
+            transform_filter(src + j * NR, K if rotate else C * K, ah, aw, <int> kw, dst, ds, n)
+            for xi in range(A2):        # the last panel's columns past K are zeros
+                for v in range(n, NR):
+                    dst[xi * ds + v] = 0
+
+
+cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t C, Py_ssize_t K,
+                                 int ah, int aw, bint rotate, real* panels, int n_threads) noexcept nogil:
+    """panels[xi * ds + (j * C + c) * NR + v] = (G g G^T)[xi, c, j*NR + v], ds = panel_plane_values(...), for
+    the (kh, kw, C, K) filter g (3x3, 5x5, 1 x 3..5), or with rotate for the input gradient's filter, g's
+    (kh, kw, K, C) turned by 180 degrees and its channels swapped: the rotation, the transform and the
+    micro-kernel's packing in one pass. Returns 0, or -1 when its scratch cannot be allocated. A block of
+    input channels at a time, in parallel: each channel's K filters at a tap are contiguous (gathered so first
+    when rotated), so the transform runs one vector of filters at a time and stores each panel's NR columns in
+    place. (winograd_conv does the same in its own parallel region, before its tiles.)"""
+    cdef Py_ssize_t nblocks = (C + filter_block_channels(rotate, sizeof(real)) - 1) // filter_block_channels(rotate, sizeof(real))
+    cdef Py_ssize_t per_thread = thread_stride(filter_gather_values(rotate, kh, kw, K, sizeof(real)), sizeof(real))
+    cdef Py_ssize_t b
+    cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
+    cdef real* gathered
     if scratch == NULL:
         return -1
-    n_threads = phase_threads(nblocks, C * A2 * K, n_threads)
+    n_threads = phase_threads(nblocks, C * ah * aw * K, n_threads)
     with parallel(num_threads=n_threads):
         gathered = scratch + threadid() * per_thread
         for b in prange(nblocks, schedule='static'):
-            cn = C - b * CB if C - b * CB < CB else CB
-            if rotate:      # tap t of the turned filter is tap kh*kw-1-t of g, whose channels are (K, C)
-                for t in range(taps):
-                    row = g + (taps - 1 - t) * K * C + b * CB       # row[v * C + r] = channel b*CB + r, filter v
-                    v = 0
-                    if real is float and cn == KC_TRANSPOSE_LANES:
-                        while v + CB <= K:      # gathered[r * taps*K + t*K + v + i] = row[(v + i) * C + r]
-                            kc_transpose_block_f32(row + v * C, C, gathered + t * K + v, taps * K)
-                            v = v + CB
-                    for v in range(v, K):
-                        for r in range(cn):
-                            gathered[r * taps * K + t * K + v] = row[v * C + r]
-            for r in range(cn):
-                c = b * CB + r
-                src = gathered + r * taps * K if rotate else g + c * K
-                for j in range(ncolp):
-                    n = K - j * NR if K - j * NR < NR else NR
-                    dst = panels + (j * C + c) * NR
-                    transform_filter(src + j * NR, K if rotate else C * K, ah, aw, <int> kw, dst, ds, n)
-                    for xi in range(A2):        # the last panel's columns past K are zeros
-                        for v in range(n, NR):
-                            dst[xi * ds + v] = 0
+            filter_panels_block(g, kh, kw, C, K, ah, aw, rotate, panels, b, gathered)
     scratch_free(scratch)
     return 0
 
@@ -409,11 +432,13 @@ cdef void epilogue_tile(real* y, const WinoGrid* grid, Py_ssize_t tile, const Ep
             apply_epilogue(dst + v * grid.dw * grid.K, grid.K, <const real*> ep.bias, ep)
 
 
-cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels, Py_ssize_t block,
-                       const Epilogue* ep, int n_threads) noexcept nogil:
-    """y = x * filters (stride 1) with the filters already transformed and packed (`panels`, one set of
-    NR-wide panels of U[xi] (C x K) per xi). Returns 0; 1 when y holds a non-finite value; -1 when scratch
-    cannot be allocated."""
+cdef int winograd_conv(const real* x, real* y, WinoGrid grid, real* panels, Py_ssize_t block,
+                       const Epilogue* ep, const real* g, Py_ssize_t kh, Py_ssize_t kw, bint rotate,
+                       int n_threads) noexcept nogil:
+    """y = x * filters (stride 1) with the filters transformed and packed in `panels` (one set of NR-wide
+    panels of U[xi] (C x K) per xi). With g (not NULL) the region first writes them there from the filter g
+    (kh x kw, turned with rotate: filter_transform_panels), a channel block a task, then runs the tiles once
+    every block is done. Returns 0; 1 when y holds a non-finite value; -1 when scratch cannot be allocated."""
     cdef int NR = tile_cols(y)
     # at most one vector of output channels (16 -> 16 layers): the narrow tile, twice the rows, no idle lanes
     cdef bint narrow = 2 * grid.K <= NR
@@ -452,7 +477,21 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
         nblocks += n_threads - nblocks % n_threads
         if nblocks > rpanels:
             nblocks = rpanels
-    stride = thread_stride(per_thread + wtail_len, sizeof(real))
+    # The filters' transform in the tiles' region: in a region of its own (a static loop, its barrier, the
+    # join) the sleeping helper woke late for its share (~24 us from a fork, 2-CPU Zen 5 VM whose idle CPUs
+    # halt, OMP_WAIT_POLICY=PASSIVE), and again for the tiles' fork. Kim k6 in tf.function, both ways in one
+    # process, two threads: forward 2.61 -> 2.57 ms, input gradient 2.29 -> 2.26 (one thread: no change).
+    cdef bint transform_filters = g != NULL
+    cdef Py_ssize_t CB = filter_block_channels(rotate, sizeof(real))
+    cdef Py_ssize_t nfblocks = (C + CB - 1) // CB if transform_filters else 0, fb
+    cdef Py_ssize_t gather_len = filter_gather_values(rotate, kh, kw, K, sizeof(real)) if transform_filters else 0
+    cdef real* gathered
+    cdef long filter_next = 0
+    cdef kc_barrier filters_done
+    cdef int team
+    cdef bint leave
+    kc_barrier_init(&filters_done)
+    stride = thread_stride(per_thread + wtail_len + gather_len, sizeof(real))
     scratch = <real*> scratch_alloc(n_threads * stride * sizeof(real))
     cdef const real** aptr_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*))
     cdef real** crow_all = <real**> thread_arrays(n_threads, MR, sizeof(real*))
@@ -475,7 +514,25 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, const real* panels
         wtail = mprod + A2 * mplane
         aptr = aptr_all + tid * rows_stride
         crow = crow_all + tid * rows_stride
-        while True:
+        gathered = wtail + wtail_len
+        leave = False
+        if transform_filters:
+            # a helper whose CPU another call's caller needs leaves the call (kc_barrier_leave) and the others
+            # run its tiles; which thread transforms a block never changes a value
+            team = kc_region_threads()
+            while True:
+                leave = kc_should_leave(tid, team, g_cpus)
+                if leave:
+                    break
+                fb = kc_take_task(&filter_next)
+                if fb >= nfblocks:
+                    break
+                filter_panels_block(g, kh, kw, C, K, grid.ah, grid.aw, rotate, panels, fb, gathered)
+            if leave:
+                kc_barrier_leave(&filters_done, team)
+            else:
+                kc_barrier_wait(&filters_done, team, tid < kc_share(team, g_cpus))
+        while not leave:
             task = next_task(&next_t, nblocks, tid, n_threads)
             if task >= nblocks:
                 break

@@ -158,3 +158,41 @@ def test_tensorflow_running_kconv_ops_in_parallel_gives_the_sequential_result():
     for got, (x, w) in zip(branches(*flat), cases):
         np.testing.assert_array_equal(got.numpy(), ops.conv2d(x, w, 1, "SAME"))
     assert _threads.held() == 0
+
+
+def test_winograd_forwards_and_input_gradients_at_once_equal_sequential_ones():
+    """The Winograd forward and input gradient transform the filter in the tiles' own parallel region, its
+    end a barrier; a helper whose CPU an overlapping call needs leaves there and the others run its tiles.
+    From 3 Python threads at once, every transform made afresh (no kept filters): the sequential results,
+    bit for bit, and every thread released."""
+    if not kconv.config()["openmp"] or _threads._available_cpus() < 2:
+        pytest.skip("needs OpenMP and 2 CPUs")
+    rng = np.random.default_rng(6)
+    # Kim k6's shape, smaller batch: 128 channels, 16-channel blocks of the turned filter, 100 filters
+    cases = [(rng.standard_normal((8, 200, 128)).astype(np.float32),
+              rng.standard_normal((6, 128, 100)).astype(np.float32) * np.float32(0.1),
+              rng.standard_normal((8, 195, 100)).astype(np.float32)) for _ in range(3)]
+
+    def run(x, w, dy):
+        return (ops.conv1d(x, w, algorithm="winograd"),
+                ops.conv1d_backprop_input(x.shape, w, dy, algorithm="winograd"))
+    before = ops.set_filter_cache(False)
+    try:
+        sequential = [run(*c) for c in cases]
+        concurrent = [[] for _ in cases]
+        stand_downs = core.stand_downs()
+
+        def worker(i):
+            for _ in range(4):
+                concurrent[i].append(run(*cases[i]))
+
+        _in_threads(worker, len(cases))
+    finally:
+        ops.set_filter_cache(before)
+    for got, want in zip(concurrent, sequential):
+        assert len(got) == 4
+        for pair in got:
+            for g, w_ in zip(pair, want):
+                np.testing.assert_array_equal(g, w_)
+    assert core.stand_downs() > stand_downs
+    assert _threads.held() == 0
