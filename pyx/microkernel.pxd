@@ -86,6 +86,8 @@ cdef extern from "microkernel.h" nogil:
     void kc_barrier_init(kc_barrier* b)
     void kc_barrier_wait(kc_barrier* b, int team, int may_spin)
     void kc_barrier_leave(kc_barrier* b, int team)
+    void kc_phase_task_done(int* left)
+    void kc_phase_wait(int* left, int may_spin)
     int kc_should_leave(long tid, int team, int cpus)
     long kc_take_task(long* next)
     int kc_region_threads()

@@ -487,10 +487,8 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, real* panels, Py_s
     cdef Py_ssize_t gather_len = filter_gather_values(rotate, kh, kw, K, sizeof(real)) if transform_filters else 0
     cdef real* gathered
     cdef long filter_next = 0
-    cdef kc_barrier filters_done
+    cdef int filters_left = <int> nfblocks      # blocks not yet transformed
     cdef int team
-    cdef bint leave
-    kc_barrier_init(&filters_done)
     stride = thread_stride(per_thread + wtail_len + gather_len, sizeof(real))
     scratch = <real*> scratch_alloc(n_threads * stride * sizeof(real))
     cdef const real** aptr_all = <const real**> thread_arrays(n_threads, MR, sizeof(real*))
@@ -515,24 +513,20 @@ cdef int winograd_conv(const real* x, real* y, WinoGrid grid, real* panels, Py_s
         aptr = aptr_all + tid * rows_stride
         crow = crow_all + tid * rows_stride
         gathered = wtail + wtail_len
-        leave = False
         if transform_filters:
-            # a helper whose CPU another call's caller needs leaves the call (kc_barrier_leave) and the others
-            # run its tiles; which thread transforms a block never changes a value
+            # Every thread waits for the blocks, not for the other threads (kc_phase_wait). A helper whose CPU
+            # another call's caller needs (calls overlapping: a training step's two gradients) takes no block
+            # and sleeps until they are done; the tiles' loop below then stands it down until the CPUs free up
+            # (next_task), when it rejoins. Which thread transforms a block never changes a value.
             team = kc_region_threads()
-            while True:
-                leave = kc_should_leave(tid, team, g_cpus)
-                if leave:
-                    break
+            while not kc_should_leave(tid, team, g_cpus):
                 fb = kc_take_task(&filter_next)
                 if fb >= nfblocks:
                     break
                 filter_panels_block(g, kh, kw, C, K, grid.ah, grid.aw, rotate, panels, fb, gathered)
-            if leave:
-                kc_barrier_leave(&filters_done, team)
-            else:
-                kc_barrier_wait(&filters_done, team, tid < kc_share(team, g_cpus))
-        while not leave:
+                kc_phase_task_done(&filters_left)
+            kc_phase_wait(&filters_left, tid < kc_share(team, g_cpus))
+        while True:
             task = next_task(&next_t, nblocks, tid, n_threads)
             if task >= nblocks:
                 break

@@ -365,8 +365,8 @@ cdef inline void sum_lane_rows(const double* mlanes, Py_ssize_t lanes, Py_ssize_
 cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlanes, WinoGrid grid,
                                     Py_ssize_t lanes, Py_ssize_t sub, const double* gh, const double* gw,
                                     Py_ssize_t kh, Py_ssize_t kw, real* dw, int n_threads) noexcept nogil:
-    """dw by lanes, in one parallel region of two phases, the first's end a kc_barrier (a region a phase
-    cost the helper a wake-up each: 39-56 us a fork and join on a 2-CPU Zen 5 VM with passive waiting).
+    """dw by lanes, in one parallel region of two phases, the second waiting for the first's tasks (a region a
+    phase cost the helper a wake-up each: 39-56 us a fork and join on a 2-CPU Zen 5 VM with passive waiting).
     1. mlanes[l][xi][k][c] = the sum over lane l's tiles of (A dY A^T)[xi, k] (B^T X B)[xi, c], summed as
        winograd_filter_grad sums. A lane is one task: its thread transforms `sub` tiles at a time into buffers
        of its own and multiplies them into the lane's M at once, so no transformed value crosses between cores
@@ -387,11 +387,8 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
     cdef Py_ssize_t ncolp = (C + NR - 1) // NR
     cdef Py_ssize_t krows = ((K + MR - 1) // MR) * MR
     cdef Py_ssize_t lane, t, t1, ta, tb, xi, r, tid, runs, nsub, i, task
-    cdef int team
-    cdef bint leave
     cdef long counters[2]
-    cdef kc_barrier phase_end
-    kc_barrier_init(&phase_end)
+    cdef int lanes_left = <int> lanes       # lanes not yet summed
     counters[0] = counters[1] = 0
     n_threads = loop_threads(lanes, T * A2 * (C + K), n_threads)
     cdef Py_ssize_t vplane = plane_values(sub, C, sizeof(real)), wplane = plane_values(sub, K, sizeof(real))
@@ -427,7 +424,6 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
         return -1
     with parallel(num_threads=n_threads):
         tid = threadid()
-        team = kc_region_threads()
         v = v_all + tid * vstride
         w = w_all + tid * wstride
         for r in range(A2 * vplane, A2 * vplane + NR):
@@ -439,14 +435,11 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
         prow = prow_all + tid * thread_stride(MR, sizeof(real*))
         for r in range(MR):
             prow[r] = part + r * NR
-        # A helper whose CPU another call's caller needs leaves the call for good between tasks (the phase
-        # ends then stop waiting for it: microkernel.h, kc_barrier_leave).
-        leave = False
+        # Each phase ends when its tasks are done (kc_phase_wait), not when every thread has arrived: a helper
+        # that stands down for an overlapping call (next_task: a training step's input gradient beside this)
+        # holds no one up, and rejoins between tasks when the CPUs free up.
         while True:
-            leave = kc_should_leave(tid, team, g_cpus)
-            if leave:
-                break
-            lane = kc_take_task(&counters[0])
+            lane = next_task(&counters[0], lanes, tid, n_threads)
             if lane >= lanes:
                 break
             t = lane_first_tile(lane, lanes, T)
@@ -465,22 +458,17 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
                 for xi in range(A2):
                     gradient_products(w + xi * wplane, v + xi * vplane, tb, &grid, 0, ncolp,
                                       mlanes + (lane * A2 + xi) * KC, i == 0, aptr, prow, part)
-        if not leave:
-            kc_barrier_wait(&phase_end, team, tid < kc_share(team, g_cpus))
-            msum = half_all + tid * hstride + (kh * grid.aw + 1) * C
-            while True:                 # dW, a cache line of filters a task: one thread writes each line of dw
-                leave = kc_should_leave(tid, team, g_cpus)
-                if leave:
-                    break
-                task = kc_take_task(&counters[1])
-                if task >= nfblocks:
-                    break
-                for k in range(task * fblock, min((task + 1) * fblock, K)):
-                    sum_lane_rows(mlanes, lanes, A2 * KC, A2, K, C, k, msum)
-                    filter_from_m_row(msum, C, gh, grid.ah, gw, grid.aw, kh, kw, C, K, k,
-                                      half_all + tid * hstride, dw)
-        if leave:
-            kc_barrier_leave(&phase_end, team)
+            kc_phase_task_done(&lanes_left)
+        kc_phase_wait(&lanes_left, tid < kc_share(n_threads, g_cpus))
+        msum = half_all + tid * hstride + (kh * grid.aw + 1) * C
+        while True:                     # dW, a cache line of filters a task: one thread writes each line of dw
+            task = next_task(&counters[1], nfblocks, tid, n_threads)
+            if task >= nfblocks:
+                break
+            for k in range(task * fblock, min((task + 1) * fblock, K)):
+                sum_lane_rows(mlanes, lanes, A2 * KC, A2, K, C, k, msum)
+                filter_from_m_row(msum, C, gh, grid.ah, gw, grid.aw, kh, kw, C, K, k, half_all + tid * hstride,
+                                  dw)
     scratch_free(v_all)
     scratch_free(w_all)
     scratch_free(half_all)
@@ -488,3 +476,4 @@ cdef int winograd_filter_grad_lanes(const real* x, const real* dy, double* mlane
     free(aptr_all)
     free(prow_all)
     return 0
+

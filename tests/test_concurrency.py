@@ -196,3 +196,35 @@ def test_winograd_forwards_and_input_gradients_at_once_equal_sequential_ones():
                 np.testing.assert_array_equal(g, w_)
     assert core.stand_downs() > stand_downs
     assert _threads.held() == 0
+
+
+def test_winograd_filter_gradients_by_lanes_at_once_equal_sequential_ones():
+    """The lanes' filter gradient ends each phase when its tasks are done, not when every thread has arrived;
+    a helper standing down for an overlapping call rejoins between tasks. From 3 Python threads at once: the
+    sequential results bit for bit, helpers stood down, every thread released."""
+    if not kconv.config()["openmp"] or _threads._available_cpus() < 2:
+        pytest.skip("needs OpenMP and 2 CPUs")
+    rng = np.random.default_rng(7)
+    x_shape, f_shape = (8, 400, 48), (6, 48, 40)
+    plan = ops._plan(ops._describe(1, x_shape, f_shape, 1, "SAME", "NWC", 1), np.dtype(np.float32), "winograd", None)
+    assert plan.filter_lanes >= 2
+    cases = [(rng.standard_normal(x_shape).astype(np.float32),
+              rng.standard_normal(x_shape[:-1] + f_shape[-1:]).astype(np.float32)) for _ in range(3)]
+
+    def grad(x, dy):
+        return ops.conv1d_backprop_filter(x, f_shape, dy, padding="SAME", algorithm="winograd")
+    sequential = [grad(*c) for c in cases]
+    concurrent = [[] for _ in cases]
+    stand_downs = core.stand_downs()
+
+    def worker(i):
+        for _ in range(4):
+            concurrent[i].append(grad(*cases[i]))
+
+    _in_threads(worker, len(cases))
+    for got, want in zip(concurrent, sequential):
+        assert len(got) == 4
+        for g in got:
+            np.testing.assert_array_equal(g, want)
+    assert core.stand_downs() > stand_downs
+    assert _threads.held() == 0
