@@ -32,6 +32,30 @@ def _in_threads(worker, count):
         t.join(120)
 
 
+def _at_once_equal_sequential(run, cases, repeats=4):
+    """run(*case) for every case from its own Python thread, `repeats` times, all at once: each result (an
+    array or a tuple of arrays) equals the sequential one bit for bit, some helper stood down while the calls
+    overlapped, and every thread is released at the end."""
+    def arrays(result):
+        return result if isinstance(result, tuple) else (result,)
+    sequential = [arrays(run(*c)) for c in cases]
+    concurrent = [[] for _ in cases]
+    stand_downs = core.stand_downs()
+
+    def worker(i):
+        for _ in range(repeats):
+            concurrent[i].append(arrays(run(*cases[i])))
+
+    _in_threads(worker, len(cases))
+    for got, want in zip(concurrent, sequential):
+        assert len(got) == repeats
+        for result in got:
+            for g, w in zip(result, want):
+                np.testing.assert_array_equal(g, w)
+    assert core.stand_downs() > stand_downs
+    assert _threads.held() == 0
+
+
 def test_overlapping_calls_stand_their_helpers_down_and_release_every_thread():
     """Calls from several Python threads at once each hold their team; while they overlap, their helper
     threads stand down between tasks (only the callers work, so the cores never hold more busy threads than
@@ -126,21 +150,7 @@ def test_winograd_filter_gradients_at_once_equal_sequential_ones():
 
     def grad(x, dy):
         return ops.conv2d_backprop_filter(x, (3, 3, 32, 32), dy, padding="SAME", algorithm="winograd")
-    sequential = [grad(*c) for c in cases]
-    concurrent = [[] for _ in cases]
-    stand_downs = core.stand_downs()
-
-    def worker(i):
-        for _ in range(4):
-            concurrent[i].append(grad(*cases[i]))
-
-    _in_threads(worker, len(cases))
-    for got, want in zip(concurrent, sequential):
-        assert len(got) == 4
-        for g in got:
-            np.testing.assert_array_equal(g, want)
-    assert core.stand_downs() > stand_downs
-    assert _threads.held() == 0
+    _at_once_equal_sequential(grad, cases)
 
 
 def test_tensorflow_running_kconv_ops_in_parallel_gives_the_sequential_result():
@@ -178,24 +188,9 @@ def test_winograd_forwards_and_input_gradients_at_once_equal_sequential_ones():
                 ops.conv1d_backprop_input(x.shape, w, dy, algorithm="winograd"))
     before = ops.set_filter_cache(False)
     try:
-        sequential = [run(*c) for c in cases]
-        concurrent = [[] for _ in cases]
-        stand_downs = core.stand_downs()
-
-        def worker(i):
-            for _ in range(4):
-                concurrent[i].append(run(*cases[i]))
-
-        _in_threads(worker, len(cases))
+        _at_once_equal_sequential(run, cases)
     finally:
         ops.set_filter_cache(before)
-    for got, want in zip(concurrent, sequential):
-        assert len(got) == 4
-        for pair in got:
-            for g, w_ in zip(pair, want):
-                np.testing.assert_array_equal(g, w_)
-    assert core.stand_downs() > stand_downs
-    assert _threads.held() == 0
 
 
 def test_winograd_filter_gradients_by_lanes_at_once_equal_sequential_ones():
@@ -213,18 +208,4 @@ def test_winograd_filter_gradients_by_lanes_at_once_equal_sequential_ones():
 
     def grad(x, dy):
         return ops.conv1d_backprop_filter(x, f_shape, dy, padding="SAME", algorithm="winograd")
-    sequential = [grad(*c) for c in cases]
-    concurrent = [[] for _ in cases]
-    stand_downs = core.stand_downs()
-
-    def worker(i):
-        for _ in range(4):
-            concurrent[i].append(grad(*cases[i]))
-
-    _in_threads(worker, len(cases))
-    for got, want in zip(concurrent, sequential):
-        assert len(got) == 4
-        for g in got:
-            np.testing.assert_array_equal(g, want)
-    assert core.stand_downs() > stand_downs
-    assert _threads.held() == 0
+    _at_once_equal_sequential(grad, cases)
