@@ -820,7 +820,6 @@ cdef int winograd_run(const Plan* p, const real* x, const real* filters, bint ro
     elif panels == NULL:        # the filters' transform in the tiles' parallel region
         status = winograd_conv(x, y, grid, own, winograd_block(A2, C, K), ep, filters, p.kh, p.kw, rotate,
                                n_threads)
-        panels = own
     else:
         status = winograd_conv(x, y, grid, <real*> panels, winograd_block(A2, C, K), ep, NULL, 0, 0, False,
                                n_threads)

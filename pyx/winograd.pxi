@@ -214,7 +214,8 @@ cdef int filter_transform_panels(const real* g, Py_ssize_t kh, Py_ssize_t kw, Py
     input channels at a time, in parallel: each channel's K filters at a tap are contiguous (gathered so first
     when rotated), so the transform runs one vector of filters at a time and stores each panel's NR columns in
     place. (winograd_conv does the same in its own parallel region, before its tiles.)"""
-    cdef Py_ssize_t nblocks = (C + filter_block_channels(rotate, sizeof(real)) - 1) // filter_block_channels(rotate, sizeof(real))
+    cdef Py_ssize_t CB = filter_block_channels(rotate, sizeof(real))
+    cdef Py_ssize_t nblocks = (C + CB - 1) // CB
     cdef Py_ssize_t per_thread = thread_stride(filter_gather_values(rotate, kh, kw, K, sizeof(real)), sizeof(real))
     cdef Py_ssize_t b
     cdef real* scratch = <real*> scratch_alloc(n_threads * per_thread * sizeof(real))
